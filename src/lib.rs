@@ -1,0 +1,29 @@
+//! # earlyexit
+//!
+//! Early-exit (multi-exit) neural networks on [Burn](https://burn.dev): take a CNN, add exits,
+//! train them, decide when to exit, and measure the real speed-up.
+//!
+//! ```
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use earlyexit::infer::{MultiExitModel, Policy};
+//! use earlyexit::model::{ModelDescription, Shape};
+//!
+//! let desc = ModelDescription::new("resnet20", Shape::new(3, 32, 32), 10, "pareto:4".parse()?);
+//! let arch = desc.resolve()?;
+//! let device = Device::flex();
+//! let model = MultiExitModel::new(arch, &device);
+//! let x = Tensor::<4>::random([8, 3, 32, 32], Distribution::Default, &device);
+//! let answers = model.infer(x, &"maxprob:0.5".parse()?)?;
+//! assert_eq!(answers.len(), 8);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`].
+
+pub use earlyexit_data as data;
+
+pub mod error;
+pub mod infer;
+pub mod model;
+
+pub use error::{Error, Result};

@@ -1,0 +1,151 @@
+//! Saving and loading models: a description (JSON or TOML) plus weights in safetensors.
+//!
+//! Files are written to a temporary name and renamed into place, so a crash never leaves a
+//! half-written model behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+
+use super::network::{Architecture, EarlyExitNet, ModelDescription};
+use crate::error::{Error, Result};
+
+/// File name of the description inside a model folder.
+pub const DESCRIPTION_FILE: &str = "model.json";
+/// File name of the weights inside a model folder.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Reads a description from a `.json` or `.toml` file.
+pub fn read_description(path: &Path) -> Result<ModelDescription> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|reason| Error::Parse {
+        file: path.into(),
+        reason,
+    })
+}
+
+/// Serialises the network's weights to safetensors bytes.
+pub fn weights_to_bytes(net: &EarlyExitNet) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    net.save_into(&mut store).map_err(|e| Error::Weights {
+        file: PathBuf::from("<memory>"),
+        reason: e.to_string(),
+    })?;
+    store.get_bytes().map_err(|e| Error::Weights {
+        file: PathBuf::from("<memory>"),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes the weights to `path` atomically.
+pub fn save_weights(net: &EarlyExitNet, path: &Path) -> Result<()> {
+    write_atomic(path, &weights_to_bytes(net)?)
+}
+
+/// Loads weights from `path` into `net`, checking every tensor against the description.
+pub fn load_weights(net: EarlyExitNet, path: &Path) -> Result<EarlyExitNet> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_weights_from_bytes(net, bytes, path)
+}
+
+/// Like [`load_weights`], from bytes already read (`origin` names them in errors).
+pub fn load_weights_from_bytes(
+    mut net: EarlyExitNet,
+    bytes: Vec<u8>,
+    origin: &Path,
+) -> Result<EarlyExitNet> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .allow_partial(true)
+        .validate(true);
+    let result = net.load_from(&mut store).map_err(|e| Error::Weights {
+        file: origin.into(),
+        reason: e.to_string(),
+    })?;
+    if let Some(err) = result.errors.first() {
+        return Err(match err {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => Error::WeightShape {
+                file: origin.into(),
+                tensor: path.clone(),
+                expected: expected.to_vec(),
+                found: found.to_vec(),
+            },
+            other => Error::Weights {
+                file: origin.into(),
+                reason: format!("{other:?}"),
+            },
+        });
+    }
+    if let Some((path, _)) = result.missing.first() {
+        return Err(Error::Weights {
+            file: origin.into(),
+            reason: format!(
+                "tensor `{path}` required by the description is missing ({} missing in all)",
+                result.missing.len()
+            ),
+        });
+    }
+    if let Some(path) = result.unused.first() {
+        return Err(Error::Weights {
+            file: origin.into(),
+            reason: format!(
+                "tensor `{path}` has no place in the description ({} unused in all): wrong description for these weights?",
+                result.unused.len()
+            ),
+        });
+    }
+    Ok(net)
+}
+
+/// Saves a model folder: `model.json` and `weights.safetensors`.
+pub fn save_model(dir: &Path, description: &ModelDescription, net: &EarlyExitNet) -> Result<()> {
+    let json = serde_json::to_vec_pretty(description).expect("descriptions serialise");
+    save_weights(net, &dir.join(WEIGHTS_FILE))?;
+    write_atomic(&dir.join(DESCRIPTION_FILE), &json)
+}
+
+/// Loads a model folder written by [`save_model`].
+pub fn load_model(dir: &Path, device: &Device) -> Result<(Architecture, EarlyExitNet)> {
+    let desc_path = dir.join(DESCRIPTION_FILE);
+    let arch = read_description(&desc_path)?
+        .resolve()
+        .map_err(|e| Error::Parse {
+            file: desc_path.clone(),
+            reason: e.to_string(),
+        })?;
+    let net = load_weights(arch.init(device), &dir.join(WEIGHTS_FILE))?;
+    Ok((arch, net))
+}

@@ -1,0 +1,343 @@
+//! A multi-exit network: its description (plain data), its resolved architecture and cost, and
+//! the Burn module that runs it stage by stage.
+
+use std::ops::Range;
+
+use burn::module::Module;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::backbones::{Backbone, BackboneSpec, global_avg_pool};
+use super::cost::{Cost, MacConvention, Shape};
+use super::heads::{ExitHead, ExitOutput, HeadKind, HeadSpec};
+use super::placement::Placement;
+use crate::error::{Error, Result};
+
+fn yes() -> bool {
+    true
+}
+
+/// What a user writes to describe a multi-exit network (TOML or JSON).
+///
+/// ```
+/// use earlyexit::model::ModelDescription;
+/// let d: ModelDescription = toml::from_str(r#"
+///     backbone = "resnet20"
+///     input = "3x32x32"
+///     classes = 10
+///     head = "pool"
+///     exits = "pareto:4"
+/// "#).unwrap();
+/// let arch = d.resolve().unwrap();
+/// assert_eq!(arch.cuts.len(), 4);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDescription {
+    /// Backbone name from the zoo ([`crate::model::BACKBONES`]).
+    pub backbone: String,
+    /// Starting width override for backbones that have one (`eenet8`, `mlp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    /// Input shape per sample.
+    pub input: Shape,
+    /// Number of classes.
+    pub classes: usize,
+    /// Exit head kind, for every exit.
+    #[serde(default)]
+    pub head: HeadKind,
+    /// Whether heads carry a confidence / gate branch.
+    #[serde(default = "yes")]
+    pub confidence: bool,
+    /// Exit placement.
+    pub exits: Placement,
+    /// MAC convention used by MAC-fraction placement rules.
+    #[serde(default)]
+    pub placement_macs: MacConvention,
+}
+
+impl ModelDescription {
+    /// A description with default head (`pool`, with confidence) and MAC convention.
+    pub fn new(backbone: &str, input: Shape, classes: usize, exits: Placement) -> Self {
+        Self {
+            backbone: backbone.into(),
+            width: None,
+            input,
+            classes,
+            head: HeadKind::Pool,
+            confidence: true,
+            exits,
+            placement_macs: MacConvention::All,
+        }
+    }
+
+    /// Checks everything and works out shapes, cut points and costs.
+    pub fn resolve(&self) -> Result<Architecture> {
+        let backbone = BackboneSpec::new(&self.backbone, self.input, self.classes, self.width)?;
+        let cuts = self.exits.resolve(&backbone, self.placement_macs)?;
+        let heads: Vec<HeadSpec> = cuts
+            .iter()
+            .map(|&c| HeadSpec {
+                kind: self.head,
+                confidence: self.confidence,
+                classes: self.classes,
+                input: backbone.blocks[c].output,
+                history: backbone.blocks[..=c].iter().map(|b| b.output).collect(),
+            })
+            .collect();
+        let cost = NetworkCost::new(&backbone, &cuts, &heads)?;
+        Ok(Architecture {
+            description: self.clone(),
+            backbone,
+            cuts,
+            heads,
+            cost,
+        })
+    }
+}
+
+/// The cost of one exit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitCost {
+    /// Exit index (the backbone's final classifier is the last).
+    pub exit: usize,
+    /// Cut point (block index) the exit sits after; `None` for the final classifier.
+    pub cut: Option<usize>,
+    /// This head alone.
+    pub head: Cost,
+    /// Everything evaluated by a sample that leaves here: the backbone up to the cut plus
+    /// **every head on the way, earlier heads included**.
+    pub cumulative: Cost,
+}
+
+/// Honest costs of a multi-exit network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkCost {
+    /// The plain backbone, no heads.
+    pub backbone: Cost,
+    /// Per exit, in order, then the final classifier.
+    pub exits: Vec<ExitCost>,
+}
+
+impl NetworkCost {
+    fn new(backbone: &BackboneSpec, cuts: &[usize], heads: &[HeadSpec]) -> Result<Self> {
+        let mut exits = Vec::with_capacity(cuts.len() + 1);
+        let mut heads_so_far = Cost::default();
+        let mut pooled = 0; // cut points already pooled by an earlier dense head
+        let prefix = |end: usize| backbone.blocks[..end].iter().map(|b| b.cost).sum::<Cost>();
+        for (k, (&cut, h)) in cuts.iter().zip(heads).enumerate() {
+            let head = h.cost(pooled)?;
+            if h.kind == HeadKind::Dense {
+                pooled = cut + 1;
+            }
+            heads_so_far += head;
+            exits.push(ExitCost {
+                exit: k,
+                cut: Some(cut),
+                head,
+                cumulative: prefix(cut + 1) + heads_so_far,
+            });
+        }
+        let total = backbone.total_cost();
+        exits.push(ExitCost {
+            exit: cuts.len(),
+            cut: None,
+            head: backbone.classifier_cost,
+            cumulative: total + heads_so_far,
+        });
+        Ok(Self {
+            backbone: total,
+            exits,
+        })
+    }
+
+    /// MACs spent by a sample leaving at each exit (final last).
+    pub fn exit_macs(&self, convention: MacConvention) -> Vec<u64> {
+        self.exits
+            .iter()
+            .map(|e| e.cumulative.macs(convention))
+            .collect()
+    }
+
+    /// [`Self::exit_macs`] divided by the plain backbone's MACs.
+    pub fn relative(&self, convention: MacConvention) -> Vec<f64> {
+        let b = self.backbone.macs(convention) as f64;
+        self.exits
+            .iter()
+            .map(|e| e.cumulative.macs(convention) as f64 / b)
+            .collect()
+    }
+
+    /// Parameters of the whole multi-exit network.
+    pub fn params(&self) -> u64 {
+        self.backbone.params
+            + self.exits[..self.exits.len() - 1]
+                .iter()
+                .map(|e| e.head.params)
+                .sum::<u64>()
+    }
+}
+
+/// A resolved description: backbone shapes and costs, cut points, head specs and exit costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// What the user asked for.
+    pub description: ModelDescription,
+    /// The backbone, block by block.
+    pub backbone: BackboneSpec,
+    /// Cut point of each exit, increasing.
+    pub cuts: Vec<usize>,
+    /// Each exit's head.
+    pub heads: Vec<HeadSpec>,
+    /// Honest costs.
+    pub cost: NetworkCost,
+}
+
+impl Architecture {
+    /// Number of early exits (the final classifier not counted).
+    pub fn num_exits(&self) -> usize {
+        self.cuts.len()
+    }
+
+    /// Builds the network with freshly initialised weights.
+    pub fn init(&self, device: &Device) -> EarlyExitNet {
+        EarlyExitNet {
+            backbone: self.backbone.init(device),
+            heads: self.heads.iter().map(|h| h.init(device)).collect(),
+            cuts: self.cuts.clone(),
+            pools_history: self.heads.iter().any(|h| h.kind == HeadKind::Dense),
+        }
+    }
+}
+
+/// The multi-exit network module.
+///
+/// Stage `k < num_exits` runs the blocks up to exit `k`'s cut; the last stage runs the rest of
+/// the backbone. Stages can run apart (on different tiers) because each needs only the
+/// activations of the previous one (and, with `dense` heads, the pooled history).
+#[derive(Module, Debug)]
+pub struct EarlyExitNet {
+    /// The backbone.
+    pub backbone: Backbone,
+    /// One head per early exit.
+    pub heads: Vec<ExitHead>,
+    #[module(skip)]
+    cuts: Vec<usize>,
+    pools_history: bool,
+}
+
+/// Everything in flight between stages for a batch of samples.
+#[derive(Clone, Debug)]
+pub struct StageState {
+    /// Activations at the last cut, `[N, C, H, W]`.
+    pub x: Tensor<4>,
+    /// `pool(relu(features))` at every cut point so far (kept only with `dense` heads).
+    pub pooled: Vec<Tensor<2>>,
+}
+
+impl StageState {
+    /// Starts from an input batch.
+    pub fn new(x: Tensor<4>) -> Self {
+        Self {
+            x,
+            pooled: Vec::new(),
+        }
+    }
+
+    /// Keeps only the samples at `rows` (compaction on the device).
+    pub fn select(self, rows: Tensor<1, burn::tensor::Int>) -> Self {
+        Self {
+            x: self.x.select(0, rows.clone()),
+            pooled: self
+                .pooled
+                .into_iter()
+                .map(|p| p.select(0, rows.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl EarlyExitNet {
+    /// Number of early exits.
+    pub fn num_exits(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Cut points of the exits.
+    pub fn cuts(&self) -> &[usize] {
+        &self.cuts
+    }
+
+    /// Number of stages: one per early exit plus the final one.
+    pub fn num_stages(&self) -> usize {
+        self.heads.len() + 1
+    }
+
+    /// The blocks stage `k` runs.
+    pub fn stage_blocks(&self, k: usize) -> Range<usize> {
+        let start = if k == 0 { 0 } else { self.cuts[k - 1] + 1 };
+        let end = if k < self.cuts.len() {
+            self.cuts[k] + 1
+        } else {
+            self.backbone.blocks.len()
+        };
+        start..end
+    }
+
+    /// Runs the blocks of stage `k`.
+    pub fn run_stage(&self, k: usize, state: StageState) -> StageState {
+        let StageState { mut x, mut pooled } = state;
+        for b in &self.backbone.blocks[self.stage_blocks(k)] {
+            x = b.forward(x);
+            if self.pools_history {
+                pooled.push(global_avg_pool(relu(x.clone())));
+            }
+        }
+        StageState { x, pooled }
+    }
+
+    /// Exit `k`'s head on the state after stage `k`; for `k == num_exits()`, the final
+    /// classifier (no confidence).
+    pub fn exit(&self, k: usize, state: &StageState) -> ExitOutput {
+        if k < self.heads.len() {
+            self.heads[k].forward(state.x.clone(), &state.pooled)
+        } else {
+            ExitOutput {
+                logits: self.backbone.classifier.forward(state.x.clone()),
+                confidence: None,
+            }
+        }
+    }
+
+    /// Every exit's output for every sample, final classifier last; for training and analysis.
+    ///
+    /// # Shapes
+    /// `x`: `[N, C, H, W]` → `num_exits() + 1` outputs of `[N, classes]` (and `[N, 1]`)
+    pub fn forward_all(&self, x: Tensor<4>) -> Vec<ExitOutput> {
+        let mut state = StageState::new(x);
+        let mut outs = Vec::with_capacity(self.num_stages());
+        for k in 0..self.num_stages() {
+            state = self.run_stage(k, state);
+            outs.push(self.exit(k, &state));
+        }
+        outs
+    }
+
+    /// The plain backbone's logits (no head evaluated).
+    pub fn forward_backbone(&self, x: Tensor<4>) -> Tensor<2> {
+        self.backbone.forward(x)
+    }
+}
+
+/// Checks a model input batch against the expected per-sample shape.
+pub fn check_input(x: &Tensor<4>, expected: Shape) -> Result<()> {
+    let [_, c, h, w] = x.dims();
+    if [c, h, w] != expected.dims() {
+        return Err(Error::invalid(
+            "input",
+            format!("batch has samples of {c}x{h}x{w}, the model expects {expected}"),
+        ));
+    }
+    Ok(())
+}

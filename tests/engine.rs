@@ -1,0 +1,186 @@
+//! The engine's real per-sample exits must give exactly what `forward_all` plus the same policy
+//! gives, for every policy and batch size.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Distribution, Tensor};
+use earlyexit::infer::{Answers, MultiExitModel, Policy, Thresholds, argmax};
+use earlyexit::model::{HeadKind, ModelDescription, Shape};
+
+fn model(backbone: &str, input: Shape, head: HeadKind, exits: &str, seed: u64) -> MultiExitModel {
+    let mut d = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
+    d.head = head;
+    let device = Device::flex();
+    device.seed(seed);
+    MultiExitModel::new(d.resolve().unwrap(), &device)
+}
+
+fn rows(t: Tensor<2>) -> Vec<Vec<f32>> {
+    let [n, k] = t.dims();
+    let v: Vec<f32> = t.into_data().try_to_vec::<f32>().unwrap();
+    (0..n).map(|i| v[i * k..(i + 1) * k].to_vec()).collect()
+}
+
+/// Per-exit thresholds halfway between two neighbouring scores near the median, so that some
+/// samples leave at every exit and none sits on a threshold.
+fn midpoints(scores: &[Vec<f32>]) -> Vec<f32> {
+    scores
+        .iter()
+        .map(|s| {
+            let mut v = s.clone();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            if v.len() < 2 {
+                return v[0] - 1e-3;
+            }
+            let m = v.len() / 2;
+            (v[m - 1] + v[m]) / 2.0
+        })
+        .collect()
+}
+
+fn reference(
+    model: &MultiExitModel,
+    x: Tensor<4>,
+    policy: &Policy,
+) -> (Vec<usize>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let outs = model.net.forward_all(x);
+    let n_exits = model.net.num_exits();
+    let scores: Vec<Vec<f32>> = outs[..n_exits]
+        .iter()
+        .map(|o| policy.score(o).into_data().try_to_vec::<f32>().unwrap())
+        .collect();
+    let probs: Vec<Vec<Vec<f32>>> = outs
+        .iter()
+        .map(|o| rows(softmax(o.logits.clone(), 1)))
+        .collect();
+    let preds: Vec<Vec<usize>> = probs[..n_exits]
+        .iter()
+        .map(|p| p.iter().map(|r| argmax(r)).collect())
+        .collect();
+    let exits = policy.simulate(&scores, &preds);
+    let chosen = exits
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| probs[e][i].clone())
+        .collect();
+    (exits, chosen, scores)
+}
+
+fn assert_matches(model: &MultiExitModel, x: Tensor<4>, policy: &Policy) -> Answers {
+    let (exits, probs, _) = reference(model, x.clone(), policy);
+    let got = model.infer(x, policy).unwrap();
+    let macs = model.exit_macs();
+    assert_eq!(got.exit, exits, "{policy}: exits differ");
+    for (i, p) in probs.iter().enumerate() {
+        for (a, b) in got.probs_of(i).iter().zip(p) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "{policy}: sample {i} probs {a} vs {b}"
+            );
+        }
+        assert_eq!(got.class[i], argmax(p), "{policy}: sample {i} class");
+        assert_eq!(got.macs[i], macs[exits[i]]);
+    }
+    got
+}
+
+fn check_all_policies(model: &MultiExitModel, input: Shape) {
+    let device = Device::flex();
+    for n in [1usize, 7, 257] {
+        device.seed(n as u64);
+        let x = Tensor::<4>::random(
+            [n, input.c, input.h, input.w],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let probe = |p: Policy| reference(model, x.clone(), &p).2;
+        let conf = Policy::Confidence(Thresholds::PerExit(midpoints(&probe(Policy::default()))));
+        let maxp = Policy::MaxProb(Thresholds::PerExit(midpoints(&probe(Policy::MaxProb(
+            Thresholds::Shared(0.0),
+        )))));
+        let ent_scores = probe(Policy::Entropy(Thresholds::Shared(0.0)));
+        let ent = Policy::Entropy(Thresholds::PerExit(
+            midpoints(&ent_scores).iter().map(|c| 1.0 - c).collect(),
+        ));
+        for policy in [
+            conf,
+            maxp,
+            ent,
+            Policy::Patience(1),
+            Policy::Patience(2),
+            Policy::Patience(3),
+            Policy::MaxProb(Thresholds::Shared(2.0)),
+        ] {
+            let a = assert_matches(model, x.clone(), &policy);
+            if n == 257 && matches!(policy, Policy::MaxProb(Thresholds::PerExit(_))) {
+                // The thresholds are medians: some samples must really leave at the first exit
+                // and some must reach the end.
+                assert!(
+                    a.exit.contains(&0) && a.exit.contains(&model.net.num_exits()),
+                    "{:?}",
+                    a.exit
+                );
+            }
+        }
+        // `never` is the plain backbone.
+        let plain = rows(softmax(model.net.forward_backbone(x.clone()), 1));
+        let never = model.infer(x.clone(), &Policy::Never).unwrap();
+        for (i, p) in plain.iter().enumerate() {
+            for (a, b) in never.probs_of(i).iter().zip(p) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        assert!(never.exit.iter().all(|&e| e == model.net.num_exits()));
+        // `ensemble` mixes every exit by its gate.
+        let ens = model.infer(x.clone(), &Policy::Ensemble).unwrap();
+        for i in 0..n {
+            let s: f32 = ens.probs_of(i).iter().sum();
+            assert!((s - 1.0).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn engine_matches_forward_all_eenet8_pool() {
+    let input = Shape::new(1, 28, 28);
+    check_all_policies(
+        &model("eenet8", input, HeadKind::Pool, "cuts:1,2", 1),
+        input,
+    );
+}
+
+#[test]
+fn engine_matches_forward_all_lenet_dense_and_bnpool() {
+    let input = Shape::new(1, 28, 28);
+    check_all_policies(&model("lenet5", input, HeadKind::Dense, "every", 2), input);
+    check_all_policies(
+        &model("eenet8", input, HeadKind::Bnpool, "cuts:0,1,2", 3),
+        input,
+    );
+}
+
+#[test]
+fn engine_matches_forward_all_resnet20_branchy_and_plain() {
+    let input = Shape::new(3, 32, 32);
+    check_all_policies(
+        &model("resnet20", input, HeadKind::Branchy, "pareto:4", 4),
+        input,
+    );
+    check_all_policies(
+        &model("resnet20", input, HeadKind::Plain, "linear:2", 5),
+        input,
+    );
+}
+
+#[test]
+fn wrong_input_shape_is_an_error() {
+    let m = model(
+        "eenet8",
+        Shape::new(1, 28, 28),
+        HeadKind::Pool,
+        "cuts:1,2",
+        1,
+    );
+    let x = Tensor::<4>::zeros([2, 3, 28, 28], &Device::flex());
+    let e = m.infer(x, &Policy::default()).unwrap_err().to_string();
+    assert!(e.contains("3x28x28") && e.contains("1x28x28"), "{e}");
+}
