@@ -37,9 +37,7 @@ pub enum Error {
         reason: String,
     },
     /// A weight tensor whose shape does not fit the model description.
-    #[error(
-        "weights in {file}: tensor `{tensor}` has shape {found:?}, but the description expects {expected:?}"
-    )]
+    #[error("weights in {file}: tensor `{tensor}` has shape {found:?}, but the description expects {expected:?}")]
     WeightShape {
         /// The weights file.
         file: PathBuf,

@@ -37,31 +37,20 @@ fn midpoints(scores: &[Vec<f32>]) -> Vec<f32> {
         .collect()
 }
 
-fn reference(
-    model: &MultiExitModel,
-    x: Tensor<4>,
-    policy: &Policy,
-) -> (Vec<usize>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn reference(model: &MultiExitModel, x: Tensor<4>, policy: &Policy) -> (Vec<usize>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let outs = model.net.forward_all(x);
     let n_exits = model.net.num_exits();
     let scores: Vec<Vec<f32>> = outs[..n_exits]
         .iter()
         .map(|o| policy.score(o).into_data().try_to_vec::<f32>().unwrap())
         .collect();
-    let probs: Vec<Vec<Vec<f32>>> = outs
-        .iter()
-        .map(|o| rows(softmax(o.logits.clone(), 1)))
-        .collect();
+    let probs: Vec<Vec<Vec<f32>>> = outs.iter().map(|o| rows(softmax(o.logits.clone(), 1))).collect();
     let preds: Vec<Vec<usize>> = probs[..n_exits]
         .iter()
         .map(|p| p.iter().map(|r| argmax(r)).collect())
         .collect();
     let exits = policy.simulate(&scores, &preds);
-    let chosen = exits
-        .iter()
-        .enumerate()
-        .map(|(i, &e)| probs[e][i].clone())
-        .collect();
+    let chosen = exits.iter().enumerate().map(|(i, &e)| probs[e][i].clone()).collect();
     (exits, chosen, scores)
 }
 
@@ -72,10 +61,7 @@ fn assert_matches(model: &MultiExitModel, x: Tensor<4>, policy: &Policy) -> Answ
     assert_eq!(got.exit, exits, "{policy}: exits differ");
     for (i, p) in probs.iter().enumerate() {
         for (a, b) in got.probs_of(i).iter().zip(p) {
-            assert!(
-                (a - b).abs() < 1e-5,
-                "{policy}: sample {i} probs {a} vs {b}"
-            );
+            assert!((a - b).abs() < 1e-5, "{policy}: sample {i} probs {a} vs {b}");
         }
         assert_eq!(got.class[i], argmax(p), "{policy}: sample {i} class");
         assert_eq!(got.macs[i], macs[exits[i]]);
@@ -87,11 +73,7 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
     let device = Device::flex();
     for n in [1usize, 7, 257] {
         device.seed(n as u64);
-        let x = Tensor::<4>::random(
-            [n, input.c, input.h, input.w],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let x = Tensor::<4>::random([n, input.c, input.h, input.w], Distribution::Normal(0.0, 1.0), &device);
         let probe = |p: Policy| reference(model, x.clone(), &p).2;
         let conf = Policy::Confidence(Thresholds::PerExit(midpoints(&probe(Policy::default()))));
         let maxp = Policy::MaxProb(Thresholds::PerExit(midpoints(&probe(Policy::MaxProb(
@@ -142,44 +124,26 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
 #[test]
 fn engine_matches_forward_all_eenet8_pool() {
     let input = Shape::new(1, 28, 28);
-    check_all_policies(
-        &model("eenet8", input, HeadKind::Pool, "cuts:1,2", 1),
-        input,
-    );
+    check_all_policies(&model("eenet8", input, HeadKind::Pool, "cuts:1,2", 1), input);
 }
 
 #[test]
 fn engine_matches_forward_all_lenet_dense_and_bnpool() {
     let input = Shape::new(1, 28, 28);
     check_all_policies(&model("lenet5", input, HeadKind::Dense, "every", 2), input);
-    check_all_policies(
-        &model("eenet8", input, HeadKind::Bnpool, "cuts:0,1,2", 3),
-        input,
-    );
+    check_all_policies(&model("eenet8", input, HeadKind::Bnpool, "cuts:0,1,2", 3), input);
 }
 
 #[test]
 fn engine_matches_forward_all_resnet20_branchy_and_plain() {
     let input = Shape::new(3, 32, 32);
-    check_all_policies(
-        &model("resnet20", input, HeadKind::Branchy, "pareto:4", 4),
-        input,
-    );
-    check_all_policies(
-        &model("resnet20", input, HeadKind::Plain, "linear:2", 5),
-        input,
-    );
+    check_all_policies(&model("resnet20", input, HeadKind::Branchy, "pareto:4", 4), input);
+    check_all_policies(&model("resnet20", input, HeadKind::Plain, "linear:2", 5), input);
 }
 
 #[test]
 fn wrong_input_shape_is_an_error() {
-    let m = model(
-        "eenet8",
-        Shape::new(1, 28, 28),
-        HeadKind::Pool,
-        "cuts:1,2",
-        1,
-    );
+    let m = model("eenet8", Shape::new(1, 28, 28), HeadKind::Pool, "cuts:1,2", 1);
     let x = Tensor::<4>::zeros([2, 3, 28, 28], &Device::flex());
     let e = m.infer(x, &Policy::default()).unwrap_err().to_string();
     assert!(e.contains("3x28x28") && e.contains("1x28x28"), "{e}");

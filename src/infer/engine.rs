@@ -176,12 +176,7 @@ fn index_tensor(idx: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> 
 }
 
 /// One transfer for all probabilities and one for all scores, then placement in input order.
-fn assemble(
-    n: usize,
-    classes: usize,
-    answered: Vec<Answered>,
-    macs_of: impl Fn(usize) -> u64,
-) -> Answers {
+fn assemble(n: usize, classes: usize, answered: Vec<Answered>, macs_of: impl Fn(usize) -> u64) -> Answers {
     let mut out = Answers {
         classes,
         class: vec![0; n],

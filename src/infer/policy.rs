@@ -39,9 +39,7 @@ impl Thresholds {
                     .parse::<f32>()
                     .ok()
                     .filter(|x| x.is_finite())
-                    .ok_or_else(|| {
-                        Error::invalid("policy", format!("`{what}:{s}`: `{v}` is not a number"))
-                    })
+                    .ok_or_else(|| Error::invalid("policy", format!("`{what}:{s}`: `{v}` is not a number")))
             })
             .collect();
         let vals = vals?;
@@ -100,12 +98,7 @@ impl FromStr for Policy {
             None => (s.trim(), None),
         };
         fn need<'a>(arg: Option<&'a str>, s: &str) -> Result<&'a str> {
-            arg.ok_or_else(|| {
-                Error::invalid(
-                    "policy",
-                    format!("`{s}` needs a threshold; expected {POLICY_FORMS}"),
-                )
-            })
+            arg.ok_or_else(|| Error::invalid("policy", format!("`{s}` needs a threshold; expected {POLICY_FORMS}")))
         }
         let p = match name {
             "confidence" => Policy::Confidence(match arg {
@@ -119,12 +112,7 @@ impl FromStr for Policy {
                     .parse()
                     .ok()
                     .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "policy",
-                            format!("`{s}`: patience needs a whole number ≥ 1"),
-                        )
-                    })?;
+                    .ok_or_else(|| Error::invalid("policy", format!("`{s}`: patience needs a whole number ≥ 1")))?;
                 Policy::Patience(n)
             }
             "never" if arg.is_none() => Policy::Never,
@@ -217,10 +205,7 @@ impl Policy {
                 ),
             ));
         }
-        if matches!(self, Policy::Confidence(_) | Policy::Ensemble)
-            && !has_confidence
-            && num_exits > 0
-        {
+        if matches!(self, Policy::Confidence(_) | Policy::Ensemble) && !has_confidence && num_exits > 0 {
             return Err(Error::invalid(
                 "policy",
                 format!("`{self}` needs heads with a confidence branch"),
@@ -242,13 +227,7 @@ impl Policy {
     }
 
     /// Which samples leave at early exit `k`, on the device.
-    pub fn decide(
-        &self,
-        k: usize,
-        out: &ExitOutput,
-        score: &Tensor<1>,
-        state: &mut PolicyState,
-    ) -> Tensor<1, Bool> {
+    pub fn decide(&self, k: usize, out: &ExitOutput, score: &Tensor<1>, state: &mut PolicyState) -> Tensor<1, Bool> {
         match self {
             Policy::Confidence(t) | Policy::MaxProb(t) => score.clone().greater_equal_elem(t.at(k)),
             Policy::Entropy(t) => score.clone().greater_equal_elem(1.0 - t.at(k)),
@@ -268,10 +247,7 @@ impl Policy {
             }
             Policy::Never | Policy::Ensemble => {
                 let [n] = score.dims();
-                Tensor::<1, Bool>::from_data(
-                    burn::tensor::TensorData::new(vec![false; n], [n]),
-                    &score.device(),
-                )
+                Tensor::<1, Bool>::from_data(burn::tensor::TensorData::new(vec![false; n], [n]), &score.device())
             }
         }
     }
@@ -283,9 +259,7 @@ impl Policy {
     /// Used to sweep thresholds without re-running the network, and to check the engine.
     pub fn simulate(&self, scores: &[Vec<f32>], preds: &[Vec<usize>]) -> Vec<usize> {
         let n_exits = scores.len();
-        let n = scores
-            .first()
-            .map_or(preds.first().map_or(0, |p| p.len()), |s| s.len());
+        let n = scores.first().map_or(preds.first().map_or(0, |p| p.len()), |s| s.len());
         (0..n)
             .map(|i| {
                 let mut streak = 0usize;
@@ -342,12 +316,7 @@ mod tests {
     fn check_counts_thresholds() {
         let p: Policy = "maxprob:0.8,0.9".parse().unwrap();
         assert!(p.check(2, true).is_ok());
-        assert!(
-            p.check(3, true)
-                .unwrap_err()
-                .to_string()
-                .contains("2 thresholds")
-        );
+        assert!(p.check(3, true).unwrap_err().to_string().contains("2 thresholds"));
         assert!(Policy::default().check(2, false).is_err());
     }
 

@@ -62,15 +62,9 @@ impl ClassifierSpec {
     }
 
     fn init(&self, input: Shape, device: &Device) -> Classifier {
-        let din = if self.global_pool {
-            input.c
-        } else {
-            input.numel()
-        };
+        let din = if self.global_pool { input.c } else { input.numel() };
         Classifier {
-            bn: self
-                .bn_relu
-                .then(|| BatchNormConfig::new(input.c).init(device)),
+            bn: self.bn_relu.then(|| BatchNormConfig::new(input.c).init(device)),
             global_pool: self.global_pool,
             linear: LinearConfig::new(din, self.classes).init(device),
         }
@@ -107,12 +101,7 @@ pub struct BackboneSpec {
     pub classifier_cost: Cost,
 }
 
-fn basic_stages(
-    blocks: &mut Vec<(String, BlockSpec)>,
-    widths: &[usize],
-    depths: &[usize],
-    first_stride: usize,
-) {
+fn basic_stages(blocks: &mut Vec<(String, BlockSpec)>, widths: &[usize], depths: &[usize], first_stride: usize) {
     for (s, (&w, &d)) in widths.iter().zip(depths).enumerate() {
         for b in 0..d {
             let stride = if b == 0 && s > 0 {
@@ -172,11 +161,7 @@ impl BackboneSpec {
                 pool_cls(false)
             }
             "resnet18" | "resnet34" => {
-                let depths = if name == "resnet18" {
-                    [2, 2, 2, 2]
-                } else {
-                    [3, 4, 6, 3]
-                };
+                let depths = if name == "resnet18" { [2, 2, 2, 2] } else { [3, 4, 6, 3] };
                 blocks.push(("stem".into(), stem(64)));
                 basic_stages(&mut blocks, &[64, 128, 256, 512], &depths, 1);
                 pool_cls(false)
@@ -382,11 +367,7 @@ impl BackboneSpec {
     /// Builds the Burn module.
     pub fn init(&self, device: &Device) -> Backbone {
         Backbone {
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| b.spec.init(b.input, device))
-                .collect(),
+            blocks: self.blocks.iter().map(|b| b.spec.init(b.input, device)).collect(),
             classifier: self.classifier.init(self.feature_shape(), device),
         }
     }
@@ -477,23 +458,16 @@ mod tests {
             ("resnet110", 256.32e6),
         ] {
             let m = macs(name, Shape::new(3, 32, 32)) as f64;
-            assert!(
-                (m - golden).abs() / golden < 0.01,
-                "{name}: {m} vs {golden}"
-            );
+            assert!((m - golden).abs() / golden < 0.01, "{name}: {m} vs {golden}");
         }
     }
 
     #[test]
     fn every_backbone_builds_for_the_standard_shapes() {
         for name in BACKBONES {
-            for input in [
-                Shape::new(1, 28, 28),
-                Shape::new(3, 32, 32),
-                Shape::new(3, 64, 64),
-            ] {
-                let spec = BackboneSpec::new(name, input, 10, None)
-                    .unwrap_or_else(|e| panic!("{name} on {input}: {e}"));
+            for input in [Shape::new(1, 28, 28), Shape::new(3, 32, 32), Shape::new(3, 64, 64)] {
+                let spec =
+                    BackboneSpec::new(name, input, 10, None).unwrap_or_else(|e| panic!("{name} on {input}: {e}"));
                 assert!(spec.blocks.len() >= 3, "{name}");
                 assert!(spec.total_cost().macs(MacConvention::ConvLinear) > 0);
             }

@@ -17,16 +17,7 @@ use std::str::FromStr;
 /// Per-sample feature-map shape `C×H×W`. Flattened (dense) features use `H = W = 1`.
 ///
 /// Serialised as the string `"CxHxW"`, the form users type.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde_with::SerializeDisplay,
-    serde_with::DeserializeFromStr,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde_with::SerializeDisplay, serde_with::DeserializeFromStr)]
 pub struct Shape {
     /// Channels.
     pub c: usize,
@@ -65,9 +56,7 @@ impl FromStr for Shape {
     /// Parses `CxHxW` (for example `3x32x32`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(['x', 'X', '×']).collect();
-        let bad = || {
-            format!("bad input shape `{s}`: expected CxHxW with positive integers, e.g. 3x32x32")
-        };
+        let bad = || format!("bad input shape `{s}`: expected CxHxW with positive integers, e.g. 3x32x32");
         if parts.len() != 3 {
             return Err(bad());
         }
@@ -99,9 +88,7 @@ impl FromStr for MacConvention {
         match s {
             "all" => Ok(Self::All),
             "conv-linear" | "conv_linear" => Ok(Self::ConvLinear),
-            _ => Err(format!(
-                "unknown MAC convention `{s}`: expected `all` or `conv-linear`"
-            )),
+            _ => Err(format!("unknown MAC convention `{s}`: expected `all` or `conv-linear`")),
         }
     }
 }
@@ -216,14 +203,7 @@ impl Counter {
     }
 
     /// A `k×k` convolution to `cout` channels.
-    pub fn conv(
-        &mut self,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-        bias: bool,
-    ) -> &mut Self {
+    pub fn conv(&mut self, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> &mut Self {
         let s = self.shape;
         match (out_size(s.h, k, stride, pad), out_size(s.w, k, stride, pad)) {
             (Some(h), Some(w)) => {

@@ -114,10 +114,7 @@ impl HeadSpec {
                 c.bn().relu().global_pool();
             }
             HeadKind::Branchy => {
-                c.conv(self.input.c, 3, 1, 1, false)
-                    .bn()
-                    .relu()
-                    .global_pool();
+                c.conv(self.input.c, 3, 1, 1, false).bn().relu().global_pool();
             }
             HeadKind::Dense => {
                 for s in self.history.iter().skip(pooled_before) {
@@ -144,15 +141,12 @@ impl HeadSpec {
         let d = self.feature_dim();
         ExitHead {
             kind: self.kind,
-            bn: (self.kind == HeadKind::Bnpool)
-                .then(|| BatchNormConfig::new(self.input.c).init(device)),
+            bn: (self.kind == HeadKind::Bnpool).then(|| BatchNormConfig::new(self.input.c).init(device)),
             conv: (self.kind == HeadKind::Branchy)
                 .then(|| ConvSpec::cbr(self.input.c, 3, 1, 1).init(self.input.c, device)),
             history_len: self.history.len(),
             classifier: LinearConfig::new(d, self.classes).init(device),
-            confidence: self
-                .confidence
-                .then(|| LinearConfig::new(d, 1).init(device)),
+            confidence: self.confidence.then(|| LinearConfig::new(d, 1).init(device)),
         }
     }
 }
@@ -200,12 +194,8 @@ impl ExitHead {
         let z = match self.kind {
             HeadKind::Plain => flatten(x),
             HeadKind::Pool => global_avg_pool(x),
-            HeadKind::Bnpool => {
-                global_avg_pool(relu(self.bn.as_ref().expect("bnpool has bn").forward(x)))
-            }
-            HeadKind::Branchy => {
-                global_avg_pool(self.conv.as_ref().expect("branchy has conv").forward(x))
-            }
+            HeadKind::Bnpool => global_avg_pool(relu(self.bn.as_ref().expect("bnpool has bn").forward(x))),
+            HeadKind::Branchy => global_avg_pool(self.conv.as_ref().expect("branchy has conv").forward(x)),
             HeadKind::Dense => {
                 assert!(
                     pooled.len() >= self.history_len,

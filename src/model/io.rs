@@ -79,11 +79,7 @@ pub fn load_weights(net: EarlyExitNet, path: &Path) -> Result<EarlyExitNet> {
 }
 
 /// Like [`load_weights`], from bytes already read (`origin` names them in errors).
-pub fn load_weights_from_bytes(
-    mut net: EarlyExitNet,
-    bytes: Vec<u8>,
-    origin: &Path,
-) -> Result<EarlyExitNet> {
+pub fn load_weights_from_bytes(mut net: EarlyExitNet, bytes: Vec<u8>, origin: &Path) -> Result<EarlyExitNet> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .allow_partial(true)
         .validate(true);
@@ -93,11 +89,7 @@ pub fn load_weights_from_bytes(
     })?;
     if let Some(err) = result.errors.first() {
         return Err(match err {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => Error::WeightShape {
+            ApplyError::ShapeMismatch { path, expected, found } => Error::WeightShape {
                 file: origin.into(),
                 tensor: path.clone(),
                 expected: expected.to_vec(),
@@ -140,12 +132,10 @@ pub fn save_model(dir: &Path, description: &ModelDescription, net: &EarlyExitNet
 /// Loads a model folder written by [`save_model`].
 pub fn load_model(dir: &Path, device: &Device) -> Result<(Architecture, EarlyExitNet)> {
     let desc_path = dir.join(DESCRIPTION_FILE);
-    let arch = read_description(&desc_path)?
-        .resolve()
-        .map_err(|e| Error::Parse {
-            file: desc_path.clone(),
-            reason: e.to_string(),
-        })?;
+    let arch = read_description(&desc_path)?.resolve().map_err(|e| Error::Parse {
+        file: desc_path.clone(),
+        reason: e.to_string(),
+    })?;
     let net = load_weights(arch.init(device), &dir.join(WEIGHTS_FILE))?;
     Ok((arch, net))
 }

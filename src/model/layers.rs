@@ -71,18 +71,8 @@ impl ConvSpec {
 
     pub(crate) fn init(&self, cin: usize, device: &Device) -> ConvBnAct {
         ConvBnAct {
-            conv: conv(
-                cin,
-                self.cout,
-                self.k,
-                self.stride,
-                self.pad,
-                self.bias,
-                device,
-            ),
-            bn: self
-                .bn
-                .then(|| BatchNormConfig::new(self.cout).init(device)),
+            conv: conv(cin, self.cout, self.k, self.stride, self.pad, self.bias, device),
+            bn: self.bn.then(|| BatchNormConfig::new(self.cout).init(device)),
             relu: self.relu,
         }
     }
@@ -267,8 +257,7 @@ impl BlockSpec {
                 }
                 .init(cin, device),
                 conv2: conv(*cout, *cout, 3, 1, 1, true, device),
-                shortcut: (*stride != 1 || cin != *cout)
-                    .then(|| conv(cin, *cout, 1, *stride, 0, true, device)),
+                shortcut: (*stride != 1 || cin != *cout).then(|| conv(cin, *cout, 1, *stride, 0, true, device)),
             }),
             BlockSpec::Fc { dout } => Block::Fc(FcBlock {
                 linear: LinearConfig::new(input.numel(), *dout).init(device),

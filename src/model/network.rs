@@ -146,18 +146,12 @@ impl NetworkCost {
             head: backbone.classifier_cost,
             cumulative: total + heads_so_far,
         });
-        Ok(Self {
-            backbone: total,
-            exits,
-        })
+        Ok(Self { backbone: total, exits })
     }
 
     /// MACs spent by a sample leaving at each exit (final last).
     pub fn exit_macs(&self, convention: MacConvention) -> Vec<u64> {
-        self.exits
-            .iter()
-            .map(|e| e.cumulative.macs(convention))
-            .collect()
+        self.exits.iter().map(|e| e.cumulative.macs(convention)).collect()
     }
 
     /// [`Self::exit_macs`] divided by the plain backbone's MACs.
@@ -239,21 +233,14 @@ pub struct StageState {
 impl StageState {
     /// Starts from an input batch.
     pub fn new(x: Tensor<4>) -> Self {
-        Self {
-            x,
-            pooled: Vec::new(),
-        }
+        Self { x, pooled: Vec::new() }
     }
 
     /// Keeps only the samples at `rows` (compaction on the device).
     pub fn select(self, rows: Tensor<1, burn::tensor::Int>) -> Self {
         Self {
             x: self.x.select(0, rows.clone()),
-            pooled: self
-                .pooled
-                .into_iter()
-                .map(|p| p.select(0, rows.clone()))
-                .collect(),
+            pooled: self.pooled.into_iter().map(|p| p.select(0, rows.clone())).collect(),
         }
     }
 }

@@ -66,7 +66,8 @@ pub enum Placement {
     Sample(usize),
 }
 
-const PLACEMENT_FORMS: &str = "pareto:N, golden:N, fine:N, linear:N, quadratic:N, every, sample:P, cuts:I,J,… (or I,J,…), none";
+const PLACEMENT_FORMS: &str =
+    "pareto:N, golden:N, fine:N, linear:N, quadratic:N, every, sample:P, cuts:I,J,… (or I,J,…), none";
 
 impl FromStr for Placement {
     type Err = Error;
@@ -74,12 +75,7 @@ impl FromStr for Placement {
     /// Parses `pareto:6`, `golden:2`, `fine:4`, `linear:3`, `quadratic:2`, `every`, `sample:5`,
     /// `cuts:2,5,8` (or just `2,5,8`) and `none`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::invalid(
-                "exits",
-                format!("`{s}`: {why}; expected one of {PLACEMENT_FORMS}"),
-            )
-        };
+        let bad = |why: &str| Error::invalid("exits", format!("`{s}`: {why}; expected one of {PLACEMENT_FORMS}"));
         let (name, arg) = match s.split_once(':') {
             Some((a, b)) => (a.trim(), Some(b.trim())),
             None => (s.trim(), None),
@@ -96,11 +92,7 @@ impl FromStr for Placement {
         };
         let cuts = |list: &str| -> Result<Vec<usize>> {
             list.split(',')
-                .map(|c| {
-                    c.trim()
-                        .parse()
-                        .map_err(|_| bad("cut indices must be whole numbers"))
-                })
+                .map(|c| c.trim().parse().map_err(|_| bad("cut indices must be whole numbers")))
                 .collect()
         };
         let rule = |r| -> Result<Placement> {
@@ -152,11 +144,7 @@ impl Placement {
     /// Resolves to strictly increasing cut indices on `backbone` (MAC fractions under
     /// `convention`). Candidate cuts are the outputs of every block but the last, where the
     /// backbone's own classifier sits.
-    pub fn resolve(
-        &self,
-        backbone: &BackboneSpec,
-        convention: MacConvention,
-    ) -> Result<Vec<usize>> {
+    pub fn resolve(&self, backbone: &BackboneSpec, convention: MacConvention) -> Result<Vec<usize>> {
         let candidates = backbone.blocks.len().saturating_sub(1);
         let cuts = match self {
             Placement::Cuts(c) => c.clone(),
@@ -189,10 +177,7 @@ impl Placement {
                 let mut cuts = Vec::with_capacity(*n);
                 for (k, f) in rule.fractions(*n).into_iter().enumerate() {
                     let target = f * total;
-                    match cumulative[..candidates]
-                        .iter()
-                        .position(|&c| c as f64 >= target)
-                    {
+                    match cumulative[..candidates].iter().position(|&c| c as f64 >= target) {
                         Some(i) => cuts.push(i),
                         None => {
                             return Err(Error::Placement {
@@ -263,10 +248,7 @@ mod tests {
         close(&Rule::Golden.fractions(2), &[0.382, 0.618]);
         close(&Rule::Linear.fractions(4), &[0.2, 0.4, 0.6, 0.8]);
         // Quadratic: segments 1, 4, 9 out of 1+4+9+16 = 30.
-        close(
-            &Rule::Quadratic.fractions(3),
-            &[1.0 / 30.0, 5.0 / 30.0, 14.0 / 30.0],
-        );
+        close(&Rule::Quadratic.fractions(3), &[1.0 / 30.0, 5.0 / 30.0, 14.0 / 30.0]);
     }
 
     #[test]
@@ -280,9 +262,7 @@ mod tests {
             (Rule::Linear, 4),
             (Rule::Quadratic, 3),
         ] {
-            let cuts = Placement::Rule { rule, n }
-                .resolve(&bb, MacConvention::All)
-                .unwrap();
+            let cuts = Placement::Rule { rule, n }.resolve(&bb, MacConvention::All).unwrap();
             let mut cum = Vec::new();
             let mut acc = 0u64;
             for b in &bb.blocks {
@@ -302,13 +282,10 @@ mod tests {
     #[test]
     fn collisions_and_bad_cuts_are_errors() {
         let bb = BackboneSpec::new("eenet8", Shape::new(1, 28, 28), 10, None).unwrap();
-        let e = Placement::Rule {
-            rule: Rule::Fine,
-            n: 3,
-        }
-        .resolve(&bb, MacConvention::All)
-        .unwrap_err()
-        .to_string();
+        let e = Placement::Rule { rule: Rule::Fine, n: 3 }
+            .resolve(&bb, MacConvention::All)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("both land on cut"), "{e}");
         let e = Placement::Cuts(vec![1, 9])
             .resolve(&bb, MacConvention::All)
@@ -317,10 +294,7 @@ mod tests {
         assert!(e.contains("cut 9"), "{e}");
         assert!("pareto:x".parse::<Placement>().is_err());
         assert!("bogus".parse::<Placement>().is_err());
-        assert_eq!(
-            "1,2".parse::<Placement>().unwrap(),
-            Placement::Cuts(vec![1, 2])
-        );
+        assert_eq!("1,2".parse::<Placement>().unwrap(), Placement::Cuts(vec![1, 2]));
     }
 
     #[test]
@@ -330,9 +304,7 @@ mod tests {
             Placement::Every.resolve(&bb, MacConvention::All).unwrap(),
             (0..9).collect::<Vec<_>>()
         );
-        let s = Placement::Sample(3)
-            .resolve(&bb, MacConvention::All)
-            .unwrap();
+        let s = Placement::Sample(3).resolve(&bb, MacConvention::All).unwrap();
         assert_eq!(s.len(), 3);
         assert!(s.windows(2).all(|w| w[0] < w[1]));
     }
