@@ -328,3 +328,172 @@ pub fn check_input(x: &Tensor<4>, expected: Shape) -> Result<()> {
     }
     Ok(())
 }
+
+/// One row of [`Summary::blocks`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockRow {
+    /// Block index (= cut point index).
+    pub index: usize,
+    /// Block name.
+    pub name: String,
+    /// Output shape.
+    pub output: Shape,
+    /// MACs of this block.
+    pub macs: u64,
+    /// Cumulative backbone MACs up to and including this block.
+    pub cumulative_macs: u64,
+    /// `cumulative_macs` / backbone MACs.
+    pub fraction: f64,
+    /// Parameters of this block.
+    pub params: u64,
+}
+
+/// One row of [`Summary::exits`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitRow {
+    /// Exit index (the final classifier is last).
+    pub exit: usize,
+    /// Cut point, `None` for the final classifier.
+    pub cut: Option<usize>,
+    /// Name of the block the exit follows.
+    pub after: String,
+    /// MACs of this head alone.
+    pub head_macs: u64,
+    /// MACs spent by a sample leaving here, earlier heads included.
+    pub macs: u64,
+    /// `macs` / plain backbone MACs.
+    pub relative_cost: f64,
+}
+
+/// The `inspect` view of an architecture: per-block table and exits with honest costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Backbone name.
+    pub backbone: String,
+    /// Input shape.
+    pub input: Shape,
+    /// Number of classes.
+    pub classes: usize,
+    /// Head kind.
+    pub head: HeadKind,
+    /// MAC convention of every figure.
+    pub convention: MacConvention,
+    /// Plain backbone MACs.
+    pub backbone_macs: u64,
+    /// Parameters of the plain backbone.
+    pub backbone_params: u64,
+    /// Parameters of the whole multi-exit network.
+    pub params: u64,
+    /// Every block (candidate cut point).
+    pub blocks: Vec<BlockRow>,
+    /// Every exit, the final classifier last.
+    pub exits: Vec<ExitRow>,
+}
+
+impl Architecture {
+    /// The per-block and per-exit cost table under `convention`.
+    pub fn summary(&self, convention: MacConvention) -> Summary {
+        let total = self.cost.backbone.macs(convention);
+        let mut cum = 0;
+        let blocks = self
+            .backbone
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(index, b)| {
+                cum += b.cost.macs(convention);
+                BlockRow {
+                    index,
+                    name: b.name.clone(),
+                    output: b.output,
+                    macs: b.cost.macs(convention),
+                    cumulative_macs: cum,
+                    fraction: cum as f64 / total as f64,
+                    params: b.cost.params,
+                }
+            })
+            .collect();
+        let exits = self
+            .cost
+            .exits
+            .iter()
+            .map(|e| ExitRow {
+                exit: e.exit,
+                cut: e.cut,
+                after: match e.cut {
+                    Some(c) => self.backbone.blocks[c].name.clone(),
+                    None => "classifier".into(),
+                },
+                head_macs: e.head.macs(convention),
+                macs: e.cumulative.macs(convention),
+                relative_cost: e.cumulative.macs(convention) as f64 / total as f64,
+            })
+            .collect();
+        Summary {
+            backbone: self.backbone.name.clone(),
+            input: self.backbone.input,
+            classes: self.description.classes,
+            head: self.description.head,
+            convention,
+            backbone_macs: total,
+            backbone_params: self.cost.backbone.params,
+            params: self.cost.params(),
+            blocks,
+            exits,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::cost::human;
+        writeln!(
+            f,
+            "{} on {} inputs, {} classes: {} MACs ({}), {} parameters ({} with exits)",
+            self.backbone,
+            self.input,
+            self.classes,
+            human(self.backbone_macs),
+            self.convention,
+            self.backbone_params,
+            self.params
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:>4}  {:<16} {:>12} {:>12} {:>12} {:>8}",
+            "cut", "block", "output", "MACs", "cumulative", "share"
+        )?;
+        for b in &self.blocks {
+            writeln!(
+                f,
+                "{:>4}  {:<16} {:>12} {:>12} {:>12} {:>7.2}%",
+                b.index,
+                b.name,
+                b.output.to_string(),
+                human(b.macs),
+                human(b.cumulative_macs),
+                100.0 * b.fraction
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:>4}  {:>4}  {:<16} {:>12} {:>12} {:>13}",
+            "exit", "cut", "after", "head MACs", "MACs", "relative cost"
+        )?;
+        for e in &self.exits {
+            writeln!(
+                f,
+                "{:>4}  {:>4}  {:<16} {:>12} {:>12} {:>13.4}",
+                e.exit,
+                e.cut.map_or("-".into(), |c| c.to_string()),
+                e.after,
+                human(e.head_macs),
+                human(e.macs),
+                e.relative_cost
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! `earlyexit inspect`: the per-block table and the exits with cumulative MACs and relative cost.
+
+use anyhow::Context;
+use earlyexit::model::{HeadKind, MacConvention, ModelDescription, Placement, Shape, io};
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Backbone name (resnet20, resnet110, resnet18, eenet8, lenet5, mlp, vgg13, alexnet, …).
+    #[arg(long, required_unless_present = "description")]
+    model: Option<String>,
+    /// Input shape CxHxW.
+    #[arg(long, default_value = "3x32x32")]
+    input: Shape,
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Exit placement: pareto:N, golden:N, fine:N, linear:N, quadratic:N, every, sample:P, cuts:I,J,…, none.
+    #[arg(long, default_value = "none")]
+    exits: Placement,
+    /// Exit head: plain, pool, bnpool, branchy, dense.
+    #[arg(long, default_value = "pool")]
+    head: HeadKind,
+    /// Heads without a confidence branch.
+    #[arg(long)]
+    no_confidence: bool,
+    /// Starting width for backbones that have one (eenet8, mlp).
+    #[arg(long)]
+    width: Option<usize>,
+    /// MAC convention: all (ptflops, as the EENets tables) or conv-linear.
+    #[arg(long, default_value = "all")]
+    macs: MacConvention,
+    /// Read the model description from a JSON or TOML file (or a run/model folder) instead.
+    #[arg(long, conflicts_with = "model")]
+    description: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let desc = match &a.description {
+        Some(p) => {
+            let file = if p.is_dir() {
+                p.join(io::DESCRIPTION_FILE)
+            } else {
+                p.clone()
+            };
+            io::read_description(&file)?
+        }
+        None => {
+            let mut d = ModelDescription::new(a.model.as_deref().unwrap_or_default(), a.input, a.classes, a.exits);
+            d.head = a.head;
+            d.confidence = !a.no_confidence;
+            d.width = a.width;
+            d.placement_macs = a.macs;
+            d
+        }
+    };
+    let arch = desc.resolve().context("cannot build this model")?;
+    let summary = arch.summary(a.macs);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
+}
