@@ -148,3 +148,41 @@ fn wrong_input_shape_is_an_error() {
     let e = m.infer(x, &Policy::default()).unwrap_err().to_string();
     assert!(e.contains("3x28x28") && e.contains("1x28x28"), "{e}");
 }
+
+#[test]
+fn folded_batchnorm_gives_the_same_answers() {
+    use burn::module::Module;
+    let input = Shape::new(3, 32, 32);
+    for (backbone, head, exits) in [
+        ("resnet20", HeadKind::Branchy, "pareto:3"),
+        ("eenet8", HeadKind::Bnpool, "cuts:1,2"),
+        ("resnet50", HeadKind::Pool, "linear:2"),
+    ] {
+        let m = model(backbone, input, head, exits, 11);
+        // Train-mode passes give the BatchNorms non-trivial running statistics.
+        let train_dev = Device::flex().autodiff();
+        let mut net = m.net.fork(&train_dev);
+        for s in 0..3 {
+            train_dev.seed(s);
+            let x = Tensor::<4>::random([16, 3, 32, 32], Distribution::Normal(0.5, 2.0), &train_dev);
+            let _ = net.forward_all(x);
+            net = net.clone();
+        }
+        let reference = MultiExitModel {
+            arch: m.arch.clone(),
+            net: net.valid(),
+        };
+        let x = Tensor::<4>::random([9, 3, 32, 32], Distribution::Normal(0.5, 2.0), &Device::flex());
+        let p = Policy::MaxProb(Thresholds::Shared(2.0));
+        let a = reference.infer(x.clone(), &p).unwrap();
+        let folded = MultiExitModel {
+            arch: reference.arch.clone(),
+            net: reference.net.clone().fold_bn(),
+        };
+        let b = folded.infer(x, &p).unwrap();
+        for (u, v) in a.probs.iter().zip(&b.probs) {
+            assert!((u - v).abs() < 1e-4, "{backbone}: {u} vs {v}");
+        }
+        assert_eq!(a.class, b.class);
+    }
+}

@@ -80,10 +80,18 @@ pub fn load_weights(net: EarlyExitNet, path: &Path) -> Result<EarlyExitNet> {
 
 /// Tensor names and shapes from a safetensors header (without reading the data).
 fn safetensors_shapes(bytes: &[u8], origin: &Path) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
-    let bad = |why: &str| Error::Weights { file: origin.into(), reason: format!("not a safetensors file: {why}") };
-    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| bad("shorter than 8 bytes"))?;
+    let bad = |why: &str| Error::Weights {
+        file: origin.into(),
+        reason: format!("not a safetensors file: {why}"),
+    };
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("shorter than 8 bytes"))?;
     let len = u64::from_le_bytes(len_bytes) as usize;
-    let header = bytes.get(8..8usize.saturating_add(len)).ok_or_else(|| bad("header runs past the end of the file"))?;
+    let header = bytes
+        .get(8..8usize.saturating_add(len))
+        .ok_or_else(|| bad("header runs past the end of the file"))?;
     let json: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| bad(&format!("header is not JSON ({e})")))?;
     let mut out = std::collections::BTreeMap::new();
@@ -94,7 +102,11 @@ fn safetensors_shapes(bytes: &[u8], origin: &Path) -> Result<std::collections::B
         let shape = v
             .get("shape")
             .and_then(|s| s.as_array())
-            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| bad(&format!("tensor `{name}` has no shape")))?;
         out.insert(name, shape);
     }
@@ -140,10 +152,15 @@ pub fn load_weights_from_bytes(mut net: EarlyExitNet, bytes: Vec<u8>, origin: &P
         });
     }
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    let result =
-        net.load_from(&mut store).map_err(|e| Error::Weights { file: origin.into(), reason: e.to_string() })?;
+    let result = net.load_from(&mut store).map_err(|e| Error::Weights {
+        file: origin.into(),
+        reason: e.to_string(),
+    })?;
     if let Some(err) = result.errors.first() {
-        return Err(Error::Weights { file: origin.into(), reason: format!("{err:?}") });
+        return Err(Error::Weights {
+            file: origin.into(),
+            reason: format!("{err:?}"),
+        });
     }
     Ok(net)
 }
