@@ -18,7 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`].
+//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → `serve` (gRPC serving and
+//! multi-tier deployment, feature `serve`, on by default).
 
 pub use earlyexit_data as data;
 
@@ -26,5 +27,7 @@ pub mod bench;
 pub mod error;
 pub mod infer;
 pub mod model;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use error::{Error, Result};

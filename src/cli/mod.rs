@@ -4,7 +4,17 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+#[cfg(feature = "serve")]
+mod classify;
+#[cfg(feature = "serve")]
+mod common;
 mod inspect;
+#[cfg(feature = "serve")]
+mod plan_tiers;
+#[cfg(feature = "serve")]
+mod serve;
+#[cfg(feature = "serve")]
+mod tier;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
 #[derive(Parser, Debug)]
@@ -20,6 +30,18 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
+    /// Serve the whole model over gRPC with dynamic batching and per-sample exits.
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
+    /// Serve a slice of stages as one tier; forward the samples that do not exit to the next tier.
+    #[cfg(feature = "serve")]
+    Tier(tier::Args),
+    /// Classify image files with a server: one line per file (file, class, exit, tier, confidence).
+    #[cfg(feature = "serve")]
+    Classify(classify::Args),
+    /// Choose tier split points that minimise expected latency (or bytes) per sample.
+    #[cfg(feature = "serve")]
+    PlanTiers(plan_tiers::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -27,5 +49,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
+        #[cfg(feature = "serve")]
+        Command::Tier(a) => tier::run(a),
+        #[cfg(feature = "serve")]
+        Command::Classify(a) => classify::run(a),
+        #[cfg(feature = "serve")]
+        Command::PlanTiers(a) => plan_tiers::run(a),
     }
 }

@@ -158,6 +158,24 @@ impl PolicyState {
         }
     }
 
+    /// Rebuilds a state from [`Self::parts`]: the previous exit's predicted class and the
+    /// agreement streak per sample (how tiers carry patience across processes).
+    pub fn from_parts(prev: Tensor<1, Int>, streak: Tensor<1, Int>) -> Self {
+        Self {
+            prev: Some(prev),
+            streak: Some(streak),
+        }
+    }
+
+    /// The previous exit's predicted class and the agreement streak per sample, when a
+    /// policy keeps them (patience); `None` otherwise.
+    pub fn parts(&self) -> Option<(Tensor<1, Int>, Tensor<1, Int>)> {
+        match (&self.prev, &self.streak) {
+            (Some(p), Some(s)) => Some((p.clone(), s.clone())),
+            _ => None,
+        }
+    }
+
     /// Keeps only the samples at `rows`.
     pub fn select(self, rows: Tensor<1, Int>) -> Self {
         Self {

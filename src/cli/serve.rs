@@ -1,0 +1,96 @@
+//! `earlyexit serve`: the whole model in one process, with dynamic batching.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use earlyexit::serve::batcher::BatchConfig;
+use earlyexit::serve::server::{NetOptions, run_blocking};
+use earlyexit::serve::tier::{Limits, StageRange, TierOptions};
+
+use super::common::{ModelArgs, ServerSecurity};
+
+/// Batching, limits and listening options shared by `serve` and `tier`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServingArgs {
+    /// Address to listen on (loopback unless told otherwise; port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Most samples per batch.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Longest wait of the oldest request for a batch to fill, milliseconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_wait_ms: f64,
+    /// Requests waiting for the model before new ones are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 256)]
+    pub queue: usize,
+    /// Largest request, bytes (INVALID_ARGUMENT beyond).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_request_bytes: usize,
+    /// Most samples in one request.
+    #[arg(long, default_value_t = 1024)]
+    pub max_samples: usize,
+    /// Deadline of requests that carry none, milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub deadline_ms: u64,
+    /// Serve Prometheus metrics over HTTP at this address (`GET /metrics`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Async runtime threads (the model runs on its own thread).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+impl ServingArgs {
+    /// Tier options for `name` and `stages`.
+    pub fn tier_options(&self, name: String, stages: StageRange, policy: earlyexit::infer::Policy) -> TierOptions {
+        TierOptions {
+            name,
+            stages,
+            policy,
+            batch: BatchConfig {
+                max_batch: self.max_batch,
+                max_wait: Duration::from_secs_f64(self.max_wait_ms.max(0.0) / 1e3),
+                queue: self.queue,
+            },
+            limits: Limits {
+                max_request_bytes: self.max_request_bytes,
+                max_samples: self.max_samples,
+            },
+            next: None,
+            default_deadline: Duration::from_millis(self.deadline_ms),
+        }
+    }
+
+    /// Network options.
+    pub fn net(&self, sec: &ServerSecurity) -> NetOptions {
+        NetOptions {
+            listen: self.listen,
+            tls: sec.tls_cert.clone().zip(sec.tls_key.clone()),
+            token: sec.token.clone(),
+            metrics_listen: self.metrics_listen,
+        }
+    }
+}
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    serving: ServingArgs,
+    #[command(flatten)]
+    security: ServerSecurity,
+    /// Name reported in answers and metrics.
+    #[arg(long, default_value = "serve")]
+    name: String,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let policy = a.model.policy()?;
+    let (model, id) = a.model.load(&burn::tensor::Device::flex())?;
+    let opts = a.serving.tier_options(a.name, StageRange::ALL, policy);
+    run_blocking(model, id, opts, a.serving.net(&a.security), a.serving.threads)?;
+    Ok(())
+}

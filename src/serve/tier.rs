@@ -1,0 +1,692 @@
+//! A tier: a slice of stages with their exits, run on batches by one worker thread, and the
+//! forwarding of samples that no exit of the slice takes to the next tier.
+//!
+//! The worker never waits on the network. After a batch it answers every request whose samples
+//! all left at this tier's exits; the survivors of the batch go, as one `Forward` call, to the
+//! next tier from an async task, which retries with exponential backoff while the deadline
+//! allows. When the next tier is unreachable, refuses, or is past the deadline, each survivor is
+//! answered with the most confident exit reached so far, flagged `degraded`. Every request gets
+//! exactly one reply.
+
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use prost::Message;
+use tokio::sync::oneshot;
+
+use super::batcher::{BatchConfig, Batchable, Gatherer};
+use super::client::{ConnectOptions, TierClient};
+use super::codec::{WireFormat, encode};
+use super::error::{ServeError, ServeResult};
+use super::metrics::Metrics;
+use super::proto;
+use crate::infer::{MultiExitModel, Policy, PolicyState, argmax, max_prob};
+use crate::model::{HeadKind, Shape, StageState};
+
+/// A half-open range of stages: `A..B`, or `A..` to the last stage.
+///
+/// ```
+/// use earlyexit::serve::tier::StageRange;
+/// let r: StageRange = "1..".parse()?;
+/// assert_eq!(r.resolve(3)?, 1..3);
+/// assert_eq!("0..2".parse::<StageRange>()?.to_string(), "0..2");
+/// assert!("2..2".parse::<StageRange>().is_err());
+/// assert!("0..4".parse::<StageRange>()?.resolve(3).is_err());
+/// # Ok::<(), earlyexit::serve::ServeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageRange {
+    /// First stage.
+    pub start: usize,
+    /// One past the last stage; `None`: to the end.
+    pub end: Option<usize>,
+}
+
+impl StageRange {
+    /// Every stage.
+    pub const ALL: StageRange = StageRange { start: 0, end: None };
+
+    /// The concrete range for a network of `num_stages` stages.
+    pub fn resolve(&self, num_stages: usize) -> ServeResult<Range<usize>> {
+        let end = self.end.unwrap_or(num_stages);
+        if self.start >= end || end > num_stages {
+            return Err(ServeError::invalid(format!(
+                "stages {self} do not fit a network of {num_stages} stages (0..{num_stages})"
+            )));
+        }
+        Ok(self.start..end)
+    }
+}
+
+impl FromStr for StageRange {
+    type Err = ServeError;
+    fn from_str(s: &str) -> ServeResult<Self> {
+        let bad = || ServeError::invalid(format!("stages `{s}`: expected A..B (half-open) or A.."));
+        let (a, b) = s.split_once("..").ok_or_else(bad)?;
+        let start: usize = a.trim().parse().map_err(|_| bad())?;
+        let end = match b.trim() {
+            "" => None,
+            b => Some(b.parse::<usize>().map_err(|_| bad())?),
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Err(ServeError::invalid(format!("stages `{s}` are empty")));
+        }
+        Ok(StageRange { start, end })
+    }
+}
+
+impl fmt::Display for StageRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.end {
+            Some(e) => write!(f, "{}..{e}", self.start),
+            None => write!(f, "{}..", self.start),
+        }
+    }
+}
+
+/// Size limits on what a request may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded request, bytes (larger ones: `INVALID_ARGUMENT`).
+    pub max_request_bytes: usize,
+    /// Most samples in one request.
+    pub max_samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_samples: 1024,
+        }
+    }
+}
+
+/// Where and how to forward survivors.
+#[derive(Clone, Debug)]
+pub struct NextTier {
+    /// Address (`HOST:PORT`) of the next tier.
+    pub addr: String,
+    /// TLS and token for the connection.
+    pub connect: ConnectOptions,
+    /// How activations travel.
+    pub wire: WireFormat,
+    /// Retries after the first attempt (unavailable or overloaded next tier).
+    pub retries: u32,
+    /// First backoff; doubled after each retry.
+    pub backoff: Duration,
+}
+
+impl NextTier {
+    /// Defaults: f32, no compression, 3 retries from 20 ms.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            connect: ConnectOptions::default(),
+            wire: WireFormat::default(),
+            retries: 3,
+            backoff: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Everything a tier (or a whole-model server) is configured with.
+#[derive(Clone, Debug)]
+pub struct TierOptions {
+    /// Name reported in answers and metrics.
+    pub name: String,
+    /// Stages this tier runs.
+    pub stages: StageRange,
+    /// Exit policy.
+    pub policy: Policy,
+    /// Dynamic batching.
+    pub batch: BatchConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// The next tier, if any; without one the tier must hold the last stage.
+    pub next: Option<NextTier>,
+    /// Deadline of requests that carry none.
+    pub default_deadline: Duration,
+}
+
+impl TierOptions {
+    /// A whole-model server named `serve` with default batching and limits.
+    pub fn whole(policy: Policy) -> Self {
+        Self {
+            name: "serve".into(),
+            stages: StageRange::ALL,
+            policy,
+            batch: BatchConfig::default(),
+            limits: Limits::default(),
+            next: None,
+            default_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The most confident exit a sample has reached.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Best {
+    pub exit: usize,
+    pub confidence: f32,
+    pub probs: Vec<f32>,
+}
+
+/// The samples of one request, on the host, ready for the worker.
+#[derive(Debug)]
+pub(crate) struct JobInput {
+    /// Stage to run first.
+    pub start: usize,
+    /// `[N, C, H, W]` values.
+    pub x: Vec<f32>,
+    pub x_dims: [usize; 4],
+    /// Pooled history, each `[N, D]`: values and `D`.
+    pub pooled: Vec<(Vec<f32>, usize)>,
+    pub best: Vec<Option<Best>>,
+    /// Patience state from the previous tier.
+    pub policy_state: Option<(Vec<i64>, Vec<i64>)>,
+    pub ids: Vec<u64>,
+}
+
+impl JobInput {
+    pub fn len(&self) -> usize {
+        self.x_dims[0]
+    }
+}
+
+/// A request waiting for the worker.
+pub(crate) struct Job {
+    pub input: JobInput,
+    pub deadline: Instant,
+    pub queued: Instant,
+    pub reply: oneshot::Sender<ServeResult<Vec<proto::Answer>>>,
+}
+
+impl Batchable for Job {
+    fn samples(&self) -> usize {
+        self.input.len()
+    }
+    fn queued_at(&self) -> Instant {
+        self.queued
+    }
+}
+
+/// Survivors of a batch on their way to the next tier.
+pub(crate) struct PendingForward {
+    /// `(job, sample)` of each survivor, in request order.
+    pub rows: Vec<(usize, usize)>,
+    pub request: proto::ForwardRequest,
+    pub best: Vec<Best>,
+    /// The last exit the survivors went through.
+    pub reached_exit: usize,
+}
+
+/// What the worker made of a batch.
+pub(crate) struct Outcome {
+    /// Per job, per sample: the answer if this tier gave one.
+    pub slots: Vec<Vec<Option<proto::Answer>>>,
+    pub forward: Vec<PendingForward>,
+}
+
+/// The model slice a worker runs.
+pub(crate) struct Engine {
+    pub model: MultiExitModel,
+    pub range: Range<usize>,
+    pub policy: Policy,
+    pub name: String,
+    pub exit_macs: Vec<u64>,
+    pub device: Device,
+    pub wire: WireFormat,
+    pub model_id: String,
+    /// Holds every stage and forwards nothing: the engine's `infer` answers Classify.
+    pub whole: bool,
+}
+
+fn host_f32(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32 tensor")
+}
+
+fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), device)
+}
+
+impl Engine {
+    pub fn num_exits(&self) -> usize {
+        self.model.net.num_exits()
+    }
+
+    fn answer(&self, id: u64, exit: usize, probs: Vec<f32>, confidence: f32) -> proto::Answer {
+        proto::Answer {
+            id,
+            class: argmax(&probs) as u32,
+            probs,
+            exit: exit as u32,
+            tier: self.name.clone(),
+            confidence,
+            macs: self.exit_macs[exit],
+            degraded: false,
+            reason: String::new(),
+        }
+    }
+
+    /// Runs a batch of jobs (grouped by their first stage).
+    pub fn run(&self, jobs: &[&JobInput]) -> ServeResult<Outcome> {
+        let mut slots: Vec<Vec<Option<proto::Answer>>> = jobs.iter().map(|j| vec![None; j.len()]).collect();
+        let mut forward = Vec::new();
+        let mut starts: Vec<usize> = jobs.iter().map(|j| j.start).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for start in starts {
+            let members: Vec<usize> = (0..jobs.len()).filter(|&j| jobs[j].start == start).collect();
+            if let Some(f) = self.run_group(jobs, &members, &mut slots)? {
+                forward.push(f);
+            }
+        }
+        Ok(Outcome { slots, forward })
+    }
+
+    fn run_group(
+        &self,
+        jobs: &[&JobInput],
+        members: &[usize],
+        slots: &mut [Vec<Option<proto::Answer>>],
+    ) -> ServeResult<Option<PendingForward>> {
+        let first = jobs[members[0]];
+        let start = first.start;
+        let [_, c, h, w] = first.x_dims;
+        let n: usize = members.iter().map(|&j| jobs[j].len()).sum();
+        let mut rows: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let mut x = Vec::with_capacity(n * c * h * w);
+        let mut ids = Vec::with_capacity(n);
+        let mut best: Vec<Option<Best>> = Vec::with_capacity(n);
+        for &j in members {
+            let job = jobs[j];
+            rows.extend((0..job.len()).map(|s| (j, s)));
+            x.extend_from_slice(&job.x);
+            ids.extend_from_slice(&job.ids);
+            best.extend(job.best.iter().cloned());
+        }
+        let device = &self.device;
+        let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+
+        if self.whole && start == 0 {
+            let a = self.model.infer(x, &self.policy)?;
+            for (i, &(j, s)) in rows.iter().enumerate() {
+                let mut ans = self.answer(ids[i], a.exit[i], a.probs_of(i).to_vec(), a.confidence[i]);
+                ans.class = a.class[i] as u32;
+                ans.macs = a.macs[i];
+                slots[j][s] = Some(ans);
+            }
+            return Ok(None);
+        }
+
+        let pooled: Vec<Tensor<2>> = (0..first.pooled.len())
+            .map(|p| {
+                let d = first.pooled[p].1;
+                let mut v = Vec::with_capacity(n * d);
+                for &j in members {
+                    v.extend_from_slice(&jobs[j].pooled[p].0);
+                }
+                Tensor::<2>::from_data(TensorData::new(v, [n, d]), device)
+            })
+            .collect();
+        let mut pstate = if members.iter().all(|&j| jobs[j].policy_state.is_some()) && start > 0 {
+            let (mut prev, mut streak) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for &j in members {
+                let (p, s) = jobs[j].policy_state.as_ref().expect("checked");
+                prev.extend_from_slice(p);
+                streak.extend_from_slice(s);
+            }
+            PolicyState::from_parts(
+                Tensor::<1, Int>::from_data(TensorData::new(prev, [n]), device),
+                Tensor::<1, Int>::from_data(TensorData::new(streak, [n]), device),
+            )
+        } else {
+            PolicyState::new()
+        };
+        let mut state = StageState { x, pooled };
+        let mut alive: Vec<usize> = (0..n).collect();
+        let num_exits = self.num_exits();
+        let classes = self.model.arch.description.classes;
+        for k in self.range.clone() {
+            state = self.model.net.run_stage(k, state);
+            let out = self.model.net.exit(k, &state);
+            if k == num_exits {
+                let score: Vec<f32> = max_prob(&out.logits).into_data().try_into_vec_as::<f32>().expect("f32");
+                let probs = host_f32(softmax(out.logits, 1));
+                for (i, &r) in alive.iter().enumerate() {
+                    let (j, s) = rows[r];
+                    slots[j][s] =
+                        Some(self.answer(ids[r], k, probs[i * classes..(i + 1) * classes].to_vec(), score[i]));
+                }
+                alive.clear();
+                break;
+            }
+            let score = self.policy.score(&out);
+            let mask = self.policy.decide(k, &out, &score, &mut pstate);
+            let mask: Vec<bool> = mask.into_data().try_into_vec_as::<bool>().expect("bool mask");
+            let score: Vec<f32> = score.into_data().try_into_vec_as::<f32>().expect("f32");
+            let probs = host_f32(softmax(out.logits, 1));
+            let mut stay = Vec::with_capacity(alive.len());
+            for (i, &r) in alive.iter().enumerate() {
+                let p = &probs[i * classes..(i + 1) * classes];
+                if mask[i] {
+                    let (j, s) = rows[r];
+                    slots[j][s] = Some(self.answer(ids[r], k, p.to_vec(), score[i]));
+                } else {
+                    stay.push(i);
+                    if best[r].as_ref().is_none_or(|b| score[i] > b.confidence) {
+                        best[r] = Some(Best {
+                            exit: k,
+                            confidence: score[i],
+                            probs: p.to_vec(),
+                        });
+                    }
+                }
+            }
+            if stay.is_empty() {
+                alive.clear();
+                break;
+            }
+            if stay.len() < alive.len() {
+                let t = index_tensor(&stay, device);
+                state = state.select(t.clone());
+                pstate = pstate.select(t);
+                alive = stay.iter().map(|&i| alive[i]).collect();
+            }
+        }
+        if alive.is_empty() {
+            return Ok(None);
+        }
+        // Survivors: to the next tier.
+        let m = alive.len();
+        let dims = state.x.dims();
+        let xs: Vec<f32> = state.x.into_data().try_into_vec_as::<f32>().expect("f32");
+        let pooled = state
+            .pooled
+            .into_iter()
+            .map(|p| {
+                let [_, d] = p.dims();
+                encode(&host_f32(p), &[m, d], self.wire)
+            })
+            .collect();
+        let (prev_class, streak) = match pstate.parts() {
+            Some((p, s)) => (
+                p.into_data().try_into_vec_as::<i64>().expect("i64"),
+                s.into_data().try_into_vec_as::<i64>().expect("i64"),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let best: Vec<Best> = alive
+            .iter()
+            .map(|&r| {
+                best[r]
+                    .clone()
+                    .expect("every tier has an exit, so survivors have a best answer")
+            })
+            .collect();
+        let request = proto::ForwardRequest {
+            ids: alive.iter().map(|&r| ids[r]).collect(),
+            stage: self.range.end as u32,
+            x: Some(encode(&xs, &dims, self.wire)),
+            pooled,
+            best: best
+                .iter()
+                .map(|b| proto::BestSoFar {
+                    exit: b.exit as u32,
+                    confidence: b.confidence,
+                    probs: b.probs.clone(),
+                })
+                .collect(),
+            prev_class,
+            streak,
+            model_id: self.model_id.clone(),
+        };
+        Ok(Some(PendingForward {
+            rows: alive.iter().map(|&r| rows[r]).collect(),
+            request,
+            best,
+            reached_exit: self.range.end - 1,
+        }))
+    }
+}
+
+/// What the async side needs to forward and reply.
+pub(crate) struct Forwarding {
+    pub next: Option<(TierClient, NextTier)>,
+    pub metrics: Arc<Metrics>,
+    pub name: String,
+    pub exit_macs: Vec<u64>,
+    /// Set when the last call ended unavailable after its retries: later calls try once,
+    /// without backoff, until one succeeds (so a dead next tier costs one refused connection
+    /// per batch, and a restarted one is used again at once).
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+fn reserve(remaining: Duration) -> Duration {
+    (remaining / 10).clamp(Duration::from_millis(2), Duration::from_millis(50))
+}
+
+impl Forwarding {
+    /// Sends one batch of survivors, retrying while the deadline allows. `Err` carries why the
+    /// answers must be degraded.
+    pub async fn send(&self, req: proto::ForwardRequest, deadline: Instant) -> Result<Vec<proto::Answer>, String> {
+        let Some((client, cfg)) = &self.next else {
+            return Err("no next tier configured".into());
+        };
+        use std::sync::atomic::Ordering;
+        let bytes = req.encoded_len();
+        let retries = if self.failing.load(Ordering::Relaxed) {
+            0
+        } else {
+            cfg.retries
+        };
+        let mut attempt = 0u32;
+        loop {
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            let budget = remaining.saturating_sub(reserve(remaining));
+            if budget.is_zero() {
+                self.metrics.forward_attempt("no_time");
+                return Err("deadline reached before the next tier answered".into());
+            }
+            let started = Instant::now();
+            let result = tokio::time::timeout(budget, client.forward(req.clone(), budget)).await;
+            let status = match result {
+                Err(_) => {
+                    self.metrics.forward_attempt("deadline");
+                    return Err(format!("next tier {} past the deadline", cfg.addr));
+                }
+                Ok(Ok(resp)) => {
+                    if resp.answers.len() != req.ids.len()
+                        || resp.answers.iter().zip(&req.ids).any(|(a, id)| a.id != *id)
+                    {
+                        self.metrics.forward_attempt("bad_answer");
+                        return Err(format!("next tier {} answered other samples than asked", cfg.addr));
+                    }
+                    self.metrics.forward_attempt("ok");
+                    self.failing.store(false, Ordering::Relaxed);
+                    self.metrics
+                        .forwarded(req.ids.len(), bytes, resp.encoded_len(), started.elapsed());
+                    return Ok(resp.answers);
+                }
+                Ok(Err(status)) => status,
+            };
+            use tonic::Code;
+            let retry = matches!(
+                status.code(),
+                Code::Unavailable | Code::ResourceExhausted | Code::Unknown | Code::Aborted | Code::Cancelled
+            );
+            self.metrics.forward_attempt(match status.code() {
+                Code::Unavailable => "unavailable",
+                Code::ResourceExhausted => "resource_exhausted",
+                Code::DeadlineExceeded => "deadline",
+                _ => "error",
+            });
+            let why = format!("next tier {}: {:?}: {}", cfg.addr, status.code(), status.message());
+            if !retry || attempt >= retries {
+                if retry {
+                    self.failing.store(true, Ordering::Relaxed);
+                }
+                return Err(why);
+            }
+            let wait = cfg.backoff * 2u32.saturating_pow(attempt);
+            if Instant::now() + wait + reserve(remaining) >= deadline {
+                return Err(why);
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The degraded answer for a survivor whose next tier failed.
+    pub fn degraded(&self, id: u64, best: &Best, reached_exit: usize, why: &str) -> proto::Answer {
+        proto::Answer {
+            id,
+            class: argmax(&best.probs) as u32,
+            probs: best.probs.clone(),
+            exit: best.exit as u32,
+            tier: self.name.clone(),
+            confidence: best.confidence,
+            macs: self.exit_macs[reached_exit],
+            degraded: true,
+            reason: why.to_string(),
+        }
+    }
+}
+
+/// Per-stage input expectations, for validating `Forward` requests.
+#[derive(Clone, Debug)]
+pub(crate) struct StageInput {
+    /// Activation shape per sample.
+    pub x: Shape,
+    /// Pooled history widths (empty without `dense` heads).
+    pub pooled: Vec<usize>,
+}
+
+/// What enters each stage: the input for stage 0, the last block of stage `k − 1` otherwise.
+pub(crate) fn stage_inputs(model: &MultiExitModel) -> Vec<StageInput> {
+    let arch = &model.arch;
+    let dense = arch.heads.iter().any(|h| h.kind == HeadKind::Dense);
+    (0..model.net.num_stages())
+        .map(|k| {
+            if k == 0 {
+                return StageInput {
+                    x: arch.description.input,
+                    pooled: Vec::new(),
+                };
+            }
+            let last = model.net.stage_blocks(k - 1).end - 1;
+            StageInput {
+                x: arch.backbone.blocks[last].output,
+                pooled: if dense {
+                    arch.backbone.blocks[..=last].iter().map(|b| b.output.c).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+/// The worker loop: gathers batches, runs them, replies or hands survivors to the runtime.
+pub(crate) fn worker_loop(
+    engine: Engine,
+    mut gatherer: Gatherer<Job>,
+    fwd: Arc<Forwarding>,
+    rt: tokio::runtime::Handle,
+) {
+    while let Some(batch) = gatherer.next_batch() {
+        fwd.metrics.set_queue_depth(gatherer.depth());
+        let now = Instant::now();
+        let (live, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
+        for j in late {
+            let _ = j.reply.send(Err(ServeError::DeadlineExceeded(
+                "the deadline passed while the request was queued".into(),
+            )));
+        }
+        if live.is_empty() {
+            continue;
+        }
+        fwd.metrics.batch(live.iter().map(|j| j.input.len()).sum());
+        let inputs: Vec<&JobInput> = live.iter().map(|j| &j.input).collect();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(&inputs)));
+        let outcome = match outcome {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                let code = e.code();
+                for j in live {
+                    let _ = j.reply.send(Err(match code {
+                        tonic::Code::InvalidArgument => ServeError::invalid(msg.clone()),
+                        _ => ServeError::Internal(msg.clone()),
+                    }));
+                }
+                continue;
+            }
+            Err(_) => {
+                for j in live {
+                    let _ = j
+                        .reply
+                        .send(Err(ServeError::Internal("the model panicked on this batch".into())));
+                }
+                continue;
+            }
+        };
+        finish(live, outcome, fwd.clone(), &rt);
+    }
+}
+
+fn finish(jobs: Vec<Job>, outcome: Outcome, fwd: Arc<Forwarding>, rt: &tokio::runtime::Handle) {
+    let Outcome { mut slots, forward } = outcome;
+    let waiting: std::collections::BTreeSet<usize> =
+        forward.iter().flat_map(|f| f.rows.iter().map(|&(j, _)| j)).collect();
+    let mut held = Vec::new();
+    for (j, job) in jobs.into_iter().enumerate() {
+        if waiting.contains(&j) {
+            held.push((j, job));
+        } else {
+            let answers: Vec<proto::Answer> = std::mem::take(&mut slots[j])
+                .into_iter()
+                .map(|a| a.expect("answered"))
+                .collect();
+            for a in &answers {
+                fwd.metrics.answer(a.exit as usize, &a.tier, a.degraded);
+            }
+            let _ = job.reply.send(Ok(answers));
+        }
+    }
+    if held.is_empty() {
+        return;
+    }
+    rt.spawn(async move {
+        let deadline = held.iter().map(|(_, j)| j.deadline).min().expect("non-empty");
+        for f in forward {
+            let ids = f.request.ids.clone();
+            let answers = fwd.send(f.request, deadline).await;
+            for (i, &(j, s)) in f.rows.iter().enumerate() {
+                let a = match &answers {
+                    Ok(a) => a[i].clone(),
+                    Err(why) => fwd.degraded(ids[i], &f.best[i], f.reached_exit, why),
+                };
+                slots[j][s] = Some(a);
+            }
+        }
+        for (j, job) in held {
+            let answers: Vec<proto::Answer> = std::mem::take(&mut slots[j])
+                .into_iter()
+                .map(|a| a.expect("answered or degraded"))
+                .collect();
+            for a in &answers {
+                fwd.metrics.answer(a.exit as usize, &a.tier, a.degraded);
+            }
+            let _ = job.reply.send(Ok(answers));
+        }
+    });
+}
