@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use earlyexit::serve::client::{TierClient, answer_line, classify_files};
 
-use super::common::ClientSecurity;
+use super::serving::ClientSecurity;
 
 /// Arguments of `classify`.
 #[derive(clap::Args, Debug)]

@@ -7,7 +7,7 @@ mod bench;
 #[cfg(feature = "serve")]
 mod classify;
 #[cfg(feature = "serve")]
-mod common;
+mod serving;
 mod inspect;
 #[cfg(feature = "serve")]
 mod plan_tiers;

@@ -7,7 +7,7 @@ use earlyexit::serve::plan::{
     LinkSpec, Objective, Problem, StageCosts, TierSpec, TierSpeed, estimate_rates, measure_stage_seconds,
 };
 
-use super::common::ModelArgs;
+use super::serving::ModelArgs;
 
 /// Arguments of `plan-tiers`.
 #[derive(clap::Args, Debug)]

@@ -7,7 +7,7 @@ use earlyexit::serve::batcher::BatchConfig;
 use earlyexit::serve::server::{NetOptions, run_blocking};
 use earlyexit::serve::tier::{Limits, StageRange, TierOptions};
 
-use super::common::{ModelArgs, ServerSecurity};
+use super::serving::{ModelArgs, ServerSecurity};
 
 /// Batching, limits and listening options shared by `serve` and `tier`.
 #[derive(clap::Args, Debug, Clone)]

@@ -7,7 +7,7 @@ use earlyexit::serve::codec::{WireCompression, WireDType, WireFormat};
 use earlyexit::serve::server::run_blocking;
 use earlyexit::serve::tier::{NextTier, StageRange};
 
-use super::common::{ClientSecurity, ModelArgs, ServerSecurity};
+use super::serving::{ClientSecurity, ModelArgs, ServerSecurity};
 use super::serve::ServingArgs;
 
 /// Arguments of `tier`.
