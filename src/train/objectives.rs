@@ -165,6 +165,12 @@ pub struct ObjectiveConfig {
     /// configured loss. Default 0 (single stage, as in the paper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<usize>,
+    /// The cost rates `c_i` of the loss, one per exit, final last. Default: the honest relative
+    /// MAC cost of each exit from the cost model (earlier heads included). Set only to reproduce
+    /// a paper's nominal rates (EENet-8 in the EENets seed: `[0.08, 0.26, 1.0]`); metrics and
+    /// reports always use the honest costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub costs: Option<Vec<f64>>,
 }
 
 impl ObjectiveConfig {
@@ -178,6 +184,7 @@ impl ObjectiveConfig {
             base: None,
             phases: None,
             warmup: None,
+            costs: None,
         }
     }
 
@@ -343,6 +350,31 @@ impl Objective {
             }
             Vec::new()
         };
+        let costs = match &cfg.costs {
+            None => costs.to_vec(),
+            Some(c) if c.len() != n_exits + 1 => {
+                return Err(Error::invalid(
+                    "objective.costs",
+                    format!(
+                        "{} cost rates for {} exits (final classifier included)",
+                        c.len(),
+                        n_exits + 1
+                    ),
+                ));
+            }
+            Some(c) if c.iter().any(|x| !x.is_finite() || *x < 0.0) => {
+                return Err(Error::invalid("objective.costs", "cost rates must be finite and ≥ 0"));
+            }
+            Some(c) => {
+                if matches!(loss, ObjectiveKind::Joint | ObjectiveKind::Layerwise) {
+                    return Err(Error::invalid(
+                        "objective.costs",
+                        format!("`{loss}` has no cost term, so cost rates would be ignored"),
+                    ));
+                }
+                c.clone()
+            }
+        };
         let warmup = cfg.warmup.unwrap_or(0);
         if warmup > 0 && matches!(kind, ObjectiveKind::Layerwise | ObjectiveKind::Joint) {
             return Err(Error::invalid(
@@ -362,7 +394,7 @@ impl Objective {
             lambda,
             weights,
             ramp: cfg.ramp.clone(),
-            costs: costs.to_vec(),
+            costs,
             phases,
             warmup,
         })
@@ -756,6 +788,73 @@ mod tests {
             .unwrap();
         assert_eq!(ls[0], -1000.0);
         assert!((ls[1] as f64 + 2f64.ln()).abs() < 1e-6);
+    }
+
+    /// L_v2 for one sample, two exits, in f64 (for finite differences).
+    fn v2_f64(l0: &[f64; 3], l1: &[f64; 3], z: f64, y: usize, lambda: f64) -> f64 {
+        let sm = |l: &[f64; 3]| {
+            let m = l.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = l.iter().map(|x| (x - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            [e[0] / s, e[1] / s, e[2] / s]
+        };
+        let (p0, p1) = (sm(l0), sm(l1));
+        let h = 1.0 / (1.0 + (-z).exp());
+        let y0 = h * p0[y] + (1.0 - h) * p1[y];
+        let c0 = h * COSTS[0] + (1.0 - h) * COSTS[1];
+        -y0.ln() + lambda * c0 + -p1[y].ln() + lambda * COSTS[1]
+    }
+
+    #[test]
+    fn eenet_v2_gradients_match_finite_differences() {
+        // z = 0 exercises the softplus at 0, where |x| has no derivative.
+        for (z, y) in [(0.0f32, 1usize), (0.3, 0), (-2.5, 2)] {
+            let d = Device::flex().autodiff();
+            let (a, b) = ([1.0f32, 2.0, 0.5], [0.2f32, 0.1, 2.0]);
+            let l0 = t2(&[a], &d).require_grad();
+            let l1 = t2(&[b], &d).require_grad();
+            let zt = Tensor::<2>::from_data(TensorData::new(vec![z], [1, 1]), &d).require_grad();
+            let outs = vec![
+                ExitOutput {
+                    logits: l0.clone(),
+                    confidence: Some(zt.clone()),
+                },
+                ExitOutput {
+                    logits: l1.clone(),
+                    confidence: None,
+                },
+            ];
+            let target = Tensor::<1, Int>::from_data(TensorData::new(vec![y as i64], [1]), &d);
+            let grads = eenet_v2(&outs, target, &COSTS, 0.7).backward();
+            let g0: Vec<f32> = l0.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+            let g1: Vec<f32> = l1.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+            let gz: Vec<f32> = zt.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+            let f = |da: [f64; 3], db: [f64; 3], dz: f64| {
+                let l0 = [a[0] as f64 + da[0], a[1] as f64 + da[1], a[2] as f64 + da[2]];
+                let l1 = [b[0] as f64 + db[0], b[1] as f64 + db[1], b[2] as f64 + db[2]];
+                v2_f64(&l0, &l1, z as f64 + dz, y, 0.7)
+            };
+            let h = 1e-5;
+            for k in 0..3 {
+                let mut e = [0.0; 3];
+                e[k] = h;
+                let n = [-e[0], -e[1], -e[2]];
+                let fd0 = (f(e, [0.0; 3], 0.0) - f(n, [0.0; 3], 0.0)) / (2.0 * h);
+                let fd1 = (f([0.0; 3], e, 0.0) - f([0.0; 3], n, 0.0)) / (2.0 * h);
+                assert!(
+                    (g0[k] as f64 - fd0).abs() < 1e-4,
+                    "∂/∂ℓ0[{k}] at z={z}: {} vs {fd0}",
+                    g0[k]
+                );
+                assert!(
+                    (g1[k] as f64 - fd1).abs() < 1e-4,
+                    "∂/∂ℓ1[{k}] at z={z}: {} vs {fd1}",
+                    g1[k]
+                );
+            }
+            let fdz = (f([0.0; 3], [0.0; 3], h) - f([0.0; 3], [0.0; 3], -h)) / (2.0 * h);
+            assert!((gz[0] as f64 - fdz).abs() < 1e-4, "∂/∂z at z={z}: {} vs {fdz}", gz[0]);
+        }
     }
 
     #[test]
