@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
 mod inspect;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
@@ -20,6 +21,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
+    /// Check datasets in a folder, or fetch one.
+    Data(data::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -27,5 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(a) => data::run(a),
     }
 }
