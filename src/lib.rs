@@ -26,5 +26,8 @@ pub mod bench;
 pub mod error;
 pub mod infer;
 pub mod model;
+pub mod quickstart;
+pub mod run;
+pub mod train;
 
 pub use error::{Error, Result};
