@@ -22,6 +22,7 @@
 
 pub use earlyexit_data as data;
 
+pub mod bench;
 pub mod error;
 pub mod infer;
 pub mod model;

@@ -112,11 +112,28 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
             }
         }
         assert!(never.exit.iter().all(|&e| e == model.net.num_exits()));
-        // `ensemble` mixes every exit by its gate.
+        // `ensemble` mixes every exit by its gate: f̂_b = g_b f_b + (1 − g_b) f̂_{b+1}.
         let ens = model.infer(x.clone(), &Policy::Ensemble).unwrap();
+        let outs = model.net.forward_all(x.clone());
+        let k_exits = model.net.num_exits();
+        let probs: Vec<Vec<Vec<f32>>> = outs.iter().map(|o| rows(softmax(o.logits.clone(), 1))).collect();
+        let gates: Vec<Vec<f32>> = outs[..k_exits]
+            .iter()
+            .map(|o| {
+                let z: Vec<f32> = o.confidence.clone().unwrap().into_data().try_to_vec::<f32>().unwrap();
+                z.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect()
+            })
+            .collect();
         for i in 0..n {
-            let s: f32 = ens.probs_of(i).iter().sum();
-            assert!((s - 1.0).abs() < 1e-4);
+            let mut mix = probs[k_exits][i].clone();
+            for b in (0..k_exits).rev() {
+                let g = gates[b][i];
+                mix = mix.iter().zip(&probs[b][i]).map(|(m, p)| g * p + (1.0 - g) * m).collect();
+            }
+            for (a, b) in ens.probs_of(i).iter().zip(&mix) {
+                assert!((a - b).abs() < 1e-5, "ensemble {a} vs {b}");
+            }
+            assert_eq!(ens.exit[i], k_exits);
         }
     }
 }
@@ -147,4 +164,42 @@ fn wrong_input_shape_is_an_error() {
     let x = Tensor::<4>::zeros([2, 3, 28, 28], &Device::flex());
     let e = m.infer(x, &Policy::default()).unwrap_err().to_string();
     assert!(e.contains("3x28x28") && e.contains("1x28x28"), "{e}");
+}
+
+#[test]
+fn folded_batchnorm_gives_the_same_answers() {
+    use burn::module::Module;
+    let input = Shape::new(3, 32, 32);
+    for (backbone, head, exits) in [
+        ("resnet20", HeadKind::Branchy, "pareto:3"),
+        ("eenet8", HeadKind::Bnpool, "cuts:1,2"),
+        ("resnet50", HeadKind::Pool, "linear:2"),
+    ] {
+        let m = model(backbone, input, head, exits, 11);
+        // Train-mode passes give the BatchNorms non-trivial running statistics.
+        let train_dev = Device::flex().autodiff();
+        let mut net = m.net.fork(&train_dev);
+        for s in 0..3 {
+            train_dev.seed(s);
+            let x = Tensor::<4>::random([16, 3, 32, 32], Distribution::Normal(0.5, 2.0), &train_dev);
+            let _ = net.forward_all(x);
+            net = net.clone();
+        }
+        let reference = MultiExitModel {
+            arch: m.arch.clone(),
+            net: net.valid(),
+        };
+        let x = Tensor::<4>::random([9, 3, 32, 32], Distribution::Normal(0.5, 2.0), &Device::flex());
+        let p = Policy::MaxProb(Thresholds::Shared(2.0));
+        let a = reference.infer(x.clone(), &p).unwrap();
+        let folded = MultiExitModel {
+            arch: reference.arch.clone(),
+            net: reference.net.clone().fold_bn(),
+        };
+        let b = folded.infer(x, &p).unwrap();
+        for (u, v) in a.probs.iter().zip(&b.probs) {
+            assert!((u - v).abs() < 1e-4, "{backbone}: {u} vs {v}");
+        }
+        assert_eq!(a.class, b.class);
+    }
 }

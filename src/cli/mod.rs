@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod inspect;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
@@ -17,11 +18,14 @@ pub struct Cli {
 enum Command {
     /// Print a model's blocks, exits and honest MAC costs.
     Inspect(inspect::Args),
+    /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
+    Bench(bench::Args),
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -70,6 +70,15 @@ impl MultiExitModel {
         Self { arch, net }
     }
 
+    /// The same model with BatchNorm folded into its convolutions, for faster inference (same
+    /// answers within float rounding). Do not train the result.
+    pub fn fold_bn(self) -> Self {
+        Self {
+            arch: self.arch,
+            net: self.net.fold_bn(),
+        }
+    }
+
     /// MACs spent by a sample that leaves at each exit (final last), convention `all`.
     pub fn exit_macs(&self) -> Vec<u64> {
         self.arch.cost.exit_macs(MacConvention::All)

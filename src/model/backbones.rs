@@ -423,6 +423,14 @@ pub struct Backbone {
 }
 
 impl Backbone {
+    /// This backbone with BatchNorm folded into the preceding convolutions (inference only).
+    pub fn fold_bn(self) -> Self {
+        Self {
+            blocks: self.blocks.into_iter().map(Block::fold_bn).collect(),
+            classifier: self.classifier,
+        }
+    }
+
     /// The plain network, no exits.
     ///
     /// # Shapes

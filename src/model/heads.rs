@@ -178,6 +178,14 @@ impl ExitHead {
         self.kind
     }
 
+    /// This head with BatchNorm folded into its convolution (`branchy`); inference only.
+    pub fn fold_bn(self) -> Self {
+        Self {
+            conv: self.conv.map(ConvBnAct::fold_bn),
+            ..self
+        }
+    }
+
     /// Whether this head has a confidence branch.
     pub fn has_confidence(&self) -> bool {
         self.confidence.is_some()

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
 use super::network::{Architecture, EarlyExitNet, ModelDescription};
@@ -78,45 +78,88 @@ pub fn load_weights(net: EarlyExitNet, path: &Path) -> Result<EarlyExitNet> {
     load_weights_from_bytes(net, bytes, path)
 }
 
+/// Tensor names and shapes from a safetensors header (without reading the data).
+fn safetensors_shapes(bytes: &[u8], origin: &Path) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+    let bad = |why: &str| Error::Weights {
+        file: origin.into(),
+        reason: format!("not a safetensors file: {why}"),
+    };
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("shorter than 8 bytes"))?;
+    let len = u64::from_le_bytes(len_bytes) as usize;
+    let header = bytes
+        .get(8..8usize.saturating_add(len))
+        .ok_or_else(|| bad("header runs past the end of the file"))?;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(&format!("header is not JSON ({e})")))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in json {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad(&format!("tensor `{name}` has no shape")))?;
+        out.insert(name, shape);
+    }
+    Ok(out)
+}
+
 /// Like [`load_weights`], from bytes already read (`origin` names them in errors).
+///
+/// Every tensor the description needs must be in the file with the same shape, and the file
+/// may hold no tensor the description has no place for.
 pub fn load_weights_from_bytes(mut net: EarlyExitNet, bytes: Vec<u8>, origin: &Path) -> Result<EarlyExitNet> {
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .allow_partial(true)
-        .validate(true);
+    let found = safetensors_shapes(&bytes, origin)?;
+    let expected = net.collect(None, None, false);
+    for t in &expected {
+        match found.get(&t.name) {
+            None => {
+                let missing = expected.iter().filter(|t| !found.contains_key(&t.name)).count();
+                return Err(Error::Weights {
+                    file: origin.into(),
+                    reason: format!(
+                        "tensor `{}` required by the description is missing ({missing} missing in all): \
+                         wrong description for these weights?",
+                        t.name
+                    ),
+                });
+            }
+            Some(shape) if shape.as_slice() != t.shape.as_slice() => {
+                return Err(Error::WeightShape {
+                    file: origin.into(),
+                    tensor: t.name.clone(),
+                    expected: t.shape.to_vec(),
+                    found: shape.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::BTreeSet<&str> = expected.iter().map(|t| t.name.as_str()).collect();
+    if let Some(extra) = found.keys().find(|k| !known.contains(k.as_str())) {
+        return Err(Error::Weights {
+            file: origin.into(),
+            reason: format!("tensor `{extra}` has no place in the description: wrong description for these weights?"),
+        });
+    }
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = net.load_from(&mut store).map_err(|e| Error::Weights {
         file: origin.into(),
         reason: e.to_string(),
     })?;
     if let Some(err) = result.errors.first() {
-        return Err(match err {
-            ApplyError::ShapeMismatch { path, expected, found } => Error::WeightShape {
-                file: origin.into(),
-                tensor: path.clone(),
-                expected: expected.to_vec(),
-                found: found.to_vec(),
-            },
-            other => Error::Weights {
-                file: origin.into(),
-                reason: format!("{other:?}"),
-            },
-        });
-    }
-    if let Some((path, _)) = result.missing.first() {
         return Err(Error::Weights {
             file: origin.into(),
-            reason: format!(
-                "tensor `{path}` required by the description is missing ({} missing in all)",
-                result.missing.len()
-            ),
-        });
-    }
-    if let Some(path) = result.unused.first() {
-        return Err(Error::Weights {
-            file: origin.into(),
-            reason: format!(
-                "tensor `{path}` has no place in the description ({} unused in all): wrong description for these weights?",
-                result.unused.len()
-            ),
+            reason: format!("{err:?}"),
         });
     }
     Ok(net)

@@ -407,3 +407,64 @@ impl Block {
         }
     }
 }
+
+/// Folds a BatchNorm (eval statistics) into the preceding convolution: `w' = w·s`,
+/// `b' = (b − μ)·s + β` with `s = γ / √(σ² + ε)`. Inference only.
+pub(crate) fn fold_bn_into_conv(mut conv: Conv2d, bn: &BatchNorm) -> Conv2d {
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let [cout] = scale.dims();
+    let w = conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]);
+    let b = match &conv.bias {
+        Some(b) => b.val(),
+        None => scale.zeros_like(),
+    };
+    let b = (b - bn.running_mean.value()) * scale + bn.beta.val();
+    conv.weight = burn::module::Param::from_tensor(w);
+    conv.bias = Some(burn::module::Param::from_tensor(b));
+    conv
+}
+
+impl ConvBnAct {
+    /// This layer with its BatchNorm folded into the convolution.
+    pub(crate) fn fold_bn(self) -> Self {
+        match &self.bn {
+            Some(bn) => ConvBnAct {
+                conv: fold_bn_into_conv(self.conv, bn),
+                bn: None,
+                relu: self.relu,
+            },
+            None => self,
+        }
+    }
+}
+
+impl Block {
+    /// This block with every BatchNorm that directly follows a convolution folded into it.
+    pub(crate) fn fold_bn(self) -> Self {
+        match self {
+            Block::Conv(b) => Block::Conv(ConvStack {
+                layers: b.layers.into_iter().map(ConvBnAct::fold_bn).collect(),
+                pool: b.pool,
+            }),
+            Block::Basic(b) => Block::Basic(BasicBlock {
+                conv1: b.conv1.fold_bn(),
+                conv2: b.conv2.fold_bn(),
+                shortcut: b.shortcut.map(ConvBnAct::fold_bn),
+            }),
+            Block::Bottleneck(b) => Block::Bottleneck(BottleneckBlock {
+                conv1: b.conv1.fold_bn(),
+                conv2: b.conv2.fold_bn(),
+                conv3: b.conv3.fold_bn(),
+                shortcut: b.shortcut.map(ConvBnAct::fold_bn),
+            }),
+            // The pre-activation BN precedes its convolution (and zero padding), so it stays.
+            Block::PreAct(b) => Block::PreAct(PreActBlock {
+                pre: b.pre,
+                conv1: b.conv1.fold_bn(),
+                conv2: b.conv2,
+                shortcut: b.shortcut,
+            }),
+            Block::Fc(b) => Block::Fc(b),
+        }
+    }
+}

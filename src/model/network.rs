@@ -274,6 +274,18 @@ impl EarlyExitNet {
         self.heads.len()
     }
 
+    /// An inference copy with every BatchNorm that follows a convolution folded into it: the
+    /// same answers (within float rounding) for fewer passes over the activations. Do not train
+    /// the result.
+    pub fn fold_bn(self) -> Self {
+        Self {
+            backbone: self.backbone.fold_bn(),
+            heads: self.heads.into_iter().map(ExitHead::fold_bn).collect(),
+            cuts: self.cuts,
+            pools_history: self.pools_history,
+        }
+    }
+
     /// Cut points of the exits.
     pub fn cuts(&self) -> &[usize] {
         &self.cuts
