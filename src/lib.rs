@@ -18,7 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`].
+//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → [`report`].
 
 pub use earlyexit_data as data;
 
@@ -26,5 +26,6 @@ pub mod bench;
 pub mod error;
 pub mod infer;
 pub mod model;
+pub mod report;
 
 pub use error::{Error, Result};

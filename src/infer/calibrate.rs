@@ -400,6 +400,28 @@ pub fn calibrate(table: &ExitTable, goal: Goal, kind: ScoreKind, per_exit: bool)
     })
 }
 
+/// Reads the validation split once through the model ([`ExitTable::collect`]) and calibrates on
+/// it. Refuses, before reading a single sample, any source that is not the validation split.
+pub fn calibrate_split(
+    model: &super::engine::MultiExitModel,
+    val: &dyn super::table::LabelledData,
+    goal: Goal,
+    kind: ScoreKind,
+    per_exit: bool,
+    batch: usize,
+    device: &burn::tensor::Device,
+) -> Result<(Calibration, ExitTable)> {
+    if val.split() != SplitKind::Val {
+        return Err(Error::invalid(
+            "split",
+            format!("calibration reads the validation split only, not `{}`", val.split()),
+        ));
+    }
+    goal.check()?;
+    let table = ExitTable::collect(model, val, batch, device)?;
+    Ok((calibrate(&table, goal, kind, per_exit)?, table))
+}
+
 /// One point of a threshold sweep or budget curve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {

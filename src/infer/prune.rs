@@ -61,8 +61,12 @@ pub struct ExitCheck {
     pub gamma_f_next: f64,
     /// `γ_{c_i}`: this head.
     pub gamma_c: f64,
-    /// Eq. 4 holds: the exit pays for itself.
+    /// Eq. 4 holds: the exit pays for itself by the survey's condition.
     pub eq4: bool,
+    /// Our cost model's direct figure: MACs saved by the samples leaving here minus this head's
+    /// MACs paid by every sample reaching it, `(γ_{i+1} − γ_i)(I_i − I_{i+1}) − γ_{c_i} I_i`
+    /// (relative to the plain network, per sample). Reported next to eq. 4, not used by it.
+    pub net_saving: f64,
     /// Eq. 5's left-hand side.
     pub eq5_value: f64,
     /// Eq. 5 holds (`≥ 0`).
@@ -148,6 +152,7 @@ fn checks_for(
             gamma_f_next,
             gamma_c,
             eq4,
+            net_saving: (gamma_next - gamma) * (reach - reach_next) - gamma_c * reach,
             eq5_value,
             eq5: eq5_value >= 0.0,
             kept: eq4 && eq5_value >= 0.0,

@@ -247,8 +247,8 @@ impl ExitTable {
             let outs = model.net.forward_all(x);
             for (col, out) in exits.iter_mut().zip(outs) {
                 let [n, k] = out.logits.dims();
-                let probs: Vec<f32> = softmax(out.logits.clone(), 1).into_data().to_vec::<f32>().expect("f32");
-                let cert: Vec<f32> = certainty(&out.logits).into_data().to_vec::<f32>().expect("f32");
+                let probs: Vec<f32> = softmax(out.logits.clone(), 1).into_data().try_to_vec::<f32>().expect("f32");
+                let cert: Vec<f32> = certainty(&out.logits).into_data().try_to_vec::<f32>().expect("f32");
                 for i in 0..n {
                     let row = &probs[i * k..(i + 1) * k];
                     let c = argmax(row);
@@ -257,7 +257,7 @@ impl ExitTable {
                 }
                 col.certainty.extend(cert);
                 if let (Some(v), Some(conf)) = (col.confidence.as_mut(), out.confidence) {
-                    v.extend(sigmoid(conf).into_data().to_vec::<f32>().expect("f32"));
+                    v.extend(sigmoid(conf).into_data().try_to_vec::<f32>().expect("f32"));
                 }
             }
         }
