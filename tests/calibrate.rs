@@ -43,7 +43,12 @@ impl LabelledData for Recording {
         self.inner.len()
     }
     fn batch(&self, indices: &[usize], device: &Device) -> earlyexit::Result<(Tensor<4>, Vec<usize>)> {
-        assert!(!self.poisoned, "read {} samples of the {} split", indices.len(), self.inner.kind);
+        assert!(
+            !self.poisoned,
+            "read {} samples of the {} split",
+            indices.len(),
+            self.inner.kind
+        );
         self.reads.borrow_mut().extend_from_slice(indices);
         self.inner.batch(indices, device)
     }
@@ -64,13 +69,29 @@ fn calibration_never_reads_the_test_split() {
         reads: RefCell::new(vec![]),
     };
     // Handing it the test split is refused before any sample is read (a read would panic).
-    let e = calibrate_split(&m, &test, Goal::MaxAccuracyDrop(1.0), ScoreKind::MaxProb, true, 32, &device)
-        .unwrap_err()
-        .to_string();
+    let e = calibrate_split(
+        &m,
+        &test,
+        Goal::MaxAccuracyDrop(1.0),
+        ScoreKind::MaxProb,
+        true,
+        32,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("validation split only"), "{e}");
     // On the validation split it reads every validation sample exactly once, and only those.
-    let (cal, table) =
-        calibrate_split(&m, &val, Goal::MaxAccuracyDrop(1.0), ScoreKind::MaxProb, true, 32, &device).unwrap();
+    let (cal, table) = calibrate_split(
+        &m,
+        &val,
+        Goal::MaxAccuracyDrop(1.0),
+        ScoreKind::MaxProb,
+        true,
+        32,
+        &device,
+    )
+    .unwrap();
     let mut reads = val.reads.borrow().clone();
     reads.sort();
     assert_eq!(reads, (0..96).collect::<Vec<_>>());
@@ -108,9 +129,7 @@ fn prune_exits_eq4_eq5_with_hand_computed_rates_and_costs() {
     let b = s.backbone_macs as f64;
     let (c0, c1) = (m.arch.cuts[0], m.arch.cuts[1]);
     let g = |e: usize| s.exits[e].macs as f64 / b; // γ_e, heads included
-    let seg = |from: usize, to: usize| {
-        s.blocks[from..to].iter().map(|bl| bl.macs as f64).sum::<f64>() / b
-    };
+    let seg = |from: usize, to: usize| s.blocks[from..to].iter().map(|bl| bl.macs as f64).sum::<f64>() / b;
     let gc = |e: usize| s.exits[e].head_macs as f64 / b;
     let policy: Policy = "maxprob:0.5".parse().unwrap();
 
@@ -143,7 +162,10 @@ fn prune_exits_eq4_eq5_with_hand_computed_rates_and_costs() {
     assert!((z.gamma_f - seg(0, c1 + 1)).abs() < 1e-12);
     // Without exit 0's head, γ_1 is the backbone to cut 1 plus head 1 only.
     assert!((z.gamma - (seg(0, c1 + 1) + gc(1))).abs() < 1e-9);
-    assert_eq!(z.kept, (g(2) - gc(0) - z.gamma) * 0.5 > z.gamma * 0.5 && z.eq5_value >= 0.0);
+    assert_eq!(
+        z.kept,
+        (g(2) - gc(0) - z.gamma) * 0.5 > z.gamma * 0.5 && z.eq5_value >= 0.0
+    );
     assert!(!plan.keep.contains(&0));
     // Here exit 1 saves MACs (net saving > 0) but fails eq. 4 as the survey writes it
     // ((γ_2 − γ_1)·0.5 ≤ γ_1·0.5 since γ_1 > 0.5): the literal rule drops it, leaving the plain
@@ -152,7 +174,12 @@ fn prune_exits_eq4_eq5_with_hand_computed_rates_and_costs() {
     assert!(plan.keep.is_empty() && (plan.after.relative_cost - 1.0).abs() < 1e-12);
     assert!(plan.before.relative_cost < 1.0);
     // TH out of range names the flag.
-    assert!(prune_plan(&m.arch, &table, &policy, 1.5).unwrap_err().to_string().contains("--th"));
+    assert!(
+        prune_plan(&m.arch, &table, &policy, 1.5)
+            .unwrap_err()
+            .to_string()
+            .contains("--th")
+    );
 }
 
 #[test]
@@ -172,7 +199,10 @@ fn dropping_exits_keeps_every_other_weight() {
     let after = net2.forward_all(x);
     assert_eq!(after.len(), 3);
     for (a, b) in [(0, 0), (1, 2), (2, 3)] {
-        let d = (after[a].logits.clone() - before[b].logits.clone()).abs().max().into_scalar::<f32>();
+        let d = (after[a].logits.clone() - before[b].logits.clone())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
         assert!(d < 1e-5, "output {a} vs {b}: {d}");
     }
     assert!(m.arch.retain_exits(&[2, 1]).is_err());
@@ -202,11 +232,23 @@ fn report_files_are_produced_and_non_empty_for_a_tiny_run() {
     let sim = test_table.outcome(&cal.policy).unwrap();
     assert!((sim.accuracy - eval.accuracy).abs() < 1e-9);
     assert!((sim.relative_cost - eval.relative_cost).abs() < 1e-9);
-    let mut inputs =
-        ReportInputs::simulated("tiny", &val_table, &test_table, cal.policy.clone(), Some(cal), Some(eval)).unwrap();
+    let mut inputs = ReportInputs::simulated(
+        "tiny",
+        &val_table,
+        &test_table,
+        cal.policy.clone(),
+        Some(cal),
+        Some(eval),
+    )
+    .unwrap();
     inputs.metrics = Some(
         (1..=3)
-            .map(|e| format!(r#"{{"epoch": {e}, "train_loss": {}, "val_accuracy": 0.{e}}}"#, 3.0 / e as f64))
+            .map(|e| {
+                format!(
+                    r#"{{"epoch": {e}, "train_loss": {}, "val_accuracy": 0.{e}}}"#,
+                    3.0 / e as f64
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n"),
     );

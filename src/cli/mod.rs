@@ -4,7 +4,13 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibrate;
+mod common;
+mod eval;
 mod inspect;
+mod prune_exits;
+mod report;
+mod sweep;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
 #[derive(Parser, Debug)]
@@ -20,6 +26,16 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
+    /// Accuracy, per-exit coverage, honest cost, ECE, over-thinking and measured speed-up on a split.
+    Eval(eval::Args),
+    /// Choose exit thresholds on the validation split for an accuracy or cost goal.
+    Calibrate(calibrate::Args),
+    /// Accuracy against relative cost over a grid of shared thresholds.
+    Sweep(sweep::Args),
+    /// Write report.md with PNG and SVG plots for a run.
+    Report(report::Args),
+    /// Check which exits pay for themselves (survey eq. 4, eq. 5) and optionally drop the others.
+    PruneExits(prune_exits::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -27,5 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
+        Command::PruneExits(a) => prune_exits::run(a),
     }
 }

@@ -228,7 +228,11 @@ impl<'a> Evaluator<'a> {
     }
 
     fn levels(&self, k: usize) -> &[u16] {
-        if self.shared { &self.grids[0].level[k] } else { &self.grids[k].level[0] }
+        if self.shared {
+            &self.grids[0].level[k]
+        } else {
+            &self.grids[k].level[0]
+        }
     }
 
     fn n_candidates(&self, c: usize) -> usize {
@@ -262,7 +266,10 @@ impl<'a> Evaluator<'a> {
         if self.shared {
             make_policy(kind, Thresholds::Shared(value(0, t[0])))
         } else {
-            make_policy(kind, Thresholds::PerExit(t.iter().enumerate().map(|(k, &j)| value(k, j)).collect()))
+            make_policy(
+                kind,
+                Thresholds::PerExit(t.iter().enumerate().map(|(k, &j)| value(k, j)).collect()),
+            )
         }
     }
 }
@@ -491,7 +498,9 @@ pub fn fit_shares(table: &ExitTable, kind: ScoreKind, shares: &[f64]) -> Result<
     for (k, s) in scores.iter().enumerate() {
         cum += shares[k];
         let already = n - alive.len();
-        let want = ((cum * n as f64).round() as usize).saturating_sub(already).min(alive.len());
+        let want = ((cum * n as f64).round() as usize)
+            .saturating_sub(already)
+            .min(alive.len());
         let mut v: Vec<f32> = alive.iter().map(|&i| s[i]).collect();
         v.sort_by(|a, b| b.total_cmp(a));
         let cut = if want == 0 {
@@ -543,7 +552,11 @@ mod tests {
                 };
                 for &y in &labels {
                     let right = rng.random_bool(skill);
-                    col.pred.push(if right { y } else { (y + 1 + rng.random_range(0..9)) % 10 });
+                    col.pred.push(if right {
+                        y
+                    } else {
+                        (y + 1 + rng.random_range(0..9)) % 10
+                    });
                     let base: f32 = if right { 0.55 } else { 0.3 };
                     let s = (base + rng.random::<f32>() * 0.45).min(1.0);
                     col.maxprob.push(s);
@@ -555,7 +568,9 @@ mod tests {
                 col
             })
             .collect();
-        let exit_macs = (0..=exits).map(|k| 100 + 900 * k as u64 / exits as u64 + 5 * k as u64).collect();
+        let exit_macs = (0..=exits)
+            .map(|k| 100 + 900 * k as u64 / exits as u64 + 5 * k as u64)
+            .collect();
         ExitTable {
             split,
             labels,
@@ -645,7 +660,12 @@ mod tests {
         for pt in &curve {
             let want = msdnet_shares(pt.param, 4);
             for (got, w) in pt.outcome.coverage.iter().zip(&want) {
-                assert!((got - w).abs() < 0.02, "p {}: {:?} vs {want:?}", pt.param, pt.outcome.coverage);
+                assert!(
+                    (got - w).abs() < 0.02,
+                    "p {}: {:?} vs {want:?}",
+                    pt.param,
+                    pt.outcome.coverage
+                );
             }
         }
     }

@@ -208,7 +208,10 @@ pub fn time_policy(
 ) -> Result<(f64, usize)> {
     let samples = samples.min(data.len());
     if samples == 0 || batch == 0 {
-        return Err(Error::invalid("timing", "needs at least one sample and a batch of at least 1"));
+        return Err(Error::invalid(
+            "timing",
+            "needs at least one sample and a batch of at least 1",
+        ));
     }
     let idx: Vec<usize> = (0..samples).collect();
     let batches: Vec<_> = idx

@@ -7,7 +7,10 @@ mod policy;
 pub mod prune;
 mod table;
 
-pub use calibrate::{Calibration, CurvePoint, Goal, POLICY_FILE, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares, sweep};
+pub use calibrate::{
+    Calibration, CurvePoint, Goal, POLICY_FILE, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares,
+    sweep,
+};
 pub use engine::*;
 pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate};
 pub use policy::*;

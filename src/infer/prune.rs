@@ -95,7 +95,12 @@ pub struct PrunePlan {
 }
 
 /// Restricts a policy to the early exits in `keep`.
+///
+/// With no early exit left, a threshold policy becomes [`Policy::Never`] (the plain network).
 pub fn restrict_policy(policy: &Policy, keep: &[usize]) -> Policy {
+    if keep.is_empty() && matches!(policy, Policy::Confidence(_) | Policy::MaxProb(_) | Policy::Entropy(_)) {
+        return Policy::Never;
+    }
     let r = |t: &Thresholds| match t {
         Thresholds::Shared(v) => Thresholds::Shared(*v),
         Thresholds::PerExit(v) => Thresholds::PerExit(keep.iter().map(|&k| v[k]).collect()),
@@ -123,7 +128,12 @@ fn checks_for(
     let t = table.with_exits(keep, macs.clone());
     let p = restrict_policy(policy, keep);
     let outcome = t.outcome(&p)?;
-    let prefix = |end: usize| sub.backbone.blocks[..end].iter().map(|bl| bl.cost.macs(conv)).sum::<u64>() as f64;
+    let prefix = |end: usize| {
+        sub.backbone.blocks[..end]
+            .iter()
+            .map(|bl| bl.cost.macs(conv))
+            .sum::<u64>() as f64
+    };
     let total = sub.cost.backbone.macs(conv) as f64;
     let mut reach = 1.0;
     let mut checks = Vec::with_capacity(keep.len());
@@ -131,7 +141,11 @@ fn checks_for(
         let cut = sub.cuts[j];
         let reach_next = reach - outcome.coverage[j];
         let start = if j == 0 { 0.0 } else { prefix(sub.cuts[j - 1] + 1) };
-        let end_next = if j + 1 < keep.len() { prefix(sub.cuts[j + 1] + 1) } else { total };
+        let end_next = if j + 1 < keep.len() {
+            prefix(sub.cuts[j + 1] + 1)
+        } else {
+            total
+        };
         let gamma_f = (prefix(cut + 1) - start) / b;
         let gamma_f_next = (end_next - prefix(cut + 1)) / b;
         let gamma_c = sub.cost.exits[j].head.macs(conv) as f64 / b;

@@ -110,10 +110,7 @@ impl LabelledData for InMemorySplit {
             data.extend_from_slice(&self.images[i * per..(i + 1) * per]);
             labels.push(self.labels[i]);
         }
-        let x = Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(data, [indices.len(), c, h, w]),
-            device,
-        );
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(data, [indices.len(), c, h, w]), device);
         Ok((x, labels))
     }
 }
@@ -247,7 +244,10 @@ impl ExitTable {
             let outs = model.net.forward_all(x);
             for (col, out) in exits.iter_mut().zip(outs) {
                 let [n, k] = out.logits.dims();
-                let probs: Vec<f32> = softmax(out.logits.clone(), 1).into_data().try_to_vec::<f32>().expect("f32");
+                let probs: Vec<f32> = softmax(out.logits.clone(), 1)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32");
                 let cert: Vec<f32> = certainty(&out.logits).into_data().try_to_vec::<f32>().expect("f32");
                 for i in 0..n {
                     let row = &probs[i * k..(i + 1) * k];
@@ -315,7 +315,10 @@ impl ExitTable {
                 ScoreKind::MaxProb => Ok(c.maxprob.as_slice()),
                 ScoreKind::Entropy => Ok(c.certainty.as_slice()),
                 ScoreKind::Confidence => c.confidence.as_deref().ok_or_else(|| {
-                    Error::invalid("policy", format!("exit {k} has no confidence branch; use maxprob or entropy"))
+                    Error::invalid(
+                        "policy",
+                        format!("exit {k} has no confidence branch; use maxprob or entropy"),
+                    )
                 }),
             })
             .collect()

@@ -103,12 +103,24 @@ pub fn eval_text(r: &EvalReport) -> String {
 pub fn eval_markdown(r: &EvalReport) -> String {
     let mut s = String::new();
     let names = exit_names(r.exits.len());
-    let _ = writeln!(s, "Policy `{}` on the {} split ({} samples).\n", r.policy, r.split, r.samples);
+    let _ = writeln!(
+        s,
+        "Policy `{}` on the {} split ({} samples).\n",
+        r.policy, r.split, r.samples
+    );
     let _ = writeln!(s, "| metric | value |\n|---|---|");
     let _ = writeln!(s, "| accuracy | {} % |", pct(r.accuracy));
     let _ = writeln!(s, "| full network accuracy | {} % |", pct(r.full_accuracy));
-    let _ = writeln!(s, "| relative cost (MACs of the exits taken / plain network) | {:.4} |", r.relative_cost);
-    let _ = writeln!(s, "| predicted speed-up (plain MACs / mean MACs) | {:.2}× |", r.predicted_speedup);
+    let _ = writeln!(
+        s,
+        "| relative cost (MACs of the exits taken / plain network) | {:.4} |",
+        r.relative_cost
+    );
+    let _ = writeln!(
+        s,
+        "| predicted speed-up (plain MACs / mean MACs) | {:.2}× |",
+        r.predicted_speedup
+    );
     for t in &r.timing {
         let _ = writeln!(
             s,
@@ -122,7 +134,10 @@ pub fn eval_markdown(r: &EvalReport) -> String {
         "| over-thinking (an earlier exit right, the final wrong) | {} |",
         r.overthinking
     );
-    let _ = writeln!(s, "\n| exit | coverage % | accuracy % | accuracy if all leave here % | relative cost |");
+    let _ = writeln!(
+        s,
+        "\n| exit | coverage % | accuracy % | accuracy if all leave here % | relative cost |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|");
     for (e, name) in r.exits.iter().zip(&names) {
         let _ = writeln!(
@@ -206,7 +221,10 @@ pub fn prune_markdown(p: &PrunePlan) -> String {
         s,
         "| exit | cut | I_i | I_i+1 | cm_i | γ_i | γ_i+1 | γ_f_i | γ_f_i+1 | γ_c_i | eq. 4 | net saving | eq. 5 value | eq. 5 | verdict |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
+    );
     for c in &p.checks {
         let _ = writeln!(
             s,
@@ -246,7 +264,12 @@ pub fn prune_markdown(p: &PrunePlan) -> String {
         pct(p.before.accuracy),
         p.before.relative_cost
     );
-    let _ = writeln!(s, "| kept exits | {} | {:.4} |", pct(p.after.accuracy), p.after.relative_cost);
+    let _ = writeln!(
+        s,
+        "| kept exits | {} | {:.4} |",
+        pct(p.after.accuracy),
+        p.after.relative_cost
+    );
     s
 }
 
@@ -263,7 +286,10 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
         let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let x = match (obj.get("epoch").and_then(|v| v.as_f64()), obj.get("step").and_then(|v| v.as_f64())) {
+        let x = match (
+            obj.get("epoch").and_then(|v| v.as_f64()),
+            obj.get("step").and_then(|v| v.as_f64()),
+        ) {
             (Some(e), _) => e,
             (None, Some(s)) => {
                 x_name = "step";
@@ -274,7 +300,8 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
         let mut flat = Vec::new();
         flatten("", &serde_json::Value::Object(obj.clone()), &mut flat);
         for (key, v) in flat {
-            if key == "epoch" || key == "step" || key.ends_with("lr") || key.contains("time") || key.contains("seconds") {
+            if key == "epoch" || key == "step" || key.ends_with("lr") || key.contains("time") || key.contains("seconds")
+            {
                 continue;
             }
             let g = if key.contains("loss") {
@@ -318,7 +345,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
         }
         serde_json::Value::Object(o) => {
             for (k, v) in o {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -367,7 +398,11 @@ impl ReportInputs {
         eval: Option<EvalReport>,
     ) -> Result<Self> {
         let kind = ScoreKind::of(&policy).unwrap_or(ScoreKind::MaxProb);
-        let kind = if table.scores(kind).is_ok() { kind } else { ScoreKind::MaxProb };
+        let kind = if table.scores(kind).is_ok() {
+            kind
+        } else {
+            ScoreKind::MaxProb
+        };
         let eval = match eval {
             Some(e) => e,
             None => simulated_eval(table, &policy)?,
@@ -403,7 +438,10 @@ impl ReportInputs {
                     _ => None,
                 };
                 plot::ScoreHistogram {
-                    title: format!("exit {k}: accuracy if all leave {:.1}%", 100.0 * table.exit_accuracy_all(k)),
+                    title: format!(
+                        "exit {k}: accuracy if all leave {:.1}%",
+                        100.0 * table.exit_accuracy_all(k)
+                    ),
                     correct,
                     wrong,
                     threshold,
@@ -492,7 +530,10 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
     ];
     files.extend(plot::tradeoff(
         &dir.join("tradeoff"),
-        &format!("{}: accuracy vs cost on {} ({} samples)", r.name, r.eval.split, r.eval.samples),
+        &format!(
+            "{}: accuracy vs cost on {} ({} samples)",
+            r.name, r.eval.split, r.eval.samples
+        ),
         &[sweep_series, budget_series],
         &marks,
     )?);
@@ -515,7 +556,10 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
     if !r.histograms.is_empty() {
         files.extend(plot::score_histograms(
             &dir.join("confidence"),
-            &format!("{}: exit scores of correct and wrong answers ({})", r.name, r.eval.split),
+            &format!(
+                "{}: exit scores of correct and wrong answers ({})",
+                r.name, r.eval.split
+            ),
             score_label(r.kind),
             &r.histograms,
         )?);

@@ -154,6 +154,7 @@ fn range(values: impl Iterator<Item = f64>, pad: f64, floor: Option<f64>, ceil: 
     (lo, hi)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn line_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -162,6 +163,7 @@ fn line_chart<DB: DrawingBackend>(
     series: &[Series],
     marks: &[Mark],
     x_floor: Option<f64>,
+    legend: SeriesLabelPosition,
 ) -> DrawResult<()> {
     let xs = series
         .iter()
@@ -202,7 +204,7 @@ fn line_chart<DB: DrawingBackend>(
                 .map_err(err)?;
         }
     }
-    let shapes = [PALETTE[6], PALETTE[1], PALETTE[2], PALETTE[3]];
+    let shapes = [PALETTE[6], PALETTE[3], PALETTE[2], PALETTE[4]];
     for (i, m) in marks.iter().enumerate() {
         let color = shapes[i % shapes.len()];
         if i % 2 == 0 {
@@ -225,7 +227,7 @@ fn line_chart<DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FONT, 14))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend)
             .draw()
             .map_err(err)?;
     }
@@ -242,11 +244,29 @@ pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> 
         (960, 640),
         |a| {
             a.fill(&WHITE).map_err(err)?;
-            line_chart(a, title, x, y, curves, marks, Some(0.0))
+            line_chart(
+                a,
+                title,
+                x,
+                y,
+                curves,
+                marks,
+                Some(0.0),
+                SeriesLabelPosition::LowerRight,
+            )
         },
         |a| {
             a.fill(&WHITE).map_err(err)?;
-            line_chart(a, title, x, y, curves, marks, Some(0.0))
+            line_chart(
+                a,
+                title,
+                x,
+                y,
+                curves,
+                marks,
+                Some(0.0),
+                SeriesLabelPosition::LowerRight,
+            )
         },
     )
 }
@@ -259,7 +279,13 @@ pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
         let areas = a.split_evenly((panels.len().max(1), 1));
         for (p, area) in panels.iter().zip(areas.iter()) {
             let legend_series: Vec<Series> = p.series.clone();
-            line_chart(area, &p.title, &p.x_label, &p.y_label, &legend_series, &[], None)?;
+            // Losses fall (the upper right is free), accuracies rise (the lower right is).
+            let pos = if p.title.to_lowercase().contains("loss") {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            };
+            line_chart(area, &p.title, &p.x_label, &p.y_label, &legend_series, &[], None, pos)?;
         }
         Ok(())
     }
@@ -317,10 +343,13 @@ pub fn exit_distribution(stem: &Path, title: &str, bars: &[ExitBar]) -> Result<V
                 Text::new(
                     text,
                     (k as f64, b.share + top * 0.02),
-                    (FONT, 14).into_font().color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Bottom,
-                    )),
+                    (FONT, 14)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        )),
                 )
             }))
             .map_err(err)?;
@@ -383,20 +412,22 @@ pub fn score_histograms(stem: &Path, title: &str, score_label: &str, exits: &[Sc
             let green = PALETTE[2];
             let red = PALETTE[1];
             chart
-                .draw_series(
-                    hc.iter()
-                        .enumerate()
-                        .map(|(b, &c)| Rectangle::new([(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)], green.mix(0.55).filled())),
-                )
+                .draw_series(hc.iter().enumerate().map(|(b, &c)| {
+                    Rectangle::new(
+                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
+                        green.mix(0.55).filled(),
+                    )
+                }))
                 .map_err(err)?
                 .label(format!("correct ({})", e.correct.len()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], green.mix(0.55).filled()));
             chart
-                .draw_series(
-                    hw.iter()
-                        .enumerate()
-                        .map(|(b, &c)| Rectangle::new([(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)], red.mix(0.55).filled())),
-                )
+                .draw_series(hw.iter().enumerate().map(|(b, &c)| {
+                    Rectangle::new(
+                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
+                        red.mix(0.55).filled(),
+                    )
+                }))
                 .map_err(err)?
                 .label(format!("wrong ({})", e.wrong.len()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], red.mix(0.55).filled()));
