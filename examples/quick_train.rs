@@ -1,9 +1,13 @@
-//! A minimal joint trainer (every exit's cross-entropy, equal weights, Adam) that writes a run
-//! folder `calibrate`, `eval`, `report` and `prune-exits` can read: `model.json`,
-//! `weights.safetensors`, `data.json`, `metrics.jsonl`.
+//! A minimal trainer (Adam) that writes a run folder `calibrate`, `eval`, `report` and
+//! `prune-exits` can read: `model.json`, `weights.safetensors`, `data.json`, `metrics.jsonl`.
 //!
-//! A stopgap for the calibration experiments until the training branch's trainer lands; it
-//! implements no paper objective beyond joint training (survey eq. 6–7 with all weights 1).
+//! A stopgap for the calibration experiments until the training branch's trainer lands.
+//! Objectives (`--objective`):
+//! - `joint`: the sum of every exit's cross-entropy (survey eq. 6–7, all weights 1);
+//! - `eenet-v2`: EENets eq. 9, `Σ_i CE(y, Ŷ_i) + λ C_i` with the soft outputs `Ŷ_i` (eq. 6) and
+//!   soft costs `C_i` (eq. 7), `c_i` = honest relative cost of exit `i`;
+//! - `soft-conditional`: differentiable branching, cross-entropy on the outermost soft output
+//!   `Ŷ_0` only (plus `λ C_0` when `--lambda` > 0, their eq. 2).
 //!
 //! ```text
 //! cargo run --release --example quick_train -- --data /work/shared/data/mnist \
@@ -18,6 +22,7 @@ use anyhow::Context;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Parser;
 use earlyexit::infer::{ExitTable, LabelledData, MultiExitModel, SplitKind};
@@ -53,6 +58,12 @@ struct Args {
     limit: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// joint, eenet-v2 or soft-conditional.
+    #[arg(long, default_value = "joint")]
+    objective: String,
+    /// Cost weight λ of eenet-v2 / soft-conditional.
+    #[arg(long, default_value_t = 0.0)]
+    lambda: f64,
     #[arg(long)]
     out: PathBuf,
 }
@@ -70,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     desc.head = a.head.parse()?;
     desc.width = a.width;
     let arch = desc.resolve()?;
+    let rel = arch.cost.relative(earlyexit::model::MacConvention::All);
     let plain = Device::flex();
     plain.seed(a.seed);
     let device = plain.clone().autodiff();
@@ -93,15 +105,49 @@ fn main() -> anyhow::Result<()> {
         let (mut sum, mut batches) = (0.0f64, 0usize);
         for chunk in order.chunks(a.batch) {
             let (x, y) = train.batch(chunk, &device)?;
+            let y_host = y.clone();
             let y = Tensor::<1, Int>::from_data(
                 TensorData::new(y.iter().map(|&v| v as i64).collect::<Vec<_>>(), [y.len()]),
                 &device,
             );
             let outs = net.forward_all(x);
-            let mut loss = ce.forward(outs[0].logits.clone(), y.clone());
-            for o in &outs[1..] {
-                loss = loss + ce.forward(o.logits.clone(), y.clone());
-            }
+            let loss = match a.objective.as_str() {
+                "joint" => {
+                    let mut loss = ce.forward(outs[0].logits.clone(), y.clone());
+                    for o in &outs[1..] {
+                        loss = loss + ce.forward(o.logits.clone(), y.clone());
+                    }
+                    loss
+                }
+                "eenet-v2" | "soft-conditional" => {
+                    let onehot = one_hot(&y_host, 10, &device);
+                    let last = outs.len() - 1;
+                    let mut yhat = softmax(outs[last].logits.clone(), 1);
+                    let mut cost = Tensor::<2>::ones([y_host.len(), 1], &device).mul_scalar(rel[last]);
+                    let nll = |p: &Tensor<2>| {
+                        (p.clone() * onehot.clone())
+                            .sum_dim(1)
+                            .clamp_min(1e-7)
+                            .log()
+                            .neg()
+                            .mean()
+                    };
+                    let mut loss = nll(&yhat) + cost.clone().mean().mul_scalar(a.lambda);
+                    let v2 = a.objective == "eenet-v2";
+                    for k in (0..last).rev() {
+                        let h = sigmoid(outs[k].confidence.clone().context("eenet-v2 needs confidence heads")?);
+                        let keep = h.clone().neg().add_scalar(1.0);
+                        yhat = softmax(outs[k].logits.clone(), 1) * h.clone() + yhat * keep.clone();
+                        cost = h.mul_scalar(rel[k]) + cost * keep;
+                        if v2 || k == 0 {
+                            let term = nll(&yhat) + cost.clone().mean().mul_scalar(a.lambda);
+                            loss = if v2 { loss + term } else { term };
+                        }
+                    }
+                    loss
+                }
+                other => anyhow::bail!("--objective `{other}`: expected joint, eenet-v2 or soft-conditional"),
+            };
             sum += loss.clone().into_scalar::<f32>() as f64;
             batches += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &net);
@@ -125,4 +171,12 @@ fn main() -> anyhow::Result<()> {
         io::save_model(&a.out, &desc, &model.net)?;
     }
     Ok(())
+}
+
+fn one_hot(y: &[usize], k: usize, device: &Device) -> Tensor<2> {
+    let mut v = vec![0f32; y.len() * k];
+    for (i, &c) in y.iter().enumerate() {
+        v[i * k + c] = 1.0;
+    }
+    Tensor::<2>::from_data(TensorData::new(v, [y.len(), k]), device)
 }

@@ -314,6 +314,7 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
                 continue;
             };
             let y = if g == 1 && v <= 1.0 { 100.0 * v } else { v };
+            let key = pretty_key(&key);
             let series = &mut groups[g].2;
             match series.iter_mut().find(|s| s.label == key) {
                 Some(s) => s.points.push((x, y)),
@@ -334,6 +335,11 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
             series: series.into_iter().take(plot::PALETTE.len()).collect(),
         })
         .collect()
+}
+
+/// `val_accuracy_exit[1]` → `val accuracy exit 1`.
+fn pretty_key(key: &str) -> String {
+    key.replace(['_', '.'], " ").replace('[', " ").replace(']', "")
 }
 
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {

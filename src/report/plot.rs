@@ -164,6 +164,7 @@ fn line_chart<DB: DrawingBackend>(
     marks: &[Mark],
     x_floor: Option<f64>,
     legend: SeriesLabelPosition,
+    legend_inside: bool,
 ) -> DrawResult<()> {
     let xs = series
         .iter()
@@ -221,7 +222,7 @@ fn line_chart<DB: DrawingBackend>(
                 .legend(move |(x, y)| Cross::new((x + 11, y), 6, color.stroke_width(3)));
         }
     }
-    if !series.is_empty() || !marks.is_empty() {
+    if legend_inside && (!series.is_empty() || !marks.is_empty()) {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
@@ -253,6 +254,7 @@ pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> 
                 marks,
                 Some(0.0),
                 SeriesLabelPosition::LowerRight,
+                true,
             )
         },
         |a| {
@@ -266,6 +268,7 @@ pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> 
                 marks,
                 Some(0.0),
                 SeriesLabelPosition::LowerRight,
+                true,
             )
         },
     )
@@ -273,19 +276,41 @@ pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> 
 
 /// Panels of line plots stacked vertically (training curves).
 pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
-    let h = 330 * panels.len().max(1) as u32;
+    let h = 360 * panels.len().max(1) as u32;
     fn go<DB: DrawingBackend>(a: &DrawingArea<DB, Shift>, panels: &[Panel]) -> DrawResult<()> {
         a.fill(&WHITE).map_err(err)?;
         let areas = a.split_evenly((panels.len().max(1), 1));
         for (p, area) in panels.iter().zip(areas.iter()) {
             let legend_series: Vec<Series> = p.series.clone();
-            // Losses fall (the upper right is free), accuracies rise (the lower right is).
-            let pos = if p.title.to_lowercase().contains("loss") {
-                SeriesLabelPosition::UpperRight
-            } else {
-                SeriesLabelPosition::LowerRight
-            };
-            line_chart(area, &p.title, &p.x_label, &p.y_label, &legend_series, &[], None, pos)?;
+            // The legend goes in a strip under the chart, never over the data.
+            let (chart_area, strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(34));
+            let pos = SeriesLabelPosition::UpperRight;
+            line_chart(
+                &chart_area,
+                &p.title,
+                &p.x_label,
+                &p.y_label,
+                &legend_series,
+                &[],
+                None,
+                pos,
+                false,
+            )?;
+            let mut x = 80i32;
+            for (i, s) in legend_series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                strip
+                    .draw(&PathElement::new(vec![(x, 14), (x + 24, 14)], color.stroke_width(3)))
+                    .map_err(err)?;
+                strip
+                    .draw(&Text::new(
+                        s.label.clone(),
+                        (x + 30, 6),
+                        (FONT, 14).into_font().color(&BLACK),
+                    ))
+                    .map_err(err)?;
+                x += 30 + 9 * s.label.chars().count() as i32 + 30;
+            }
         }
         Ok(())
     }
