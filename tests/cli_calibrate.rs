@@ -24,7 +24,11 @@ fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
             s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             // A faint class signal (a bright row per class) plus noise.
             let row = p / 28;
-            let v = if row == 2 + 2 * label as usize { 200 } else { (s >> 24) as u8 / 4 };
+            let v = if row == 2 + 2 * label as usize {
+                200
+            } else {
+                (s >> 24) as u8 / 4
+            };
             images.push(v as u8);
         }
     }
@@ -33,7 +37,10 @@ fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
 }
 
 fn earlyexit(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -55,12 +62,28 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     device.seed(3);
     let net = desc.resolve().unwrap().init(&device);
     io::save_model(&run, &desc, &net).unwrap();
-    RunData { dir: data.clone(), val: 100 }.write(&run).unwrap();
+    RunData {
+        dir: data.clone(),
+        val: 100,
+    }
+    .write(&run)
+    .unwrap();
     let r = run.to_str().unwrap();
 
-    let (ok, out) = earlyexit(&["calibrate", "--run", r, "--max-accuracy-drop", "1", "--per-exit", "--budget-curve"]);
+    let (ok, out) = earlyexit(&[
+        "calibrate",
+        "--run",
+        r,
+        "--max-accuracy-drop",
+        "1",
+        "--per-exit",
+        "--budget-curve",
+    ]);
     assert!(ok, "{out}");
-    assert!(out.contains("MSDNet") && out.contains("val split (100 samples)"), "{out}");
+    assert!(
+        out.contains("MSDNet") && out.contains("val split (100 samples)"),
+        "{out}"
+    );
     let policy: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("policy.json")).unwrap()).unwrap();
     assert_eq!(policy["split"], "val");
@@ -70,11 +93,36 @@ fn run_commands_work_without_ever_reading_the_test_split() {
 
     let (ok, out) = earlyexit(&["sweep", "--run", r, "--steps", "5"]);
     assert!(ok, "{out}");
-    let (ok, out) = earlyexit(&["prune-exits", "--run", r, "--th", "0.9"]);
+    let pruned = root.join("pruned");
+    let (ok, out) = earlyexit(&[
+        "prune-exits",
+        "--run",
+        r,
+        "--th",
+        "0.9",
+        "--apply",
+        "--out",
+        pruned.to_str().unwrap(),
+    ]);
     assert!(ok && out.contains("eq. 4"), "{out}");
+    // The pruned folder is a loadable model whose exits are a subset of the original's.
+    let (arch, _) = io::load_model(&pruned, &device).unwrap();
+    assert!(arch.cuts.iter().all(|c| [1, 2].contains(c)), "{:?}", arch.cuts);
+    assert!(pruned.join("data.json").exists() && pruned.join("policy.json").exists());
 
     // `eval` on validation picks up policy.json and reports the required JSON fields.
-    let (ok, out) = earlyexit(&["eval", "--run", r, "--split", "val", "--json", "--timing-samples", "5", "--large-batch", "16"]);
+    let (ok, out) = earlyexit(&[
+        "eval",
+        "--run",
+        r,
+        "--split",
+        "val",
+        "--json",
+        "--timing-samples",
+        "5",
+        "--large-batch",
+        "16",
+    ]);
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["policy"], policy["policy"]);
@@ -83,7 +131,11 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     }
     let exits = v["exits"].as_array().unwrap();
     assert_eq!(exits.len(), 3);
-    assert!(exits.iter().all(|e| e["coverage"].is_number() && e.get("accuracy").is_some()));
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["coverage"].is_number() && e.get("accuracy").is_some())
+    );
     assert!((v["accuracy"].as_f64().unwrap() - val_acc).abs() < 1e-9);
 
     // The test split really is unreadable, and the error names the file.
@@ -92,7 +144,15 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     // Bad arguments name the flag and the value.
     let (ok, out) = earlyexit(&["calibrate", "--run", r, "--budget", "-2"]);
     assert!(!ok && out.contains("--budget") && out.contains("-2"), "{out}");
-    let (ok, out) = earlyexit(&["calibrate", "--run", r, "--max-accuracy-drop", "1", "--policy-kind", "bogus"]);
+    let (ok, out) = earlyexit(&[
+        "calibrate",
+        "--run",
+        r,
+        "--max-accuracy-drop",
+        "1",
+        "--policy-kind",
+        "bogus",
+    ]);
     assert!(!ok && out.contains("bogus"), "{out}");
     std::fs::remove_dir_all(&root).ok();
 }

@@ -442,6 +442,24 @@ pub struct CurvePoint {
 
 /// Accuracy against relative cost for one shared threshold over a grid: `maxprob` and
 /// `confidence` from 0 to 1, `entropy` from 1 to 0, `steps + 1` points.
+///
+/// ```
+/// use earlyexit::infer::{ExitColumn, ExitTable, ScoreKind, SplitKind, sweep};
+/// let col = |pred: Vec<usize>, s: Vec<f32>| ExitColumn { pred, maxprob: s.clone(), certainty: s, confidence: None };
+/// let table = ExitTable {
+///     split: SplitKind::Test,
+///     labels: vec![0, 1],
+///     exits: vec![col(vec![0, 0], vec![0.9, 0.6]), col(vec![0, 1], vec![1.0, 1.0])],
+///     exit_macs: vec![30, 101],
+///     backbone_macs: 100,
+/// };
+/// let points = sweep(&table, ScoreKind::MaxProb, 10)?;
+/// assert_eq!(points.len(), 11);
+/// // Threshold 0.7: sample 0 leaves early (right), sample 1 goes on (right).
+/// assert_eq!(points[7].outcome.accuracy, 1.0);
+/// assert!((points[7].outcome.relative_cost - 0.655).abs() < 1e-9);
+/// # Ok::<(), earlyexit::Error>(())
+/// ```
 pub fn sweep(table: &ExitTable, kind: ScoreKind, steps: usize) -> Result<Vec<CurvePoint>> {
     let steps = steps.max(1);
     (0..=steps)
