@@ -15,4 +15,4 @@ $T --data "$DATA" --backbone resnet20 --exits none --epochs 2 --limit 15000 --se
 $E calibrate --run runs/resnet20-fashion-exits --budget 0.45 --per-exit --budget-curve
 $E eval --run runs/resnet20-fashion-exits --split test --markdown
 $E eval --run runs/resnet20-fashion-plain --split test --policy never --markdown
-$E report --run runs/resnet20-fashion-exits --out experiments/reports/resnet20-fashion
+$E report --run runs/resnet20-fashion-exits --baseline runs/resnet20-fashion-plain --out experiments/reports/resnet20-fashion

@@ -21,6 +21,10 @@ pub struct Args {
     /// Output folder (default: RUN/report).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A run trained without exits to mark on the trade-off plot (its final classifier on the
+    /// same split, relative cost 1).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Samples timed one at a time.
     #[arg(long, default_value_t = 300)]
     timing_samples: usize,
@@ -48,6 +52,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "## Model\n\n```text\n{}```\n",
         r.model.arch.summary(earlyexit::model::MacConvention::All)
     ));
+    if let Some(b) = &a.baseline {
+        let base = open(b)?;
+        let t = ExitTable::collect(&base.model, &base.split(a.split)?, 256, &base.device)?;
+        let acc = t.full_accuracy();
+        let label = b
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        inputs.marks.push(earlyexit::report::plot::Mark {
+            label: format!("{label} (trained without exits)"),
+            x: 1.0,
+            y: 100.0 * acc,
+        });
+        inputs.extra = Some(format!(
+            "{}\n## Baseline\n\n`{label}`, trained without exits: {:.2} % on {}.\n",
+            inputs.extra.take().unwrap_or_default(),
+            100.0 * acc,
+            a.split
+        ));
+    }
     let out = a.out.unwrap_or_else(|| r.dir.join("report"));
     for f in write_report(&out, &inputs)? {
         println!("{}", f.display());

@@ -389,6 +389,8 @@ pub struct ReportInputs {
     pub metrics: Option<String>,
     /// Extra Markdown appended at the end (model summary, pruning).
     pub extra: Option<String>,
+    /// Extra points on the trade-off plot (e.g. a network trained without exits).
+    pub marks: Vec<plot::Mark>,
 }
 
 impl ReportInputs {
@@ -464,6 +466,7 @@ impl ReportInputs {
             histograms,
             metrics: None,
             extra: None,
+            marks: Vec::new(),
         })
     }
 }
@@ -522,18 +525,19 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
             .map(|p| (p.outcome.relative_cost, 100.0 * p.outcome.accuracy))
             .collect(),
     };
-    let marks = vec![
+    let mut marks = vec![
         plot::Mark {
             label: format!("policy {} (calibrated)", short(&r.eval.policy)),
             x: r.eval.relative_cost,
             y: 100.0 * r.eval.accuracy,
         },
         plot::Mark {
-            label: "full network without exits".into(),
+            label: "same weights without exits (final classifier)".into(),
             x: 1.0,
             y: 100.0 * r.eval.full_accuracy,
         },
     ];
+    marks.extend(r.marks.iter().cloned());
     files.extend(plot::tradeoff(
         &dir.join("tradeoff"),
         &format!(
