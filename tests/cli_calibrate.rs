@@ -29,7 +29,7 @@ fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
             } else {
                 (s >> 24) as u8 / 4
             };
-            images.push(v as u8);
+            images.push(v);
         }
     }
     std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
