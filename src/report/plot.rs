@@ -282,8 +282,21 @@ pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
         let areas = a.split_evenly((panels.len().max(1), 1));
         for (p, area) in panels.iter().zip(areas.iter()) {
             let legend_series: Vec<Series> = p.series.clone();
-            // The legend goes in a strip under the chart, never over the data.
-            let (chart_area, strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(34));
+            // The legend goes in a strip under the chart, never over the data, wrapped into
+            // as many rows as it needs.
+            let width = area.dim_in_pixel().0 as i32;
+            let item_w = |s: &Series| 30 + 8 * s.label.chars().count() as i32 + 30;
+            let mut rows = 1;
+            let mut x = 80;
+            for s in &legend_series {
+                if x + item_w(s) > width - 10 && x > 80 {
+                    rows += 1;
+                    x = 80;
+                }
+                x += item_w(s);
+            }
+            let strip_h = 12 + 22 * rows as u32;
+            let (chart_area, strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(strip_h));
             let pos = SeriesLabelPosition::UpperRight;
             line_chart(
                 &chart_area,
@@ -296,20 +309,24 @@ pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
                 pos,
                 false,
             )?;
-            let mut x = 80i32;
+            let (mut x, mut y) = (80i32, 14i32);
             for (i, s) in legend_series.iter().enumerate() {
+                if x + item_w(s) > width - 10 && x > 80 {
+                    x = 80;
+                    y += 22;
+                }
                 let color = PALETTE[i % PALETTE.len()];
                 strip
-                    .draw(&PathElement::new(vec![(x, 14), (x + 24, 14)], color.stroke_width(3)))
+                    .draw(&PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)))
                     .map_err(err)?;
                 strip
                     .draw(&Text::new(
                         s.label.clone(),
-                        (x + 30, 6),
+                        (x + 30, y - 8),
                         (FONT, 14).into_font().color(&BLACK),
                     ))
                     .map_err(err)?;
-                x += 30 + 9 * s.label.chars().count() as i32 + 30;
+                x += item_w(s);
             }
         }
         Ok(())
