@@ -18,15 +18,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`].
+//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → [`report`].
 
 pub use earlyexit_data as data;
 
 pub mod bench;
 pub mod error;
 pub mod infer;
+pub mod interim;
 pub mod model;
 pub mod quickstart;
+pub mod report;
 pub mod run;
 pub mod train;
 

@@ -3,14 +3,27 @@
 use std::process::Command;
 
 fn earlyexit(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_earlyexit")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_earlyexit"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 #[test]
 fn json_has_the_documented_fields() {
     let out = earlyexit(&[
-        "inspect", "--model", "resnet110", "--input", "3x32x32", "--classes", "10", "--exits", "pareto:6", "--head",
-        "pool", "--json",
+        "inspect",
+        "--model",
+        "resnet110",
+        "--input",
+        "3x32x32",
+        "--classes",
+        "10",
+        "--exits",
+        "pareto:6",
+        "--head",
+        "pool",
+        "--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -47,9 +60,20 @@ fn bad_input_gives_a_clear_error_and_nonzero_exit() {
         (vec!["inspect", "--model", "resnet21"], "unknown backbone `resnet21`"),
         (vec!["inspect", "--model", "resnet20", "--input", "3x32"], "CxHxW"),
         (vec!["inspect", "--model", "lenet5", "--input", "1x4x4"], "does not fit"),
-        (vec!["inspect", "--model", "eenet8", "--input", "1x28x28", "--exits", "fine:3"], "both land on cut"),
-        (vec!["inspect", "--model", "resnet20", "--exits", "pareto:40"], "beyond its last cut point"),
-        (vec!["inspect", "--model", "resnet20", "--head", "fancy"], "unknown head"),
+        (
+            vec![
+                "inspect", "--model", "eenet8", "--input", "1x28x28", "--exits", "fine:3",
+            ],
+            "both land on cut",
+        ),
+        (
+            vec!["inspect", "--model", "resnet20", "--exits", "pareto:40"],
+            "beyond its last cut point",
+        ),
+        (
+            vec!["inspect", "--model", "resnet20", "--head", "fancy"],
+            "unknown head",
+        ),
     ] {
         let out = earlyexit(&args);
         assert!(!out.status.success(), "{args:?} should fail");

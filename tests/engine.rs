@@ -128,7 +128,11 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
             let mut mix = probs[k_exits][i].clone();
             for b in (0..k_exits).rev() {
                 let g = gates[b][i];
-                mix = mix.iter().zip(&probs[b][i]).map(|(m, p)| g * p + (1.0 - g) * m).collect();
+                mix = mix
+                    .iter()
+                    .zip(&probs[b][i])
+                    .map(|(m, p)| g * p + (1.0 - g) * m)
+                    .collect();
             }
             for (a, b) in ens.probs_of(i).iter().zip(&mix) {
                 assert!((a - b).abs() < 1e-5, "ensemble {a} vs {b}");

@@ -4,8 +4,15 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibrate;
+mod common;
+mod data;
+mod eval;
 mod inspect;
+mod prune_exits;
 mod quickstart;
+mod report;
+mod sweep;
 mod train;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
@@ -22,10 +29,22 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
+    /// Check datasets in a folder, or fetch one.
+    Data(data::Args),
     /// Train a network from a TOML configuration into a run folder.
     Train(train::Args),
     /// Train a small early-exit CNN on the bundled MNIST and measure what the exits buy.
     Quickstart(quickstart::Args),
+    /// Accuracy, per-exit coverage, honest cost, ECE, over-thinking and measured speed-up on a split.
+    Eval(eval::Args),
+    /// Choose exit thresholds on the validation split for an accuracy or cost goal.
+    Calibrate(calibrate::Args),
+    /// Accuracy against relative cost over a grid of shared thresholds.
+    Sweep(sweep::Args),
+    /// Write report.md with PNG and SVG plots for a run.
+    Report(report::Args),
+    /// Check which exits pay for themselves (survey eq. 4, eq. 5) and optionally drop the others.
+    PruneExits(prune_exits::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -37,7 +56,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(a) => data::run(a),
         Command::Train(a) => train::run(a),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
+        Command::PruneExits(a) => prune_exits::run(a),
     }
 }
