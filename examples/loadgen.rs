@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use earlyexit::serve::client::{ConnectOptions, LoadConfig, TierClient, image_file, run_load};
+use earlyexit::serve::metrics::scrape;
 
 #[derive(Parser)]
 struct Args {
@@ -33,6 +34,10 @@ struct Args {
     token: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Print one table row: concurrency, req/s, images/s, p50, p90, p99 ms, errors, degraded,
+    /// mean batch (from the server's metrics).
+    #[arg(long)]
+    row: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -65,8 +70,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.requests = a.requests;
     cfg.concurrency = a.concurrency;
     cfg.max_time = Duration::from_secs_f64(a.max_time_s);
+    let before = client.metrics().await.unwrap_or_default();
     let r = run_load(&client, &inputs, &cfg).await;
-    if a.json {
+    let after = client.metrics().await.unwrap_or_default();
+    let d = |name: &str| scrape(&after, name, &[]) - scrape(&before, name, &[]);
+    let mean_batch = d("earlyexit_batch_samples_sum") / d("earlyexit_batch_samples_count").max(1.0);
+    let errors: usize = r.errors.values().sum();
+    if a.row {
+        println!(
+            "{:>11} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>8} {:>10.2}",
+            a.concurrency,
+            r.requests_per_s,
+            r.samples_per_s,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            errors,
+            r.degraded,
+            mean_batch
+        );
+    } else if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(

@@ -8,6 +8,10 @@
 //! Writes `OUT/model/` (model.json, weights.safetensors), `OUT/policy.txt`, `OUT/rates.txt`
 //! (share of the images leaving at each exit, final last, as the served model decides) and
 //! `OUT/images/NNNN.png`.
+//!
+//! With `--from-run runs/NAME` it writes instead the first `--images` images of the run's test
+//! split (raw pixels, as a client would send them) to `OUT/images/` and their labels to
+//! `OUT/labels.txt`; the run itself is served as it is.
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -35,10 +39,52 @@ struct Args {
     images: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Export test images of this training run instead of making a model.
+    #[arg(long)]
+    from_run: Option<PathBuf>,
+}
+
+fn export_run_images(a: &Args, run_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let run = earlyexit::run::Run::open(run_dir)?;
+    let data = run.data()?;
+    let img_dir = a.out.join("images");
+    std::fs::create_dir_all(&img_dir)?;
+    let [c, h, w] = data.test_set.shape();
+    let mut labels = Vec::new();
+    for (k, &i) in data.splits.test.iter().take(a.images).enumerate() {
+        let px = data.test_set.image(i);
+        // CHW bytes → HWC for the PNG encoder.
+        let hwc: Vec<u8> = (0..h * w)
+            .flat_map(|p| (0..c).map(move |ch| ch * h * w + p))
+            .map(|j| px[j])
+            .collect();
+        let path = img_dir.join(format!("{k:04}.png"));
+        match c {
+            1 => image::GrayImage::from_raw(w as u32, h as u32, hwc)
+                .expect("size")
+                .save(&path)?,
+            3 => image::RgbImage::from_raw(w as u32, h as u32, hwc)
+                .expect("size")
+                .save(&path)?,
+            _ => return Err("only 1 or 3 channels can be written as PNG".into()),
+        }
+        labels.push(data.test_set.label(i).to_string());
+    }
+    std::fs::write(a.out.join("labels.txt"), labels.join("\n") + "\n")?;
+    println!(
+        "{} test images of {} in {}",
+        labels.len(),
+        run_dir.display(),
+        img_dir.display()
+    );
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
+    if let Some(run) = &a.from_run {
+        return export_run_images(&a, run);
+    }
     let device = Device::flex();
     device.seed(a.seed);
     let desc = ModelDescription::new(&a.model, a.input, a.classes, a.exits.clone());

@@ -48,6 +48,15 @@ pub struct EngineBenchRow {
     pub measured_speedup: f64,
     /// `measured_speedup / predicted_speedup` (goal ≥ 0.9).
     pub efficiency: f64,
+    /// The speed-up predicted by a *time* model instead of the MAC model: every stage's and
+    /// head's wall-clock time measured on full batches, weighted by the share of samples that
+    /// runs it. Where this is close to `measured_speedup`, the engine itself costs little and the
+    /// gap to `predicted_speedup` comes from stages that run slower per MAC than others.
+    pub time_model_speedup: f64,
+    /// Each stage's share of the plain network's wall-clock time (final stage last).
+    pub stage_time_shares: Vec<f64>,
+    /// Each stage's share of the plain network's MACs.
+    pub stage_mac_shares: Vec<f64>,
     /// `never` time / plain time (goal ≤ 1.05).
     pub never_overhead: f64,
 }
@@ -87,6 +96,52 @@ pub fn forced_thresholds(model: &MultiExitModel, pool: Tensor<4>, shares: &[f64]
         alive.retain(|&i| scores[i] < t);
     }
     Ok(Policy::MaxProb(Thresholds::PerExit(thresholds)))
+}
+
+/// Median seconds per pass over `chunks` of every stage (final stage with its classifier) and
+/// of every early-exit head, on full batches.
+fn stage_times(model: &MultiExitModel, chunks: &[Tensor<4>], reps: usize) -> (Vec<f64>, Vec<f64>) {
+    use crate::model::StageState;
+    let stages = model.net.num_stages();
+    let mut st = vec![Vec::new(); stages];
+    let mut ht = vec![Vec::new(); stages - 1];
+    for _ in 0..reps {
+        let mut acc_s = vec![0.0; stages];
+        let mut acc_h = vec![0.0; stages - 1];
+        for c in chunks {
+            let mut state = StageState::new(c.clone());
+            for k in 0..stages {
+                let (s, d) = time(|| {
+                    let s = model.net.run_stage(k, state.clone());
+                    let _ = s.x.clone().sum().into_scalar::<f32>();
+                    s
+                });
+                state = s;
+                acc_s[k] += d.as_secs_f64();
+                let (out, d) = time(|| {
+                    let out = model.net.exit(k, &state);
+                    let _ = out.logits.clone().sum().into_scalar::<f32>();
+                    out
+                });
+                std::hint::black_box(out);
+                if k + 1 < stages {
+                    acc_h[k] += d.as_secs_f64();
+                } else {
+                    acc_s[k] += d.as_secs_f64();
+                }
+            }
+        }
+        for k in 0..stages {
+            st[k].push(acc_s[k]);
+        }
+        for k in 0..stages - 1 {
+            ht[k].push(acc_h[k]);
+        }
+    }
+    (
+        st.into_iter().map(median).collect(),
+        ht.into_iter().map(median).collect(),
+    )
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -168,6 +223,29 @@ pub fn run_engine_bench(model: &MultiExitModel, cfg: &EngineBench, device: &Devi
             );
         }
         let (plain, engine, never) = (median(plain), median(engine), median(never));
+        let (stage_t, head_t) = stage_times(model, &chunks, cfg.reps.max(1));
+        let reach: Vec<f64> = (0..exits.len())
+            .map(|k| exits[k..].iter().sum::<usize>() as f64 / samples)
+            .collect();
+        let time_model: f64 = stage_t.iter().zip(&reach).map(|(t, r)| t * r).sum::<f64>()
+            + head_t.iter().zip(&reach).map(|(t, r)| t * r).sum::<f64>();
+        let stage_total: f64 = stage_t.iter().sum();
+        let conv = MacConvention::All;
+        let stage_macs: Vec<f64> = (0..model.net.num_stages())
+            .map(|k| {
+                let blocks: u64 = model
+                    .net
+                    .stage_blocks(k)
+                    .map(|b| model.arch.backbone.blocks[b].cost.macs(conv))
+                    .sum();
+                let cls = if k + 1 == model.net.num_stages() {
+                    model.arch.backbone.classifier_cost.macs(conv)
+                } else {
+                    0
+                };
+                (blocks + cls) as f64 / backbone_macs
+            })
+            .collect();
         let predicted = backbone_macs / (macs as f64 / samples);
         let measured = plain / engine;
         rows.push(EngineBenchRow {
@@ -179,6 +257,9 @@ pub fn run_engine_bench(model: &MultiExitModel, cfg: &EngineBench, device: &Devi
             predicted_speedup: predicted,
             measured_speedup: measured,
             efficiency: measured / predicted,
+            time_model_speedup: stage_total / time_model,
+            stage_time_shares: stage_t.iter().map(|t| t / stage_total).collect(),
+            stage_mac_shares: stage_macs,
             never_overhead: never / plain,
         });
     }

@@ -64,6 +64,21 @@ pub enum Error {
         /// Why, with the field where known.
         reason: String,
     },
+    /// A dataset that cannot be read or batched.
+    #[error(transparent)]
+    Data(#[from] earlyexit_data::Error),
+    /// Training produced a NaN or infinite loss.
+    #[error(
+        "non-finite loss {value} at epoch {epoch}, step {step}: training stopped (lower the learning rate, check the data, or resume from the last checkpoint)"
+    )]
+    NonFiniteLoss {
+        /// Epoch, 1-based.
+        epoch: usize,
+        /// Step within the epoch, 1-based.
+        step: usize,
+        /// The loss value.
+        value: f64,
+    },
     /// An I/O error on a named file.
     #[error("{file}: {source}")]
     Io {

@@ -18,16 +18,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → `serve` (gRPC serving and
-//! multi-tier deployment, feature `serve`, on by default).
+//! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → [`report`], and `serve` (gRPC
+//! serving and multi-tier deployment, feature `serve`, on by default).
 
 pub use earlyexit_data as data;
 
 pub mod bench;
 pub mod error;
 pub mod infer;
+pub mod interim;
 pub mod model;
+pub mod quickstart;
+pub mod report;
+pub mod run;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -112,11 +112,32 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
             }
         }
         assert!(never.exit.iter().all(|&e| e == model.net.num_exits()));
-        // `ensemble` mixes every exit by its gate.
+        // `ensemble` mixes every exit by its gate: f̂_b = g_b f_b + (1 − g_b) f̂_{b+1}.
         let ens = model.infer(x.clone(), &Policy::Ensemble).unwrap();
+        let outs = model.net.forward_all(x.clone());
+        let k_exits = model.net.num_exits();
+        let probs: Vec<Vec<Vec<f32>>> = outs.iter().map(|o| rows(softmax(o.logits.clone(), 1))).collect();
+        let gates: Vec<Vec<f32>> = outs[..k_exits]
+            .iter()
+            .map(|o| {
+                let z: Vec<f32> = o.confidence.clone().unwrap().into_data().try_to_vec::<f32>().unwrap();
+                z.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect()
+            })
+            .collect();
         for i in 0..n {
-            let s: f32 = ens.probs_of(i).iter().sum();
-            assert!((s - 1.0).abs() < 1e-4);
+            let mut mix = probs[k_exits][i].clone();
+            for b in (0..k_exits).rev() {
+                let g = gates[b][i];
+                mix = mix
+                    .iter()
+                    .zip(&probs[b][i])
+                    .map(|(m, p)| g * p + (1.0 - g) * m)
+                    .collect();
+            }
+            for (a, b) in ens.probs_of(i).iter().zip(&mix) {
+                assert!((a - b).abs() < 1e-5, "ensemble {a} vs {b}");
+            }
+            assert_eq!(ens.exit[i], k_exits);
         }
     }
 }

@@ -619,3 +619,80 @@ async fn full_queue_refuses_and_a_late_next_tier_degrades_within_the_deadline() 
     held.join().unwrap();
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_between_client_and_tiers() {
+    let f = fixture("tls");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (f.dir.join("cert.pem"), f.dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let base = f.model_args();
+    // The edge serves TLS; the device reaches it over TLS and serves TLS to the client too.
+    let edge_port = free_port();
+    let edge = spawn(
+        &args(
+            &base,
+            &[
+                "tier",
+                "--stages",
+                "1..",
+                "--name",
+                "edge",
+                "--tls-cert",
+                &cert_s,
+                "--tls-key",
+                &key_s,
+            ],
+        ),
+        edge_port,
+        true,
+    );
+    let next = format!("localhost:{edge_port}");
+    let device = spawn(
+        &args(
+            &base,
+            &[
+                "tier",
+                "--stages",
+                "0..1",
+                "--name",
+                "device",
+                "--next",
+                &next,
+                "--tls-ca",
+                &cert_s,
+                "--tls-cert",
+                &cert_s,
+                "--tls-key",
+                &key_s,
+            ],
+        ),
+        free_port(),
+        true,
+    );
+    let opts = ConnectOptions {
+        tls_ca: Some(cert.clone()),
+        tls_domain: Some("localhost".into()),
+        token: Some(TOKEN.into()),
+        connect_timeout: None,
+    };
+    let c = TierClient::connect(&device.addr, &opts).unwrap();
+    let t = Duration::from_secs(10);
+    let a = c.classify(f.chunk(0), t).await.unwrap().answers;
+    for (i, x) in a.iter().enumerate() {
+        assert_eq!((x.class as usize, x.exit as usize), f.expected[i]);
+        assert!(!x.degraded, "{x:?}");
+    }
+    assert!(a.iter().any(|x| x.tier == "edge"));
+    // Plain text to a TLS server fails; so does TLS without the token.
+    assert!(client(&device.addr, Some(TOKEN)).classify(f.chunk(0), t).await.is_err());
+    let no_token = TierClient::connect(&device.addr, &ConnectOptions { token: None, ..opts }).unwrap();
+    assert_eq!(
+        no_token.classify(f.chunk(0), t).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    drop((edge, device));
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

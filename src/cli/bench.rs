@@ -73,22 +73,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.shares
     );
     println!(
-        "{:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9}  exit shares",
-        "batch", "plain ms/s", "engine ms/s", "never ms/s", "predicted", "measured", "meas/pred", "never/pl"
+        "{:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>9}  exit shares",
+        "batch", "plain ms/s", "engine ms/s", "never ms/s", "MAC pred", "time pred", "measured", "meas/MAC", "never/pl"
     );
-    for r in rows {
+    for r in &rows {
         let shares: Vec<String> = r.exit_shares.iter().map(|s| format!("{s:.2}")).collect();
         println!(
-            "{:>6} {:>12.3} {:>12.3} {:>12.3} {:>9.2}x {:>9.2}x {:>10.2} {:>9.3}  {}",
+            "{:>6} {:>12.3} {:>12.3} {:>12.3} {:>9.2}x {:>9.2}x {:>9.2}x {:>10.2} {:>9.3}  {}",
             r.batch,
             r.plain_ms_per_sample,
             r.engine_ms_per_sample,
             r.never_ms_per_sample,
             r.predicted_speedup,
+            r.time_model_speedup,
             r.measured_speedup,
             r.efficiency,
             r.never_overhead,
             shares.join(" ")
+        );
+    }
+    for r in &rows {
+        let f = |v: &[f64]| v.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>().join(" ");
+        println!(
+            "batch {}: stage shares of MACs [{}] vs of wall-clock time [{}]",
+            r.batch,
+            f(&r.stage_mac_shares),
+            f(&r.stage_time_shares)
         );
     }
     Ok(())

@@ -4,17 +4,26 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibrate;
 #[cfg(feature = "serve")]
 mod classify;
-#[cfg(feature = "serve")]
-mod serving;
+mod common;
+mod data;
+mod eval;
 mod inspect;
 #[cfg(feature = "serve")]
 mod plan_tiers;
+mod prune_exits;
+mod quickstart;
+mod report;
 #[cfg(feature = "serve")]
 mod serve;
 #[cfg(feature = "serve")]
+mod serving;
+mod sweep;
+#[cfg(feature = "serve")]
 mod tier;
+mod train;
 
 /// Early-exit neural networks: build, train, calibrate, measure, serve.
 #[derive(Parser, Debug)]
@@ -42,10 +51,30 @@ enum Command {
     /// Choose tier split points that minimise expected latency (or bytes) per sample.
     #[cfg(feature = "serve")]
     PlanTiers(plan_tiers::Args),
+    /// Check datasets in a folder, or fetch one.
+    Data(data::Args),
+    /// Train a network from a TOML configuration into a run folder.
+    Train(train::Args),
+    /// Train a small early-exit CNN on the bundled MNIST and measure what the exits buy.
+    Quickstart(quickstart::Args),
+    /// Accuracy, per-exit coverage, honest cost, ECE, over-thinking and measured speed-up on a split.
+    Eval(eval::Args),
+    /// Choose exit thresholds on the validation split for an accuracy or cost goal.
+    Calibrate(calibrate::Args),
+    /// Accuracy against relative cost over a grid of shared thresholds.
+    Sweep(sweep::Args),
+    /// Write report.md with PNG and SVG plots for a run.
+    Report(report::Args),
+    /// Check which exits pay for themselves (survey eq. 4, eq. 5) and optionally drop the others.
+    PruneExits(prune_exits::Args),
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
@@ -57,5 +86,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classify(a) => classify::run(a),
         #[cfg(feature = "serve")]
         Command::PlanTiers(a) => plan_tiers::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Quickstart(a) => quickstart::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
+        Command::PruneExits(a) => prune_exits::run(a),
     }
 }

@@ -4,8 +4,10 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use earlyexit::serve::codec::WireDType;
 use earlyexit::serve::plan::{
-    LinkSpec, Objective, Problem, StageCosts, TierSpec, TierSpeed, estimate_rates, measure_stage_seconds,
+    LinkSpec, Objective, Problem, StageCosts, TierSpec, TierSpeed, estimate_rates, exit_rates, measure_stage_seconds,
 };
+use earlyexit::train::DataSplit;
+use earlyexit::train::data::batch_tensors;
 
 use super::serving::ModelArgs;
 
@@ -22,12 +24,16 @@ pub struct Args {
     #[arg(long = "link")]
     links: Vec<LinkSpec>,
     /// Exit rates (share leaving at each exit, final last), comma-separated; default: the
-    /// run's calibration (`policy.json`), else estimated on random inputs.
+    /// run's calibration (`policy.json`), else measured on the run's validation split with
+    /// its policy, else (bare model folders) estimated on random inputs.
     #[arg(long, value_delimiter = ',')]
     rates: Option<Vec<f64>>,
     /// What to minimise.
     #[arg(long, value_enum, default_value = "latency")]
     objective: Objective,
+    /// Bytes per input as clients send it (e.g. the mean PNG size); default: a raw f32 tensor.
+    #[arg(long)]
+    input_bytes: Option<u64>,
     /// Element type activations travel in.
     #[arg(long, default_value = "f32")]
     dtype: WireDType,
@@ -37,6 +43,10 @@ pub struct Args {
     /// Plans to list besides the best.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Also predict this split: the interior boundaries, one fewer than tiers (`1,2` puts
+    /// stage 0 on the first tier, stage 1 on the second, the rest on the third).
+    #[arg(long, value_delimiter = ',')]
+    split: Option<Vec<usize>>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -52,25 +62,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let device = Device::flex();
-    let (model, _) = a.model.load(&device)?;
-    let (rates, source) = match (&a.rates, a.model.calibrated_rates()?) {
-        (Some(r), _) => (r.clone(), "given".to_string()),
-        (None, Some(r)) => (r, "calibrated (policy.json)".to_string()),
-        (None, None) => {
-            let policy = a
-                .model
-                .policy()
-                .context("no exit rates: give --rates, or a --policy to estimate them")?;
-            let r = estimate_rates(&model, &policy, 512, 0, &device)?;
-            eprintln!(
-                "warning: exit rates estimated on random inputs with {policy}; give --rates or calibrate the run"
-            );
+    let loaded = a.model.load(&device)?;
+    let (model, policy) = (&loaded.model, &loaded.policy);
+    let (rates, source) = match (&a.rates, a.model.calibrated_rates()?, &loaded.run) {
+        (Some(r), _, _) => (r.clone(), "given".to_string()),
+        (None, Some(r), _) => (r, "calibrated (policy.json)".to_string()),
+        (None, None, Some(run)) => {
+            let data = run.data().context("reading the run's data for exit rates")?;
+            let loader = run.loader(&data, DataSplit::Val, 500)?;
+            let batches = loader.epoch(0).map(|b| batch_tensors(&b, &device).0);
+            let r = exit_rates(model, policy, batches)?;
+            (r, format!("measured on the validation split with {policy}"))
+        }
+        (None, None, None) => {
+            let r = estimate_rates(model, policy, 512, 0, &device)?;
+            eprintln!("warning: exit rates estimated on random inputs with {policy}; give --rates or use a run");
             (r, format!("estimated on random inputs ({policy})"))
         }
     };
-    let costs = StageCosts::new(&model.arch, &rates, a.dtype)?;
+    let mut costs = StageCosts::new(&model.arch, &rates, a.dtype)?;
+    if let Some(b) = a.input_bytes {
+        costs.send_bytes[0] = b + 8;
+    }
     let here = if a.tiers.iter().any(|t| matches!(t.speed, TierSpeed::Here(_))) {
-        Some(measure_stage_seconds(&model, a.reps, &device))
+        Some(measure_stage_seconds(model, a.reps, &device))
     } else {
         None
     };
@@ -82,6 +97,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .chain(std::iter::repeat_n(problem.costs.stages(), a.tiers.len()))
             .collect::<Vec<_>>(),
     );
+    let evaluated = match &a.split {
+        None => None,
+        Some(b) => {
+            let s = problem.costs.stages();
+            if b.len() + 1 != a.tiers.len() || b.windows(2).any(|w| w[0] > w[1]) || b.iter().any(|&x| x > s) {
+                bail!(
+                    "--split needs {} non-decreasing boundaries in 0..={s}",
+                    a.tiers.len() - 1
+                );
+            }
+            let splits: Vec<usize> = std::iter::once(0).chain(b.iter().copied()).chain([s]).collect();
+            Some(problem.evaluate(&splits))
+        }
+    };
     let mut all = problem.all_plans();
     all.sort_by(|x, y| match a.objective {
         Objective::Latency => x.latency_s.total_cmp(&y.latency_s),
@@ -92,7 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "rates": rates, "rates_source": source, "objective": a.objective,
             "costs": problem.costs, "stage_seconds": problem.stage_seconds, "here_seconds": here,
-            "best": best, "stage_args": best.stage_args(), "all_on_last": last, "all_on_first": first, "top": all,
+            "best": best, "stage_args": best.stage_args(), "evaluated": evaluated, "all_on_last": last, "all_on_first": first, "top": all,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -137,6 +166,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|(n, s)| format!("{n}: --stages {s}"))
         .collect();
     println!("  run: {}", args.join("; "));
+    if let Some(e) = &evaluated {
+        println!("given split: {e}");
+    }
     println!("all on {}: {last}", problem.tiers.last().expect("tiers"));
     println!("all on {}: {first}", problem.tiers[0]);
     println!("top {}:", all.len());

@@ -59,6 +59,7 @@ impl ServingArgs {
             },
             next: None,
             default_deadline: Duration::from_millis(self.deadline_ms),
+            normalize: None,
         }
     }
 
@@ -88,9 +89,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let policy = a.model.policy()?;
-    let (model, id) = a.model.load(&burn::tensor::Device::flex())?;
-    let opts = a.serving.tier_options(a.name, StageRange::ALL, policy);
-    run_blocking(model, id, opts, a.serving.net(&a.security), a.serving.threads)?;
+    let l = a.model.load(&burn::tensor::Device::flex())?;
+    let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);
+    opts.normalize = l.normalize;
+    run_blocking(l.model, l.id, opts, a.serving.net(&a.security), a.serving.threads)?;
     Ok(())
 }

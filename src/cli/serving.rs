@@ -4,24 +4,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
+use earlyexit::data::{DatasetKind, Normalize};
 use earlyexit::infer::{MultiExitModel, Policy};
+use earlyexit::run::Run;
 use earlyexit::serve::client::ConnectOptions;
-use earlyexit::serve::server::load_for_serving;
+use earlyexit::serve::server::model_id;
+use earlyexit::train::CONFIG_FILE;
 
 /// Which model to serve and with which policy.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A run folder (`runs/NAME`): `model.json`, `weights.safetensors`, and `policy.json` when
-    /// calibrated.
+    /// A run folder (`runs/NAME`) written by `earlyexit train`: its model, its calibrated
+    /// `policy.json` (else its eval policy) and its input normalisation.
     #[arg(long, conflicts_with = "model")]
     pub run: Option<PathBuf>,
-    /// A model folder (`model.json` + `weights.safetensors`), as `io::save_model` writes it.
+    /// A bare model folder (`model.json` + `weights.safetensors`, as `io::save_model` writes
+    /// it); give --policy. Images are only scaled to [0, 1].
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Exit policy (e.g. `confidence:0.5`, `maxprob:0.9,0.8`); default: the run's calibrated
-    /// `policy.json`.
+    /// Exit policy (e.g. `confidence:0.5`, `maxprob:0.9,0.8`); default: the run's.
     #[arg(long)]
     pub policy: Option<Policy>,
+}
+
+/// A model ready to serve.
+pub struct Loaded {
+    pub model: MultiExitModel,
+    pub id: String,
+    pub policy: Policy,
+    pub normalize: Option<Normalize>,
+    pub run: Option<Run>,
 }
 
 impl ModelArgs {
@@ -34,28 +46,9 @@ impl ModelArgs {
         }
     }
 
-    /// The policy: `--policy`, else the `policy` field of the folder's `policy.json`.
-    pub fn policy(&self) -> anyhow::Result<Policy> {
-        if let Some(p) = &self.policy {
-            return Ok(p.clone());
-        }
-        let path = self.dir()?.join("policy.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-            let p = v
-                .get("policy")
-                .and_then(|p| p.as_str())
-                .with_context(|| format!("{} has no `policy` string", path.display()))?;
-            return p.parse().with_context(|| format!("policy in {}", path.display()));
-        }
-        bail!("no --policy given and no policy.json in {}", self.dir()?.display())
-    }
-
     /// Exit rates recorded by calibration (`validation.coverage` in `policy.json`), if any.
     pub fn calibrated_rates(&self) -> anyhow::Result<Option<Vec<f64>>> {
-        let path = self.dir()?.join("policy.json");
+        let path = self.dir()?.join(earlyexit::run::POLICY_FILE);
         if !path.exists() {
             return Ok(None);
         }
@@ -65,10 +58,39 @@ impl ModelArgs {
             .map(|a| a.iter().filter_map(|x| x.as_f64()).collect()))
     }
 
-    /// Loads the model (BatchNorm folded) and its id.
-    pub fn load(&self, device: &Device) -> anyhow::Result<(MultiExitModel, String)> {
+    /// Loads the model (BatchNorm folded for inference), its id, policy and normalisation.
+    pub fn load(&self, device: &Device) -> anyhow::Result<Loaded> {
         let dir = self.dir()?;
-        load_for_serving(dir, device).with_context(|| format!("loading the model in {}", dir.display()))
+        let ctx = || format!("loading the model in {}", dir.display());
+        let (model, run) = if self.run.is_some() && dir.join(CONFIG_FILE).exists() {
+            let run = Run::open(dir).with_context(ctx)?;
+            (run.load_model(device).with_context(ctx)?, Some(run))
+        } else {
+            let (arch, net) = earlyexit::model::io::load_model(dir, device).with_context(ctx)?;
+            (MultiExitModel { arch, net }, None)
+        };
+        let policy = match (&self.policy, &run) {
+            (Some(p), _) => p.clone(),
+            (None, Some(r)) => r.policy()?,
+            (None, None) => bail!("a bare model folder needs --policy"),
+        };
+        let normalize = match &run {
+            Some(r) => {
+                let kind: DatasetKind = r.config.data.dataset.parse()?;
+                match Normalize::for_kind(kind) {
+                    Some(n) => Some(n),
+                    None => Some(r.data().context("fitting the run's normalisation")?.normalize),
+                }
+            }
+            None => None,
+        };
+        Ok(Loaded {
+            model: model.fold_bn(),
+            id: model_id(dir)?,
+            policy,
+            normalize,
+            run,
+        })
     }
 }
 
@@ -81,13 +103,13 @@ pub struct ServerSecurity {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Shared token every request must carry (also for the next tier); prefer the
+    /// Shared token every request must carry (also sent to the next tier); prefer the
     /// environment variable, which `ps` does not show.
     #[arg(long, env = "EARLYEXIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
-/// TLS and token, client side.
+/// TLS towards a server, client side.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientSecurity {
     /// PEM CA certificate: connect with TLS, trusting this CA.

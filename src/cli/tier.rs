@@ -7,8 +7,8 @@ use earlyexit::serve::codec::{WireCompression, WireDType, WireFormat};
 use earlyexit::serve::server::run_blocking;
 use earlyexit::serve::tier::{NextTier, StageRange};
 
-use super::serving::{ClientSecurity, ModelArgs, ServerSecurity};
 use super::serve::ServingArgs;
+use super::serving::{ClientSecurity, ModelArgs, ServerSecurity};
 
 /// Arguments of `tier`.
 #[derive(clap::Args, Debug)]
@@ -46,8 +46,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let policy = a.model.policy()?;
-    let (model, id) = a.model.load(&burn::tensor::Device::flex())?;
+    let l = a.model.load(&burn::tensor::Device::flex())?;
+    let (model, id) = (l.model, l.id);
     let num_stages = model.net.num_stages();
     let range = a.stages.resolve(num_stages)?;
     if range.end < num_stages && a.next.is_none() {
@@ -57,7 +57,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let name = a.name.unwrap_or_else(|| format!("tier-{}-{}", range.start, range.end));
-    let mut opts = a.serving.tier_options(name, a.stages, policy);
+    let mut opts = a.serving.tier_options(name, a.stages, l.policy);
+    opts.normalize = l.normalize;
     opts.next = a.next.map(|addr| NextTier {
         addr,
         connect: a.next_security.options(a.security.token.clone()),

@@ -1,7 +1,18 @@
-//! Inference: exit policies and the early-exit engine.
+//! Inference: exit policies, the early-exit engine, calibration, evaluation and exit pruning.
 
+pub mod calibrate;
 mod engine;
+pub mod eval;
 mod policy;
+pub mod prune;
+mod table;
 
+pub use calibrate::{
+    Calibration, CurvePoint, Goal, POLICY_FILE, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares,
+    sweep,
+};
 pub use engine::*;
+pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate};
 pub use policy::*;
+pub use prune::{ExitCheck, PrunePlan, efficiency_condition, greedy_keep_value, prune_plan, restrict_policy};
+pub use table::*;

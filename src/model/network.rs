@@ -205,6 +205,29 @@ impl Architecture {
     }
 }
 
+impl Architecture {
+    /// The same network with only the early exits at positions `keep` (increasing indices into
+    /// the current exits): a description with explicit cuts, resolved again (costs included).
+    pub fn retain_exits(&self, keep: &[usize]) -> Result<Architecture> {
+        check_keep(keep, self.num_exits())?;
+        let mut d = self.description.clone();
+        d.exits = Placement::Cuts(keep.iter().map(|&k| self.cuts[k]).collect());
+        d.resolve()
+    }
+}
+
+fn check_keep(keep: &[usize], n: usize) -> Result<()> {
+    for (j, &k) in keep.iter().enumerate() {
+        if k >= n || (j > 0 && keep[j - 1] >= k) {
+            return Err(Error::invalid(
+                "exits to keep",
+                format!("{keep:?}: expected increasing exit indices below {n}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The multi-exit network module.
 ///
 /// Stage `k < num_exits` runs the blocks up to exit `k`'s cut; the last stage runs the rest of
@@ -321,6 +344,19 @@ impl EarlyExitNet {
             outs.push(self.exit(k, &state));
         }
         outs
+    }
+
+    /// The same module with only the early exits at positions `keep` (increasing); every
+    /// remaining weight is unchanged. Pair it with [`Architecture::retain_exits`].
+    pub fn retain_exits(self, keep: &[usize]) -> Result<Self> {
+        check_keep(keep, self.heads.len())?;
+        let mut heads: Vec<Option<ExitHead>> = self.heads.into_iter().map(Some).collect();
+        Ok(Self {
+            backbone: self.backbone,
+            heads: keep.iter().map(|&k| heads[k].take().expect("increasing")).collect(),
+            cuts: keep.iter().map(|&k| self.cuts[k]).collect(),
+            pools_history: self.pools_history && !keep.is_empty(),
+        })
     }
 
     /// The plain backbone's logits (no head evaluated).

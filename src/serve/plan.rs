@@ -594,8 +594,27 @@ pub fn measure_stage_seconds(model: &MultiExitModel, reps: usize, device: &Devic
         .collect()
 }
 
-/// Exit rates of `policy` on `samples` standard-normal inputs: only a stand-in when no
-/// calibrated rates are known.
+/// Share of samples leaving at each exit (final last) under `policy`, over `batches`.
+pub fn exit_rates(
+    model: &MultiExitModel,
+    policy: &Policy,
+    batches: impl IntoIterator<Item = Tensor<4>>,
+) -> Result<Vec<f64>> {
+    let mut counts = vec![0usize; model.net.num_stages()];
+    for x in batches {
+        for &e in &model.infer(x, policy)?.exit {
+            counts[e] += 1;
+        }
+    }
+    let n: usize = counts.iter().sum();
+    if n == 0 {
+        return Err(bad("rates", "no samples to measure exit rates on".into()));
+    }
+    Ok(counts.iter().map(|&c| c as f64 / n as f64).collect())
+}
+
+/// Exit rates of `policy` on `samples` standard-normal inputs: only a stand-in when neither
+/// calibrated rates nor data are at hand.
 pub fn estimate_rates(
     model: &MultiExitModel,
     policy: &Policy,
@@ -610,12 +629,7 @@ pub fn estimate_rates(
         Distribution::Normal(0.0, 1.0),
         device,
     );
-    let answers = model.infer(x, policy)?;
-    let mut counts = vec![0usize; model.net.num_stages()];
-    for &e in &answers.exit {
-        counts[e] += 1;
-    }
-    Ok(counts.iter().map(|&c| c as f64 / answers.len() as f64).collect())
+    exit_rates(model, policy, [x])
 }
 
 #[cfg(test)]

@@ -153,7 +153,12 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// Decodes one image of a `Classify` request into `C×H×W` values.
-fn image_values(img: &proto::Image, shape: Shape, i: usize) -> ServeResult<Vec<f32>> {
+fn image_values(
+    img: &proto::Image,
+    shape: Shape,
+    norm: Option<&crate::data::Normalize>,
+    i: usize,
+) -> ServeResult<Vec<f32>> {
     let (c, h, w) = (shape.c, shape.h, shape.w);
     match &img.input {
         None => Err(ServeError::invalid(format!("image {i} is empty"))),
@@ -196,9 +201,13 @@ fn image_values(img: &proto::Image, shape: Shape, i: usize) -> ServeResult<Vec<f
                 }
             };
             let mut chw = vec![0.0; c * h * w];
-            for p in 0..h * w {
-                for ch in 0..c {
-                    chw[ch * h * w + p] = hwc[p * c + ch];
+            for ch in 0..c {
+                let (m, s) = match norm {
+                    Some(n) if n.mean.len() == c => (n.mean[ch], n.std[ch]),
+                    _ => (0.0, 1.0),
+                };
+                for p in 0..h * w {
+                    chw[ch * h * w + p] = (hwc[p * c + ch] - m) / s;
                 }
             }
             Ok(chw)
@@ -251,7 +260,7 @@ impl Svc {
         }
         let mut x = Vec::with_capacity(n * s.input.c * s.input.h * s.input.w);
         for (i, img) in req.images.iter().enumerate() {
-            x.extend(image_values(img, s.input, i)?);
+            x.extend(image_values(img, s.input, s.opts.normalize.as_ref(), i)?);
         }
         Ok(JobInput {
             start: 0,
@@ -596,6 +605,15 @@ pub async fn start(
         return Err(ServeError::invalid(
             "the ensemble policy mixes every exit and cannot be split across tiers",
         ));
+    }
+    if let Some(n) = &opts.normalize
+        && n.mean.len() != model.arch.description.input.c
+    {
+        return Err(ServeError::invalid(format!(
+            "normalisation has {} channels, the model takes {}",
+            n.mean.len(),
+            model.arch.description.input.c
+        )));
     }
     if opts.batch.max_batch == 0 {
         return Err(ServeError::invalid("max batch must be at least 1"));

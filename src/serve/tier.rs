@@ -152,6 +152,9 @@ pub struct TierOptions {
     pub next: Option<NextTier>,
     /// Deadline of requests that carry none.
     pub default_deadline: Duration,
+    /// Per-channel normalisation applied to decoded PNG/JPEG images after scaling to `[0, 1]`
+    /// (the training run's); tensors are taken as they come.
+    pub normalize: Option<crate::data::Normalize>,
 }
 
 impl TierOptions {
@@ -165,6 +168,7 @@ impl TierOptions {
             limits: Limits::default(),
             next: None,
             default_deadline: Duration::from_secs(30),
+            normalize: None,
         }
     }
 }
@@ -519,6 +523,13 @@ impl Forwarding {
                 Ok(Err(status)) => status,
             };
             use tonic::Code;
+            // The transport's own timeout (from the `grpc-timeout` we set) reads CANCELLED.
+            if status.code() == Code::DeadlineExceeded
+                || (status.code() == Code::Cancelled && status.message() == "Timeout expired")
+            {
+                self.metrics.forward_attempt("deadline");
+                return Err(format!("next tier {} past the deadline", cfg.addr));
+            }
             let retry = matches!(
                 status.code(),
                 Code::Unavailable | Code::ResourceExhausted | Code::Unknown | Code::Aborted | Code::Cancelled

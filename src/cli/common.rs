@@ -1,0 +1,121 @@
+//! What the run-folder commands share: opening a run, its splits and its calibrated policy.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::Device;
+use earlyexit::infer::{Calibration, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
+use earlyexit::interim::RunData;
+use earlyexit::model::io;
+use earlyexit::run::Run;
+use earlyexit::train::DataSplit;
+
+/// `--run DIR`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArg {
+    /// The run folder (runs/NAME) written by `earlyexit train` (or one with model.json,
+    /// weights.safetensors and an IDX `data.json`).
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+/// A loaded run.
+pub struct Opened {
+    pub dir: PathBuf,
+    pub model: MultiExitModel,
+    pub data: RunSource,
+    pub device: Device,
+}
+
+/// Where a run's splits come from: a training run's config, or an IDX `data.json` record.
+pub enum RunSource {
+    Trained(Box<Run>),
+    Interim(RunData),
+}
+
+pub fn open(dir: &Path) -> anyhow::Result<Opened> {
+    let device = Device::flex();
+    let (arch, net) =
+        io::load_model(dir, &device).with_context(|| format!("cannot load the model of run {}", dir.display()))?;
+    let data = if dir.join(earlyexit::train::CONFIG_FILE).exists() {
+        RunSource::Trained(Box::new(Run::open(dir)?))
+    } else {
+        RunSource::Interim(
+            RunData::read(dir).with_context(|| format!("run {} has no config.toml nor data.json", dir.display()))?,
+        )
+    };
+    Ok(Opened {
+        dir: dir.to_path_buf(),
+        model: MultiExitModel { arch, net },
+        data,
+        device,
+    })
+}
+
+impl Opened {
+    pub fn split(&self, kind: SplitKind) -> anyhow::Result<InMemorySplit> {
+        let ctx = || format!("cannot read the {kind} split of run {}", self.dir.display());
+        match &self.data {
+            RunSource::Interim(d) => d.split(kind).with_context(ctx),
+            RunSource::Trained(run) => {
+                let data = run.data().with_context(ctx)?;
+                let split = match kind {
+                    SplitKind::Train => DataSplit::Train,
+                    SplitKind::Val => DataSplit::Val,
+                    SplitKind::Test => DataSplit::Test,
+                };
+                let loader = run.loader(&data, split, 512).with_context(ctx)?;
+                let mut out = InMemorySplit {
+                    kind,
+                    shape: [0; 3],
+                    images: Vec::new(),
+                    labels: Vec::new(),
+                };
+                for b in loader.epoch(0) {
+                    out.shape = b.shape;
+                    out.images.extend_from_slice(&b.images);
+                    out.labels.extend(b.labels.iter().map(|&l| l as usize));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    pub fn calibration(&self) -> anyhow::Result<Option<Calibration>> {
+        read_calibration(&self.dir)
+    }
+
+    /// `--policy` if given, else the run's calibrated policy, else maxprob 0.9 (confidence 0.5
+    /// when the heads have a confidence branch).
+    pub fn policy(&self, given: Option<&Policy>) -> anyhow::Result<Policy> {
+        if let Some(p) = given {
+            return Ok(p.clone());
+        }
+        if let Some(c) = self.calibration()? {
+            return Ok(c.policy);
+        }
+        Ok(if self.model.net.heads.iter().all(|h| h.has_confidence()) {
+            Policy::default()
+        } else {
+            "maxprob:0.9".parse()?
+        })
+    }
+}
+
+pub fn read_calibration(dir: &Path) -> anyhow::Result<Option<Calibration>> {
+    let path = dir.join(POLICY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let c = serde_json::from_str(&text).with_context(|| format!("{} is not a calibration", path.display()))?;
+    Ok(Some(c))
+}
+
+pub fn parse_split(s: &str) -> Result<SplitKind, String> {
+    s.parse::<SplitKind>().map_err(|e| e.to_string())
+}
+
+pub fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse::<Policy>().map_err(|e| e.to_string())
+}

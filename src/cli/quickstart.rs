@@ -1,0 +1,46 @@
+//! `earlyexit quickstart`: train a small early-exit CNN on the bundled MNIST and show what the
+//! exits buy: accuracy, exit distribution, relative MAC cost and the measured speed-up.
+
+use std::path::PathBuf;
+
+use earlyexit::quickstart::{QuickstartOptions, quickstart};
+use earlyexit::train::Progress;
+
+/// Arguments of `quickstart`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Folder holding MNIST (default: ./data, then the repository's data/).
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Run folder (replaced if it exists).
+    #[arg(long, default_value = "runs/quickstart")]
+    out: PathBuf,
+    /// Epochs (default 3).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// No progress bar or epoch lines.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    eprintln!(
+        "quickstart: EENet-8 with 2 early exits on MNIST (configs/quickstart.toml) into {}",
+        a.out.display()
+    );
+    let report = quickstart(&QuickstartOptions {
+        data_dir: a.data,
+        out: a.out,
+        epochs: a.epochs,
+        progress: if a.quiet { Progress::Quiet } else { Progress::Auto },
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}

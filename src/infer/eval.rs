@@ -1,0 +1,356 @@
+//! Honest evaluation: real exits, analytic cost of the exits taken, calibration error,
+//! over-thinking, and measured wall-clock time against the same weights run without exits.
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use earlyexit::infer::{EvalOptions, InMemorySplit, MultiExitModel, SplitKind, evaluate};
+//! use earlyexit::model::{ModelDescription, Shape};
+//!
+//! let device = Device::flex();
+//! let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:1,2".parse()?);
+//! let model = MultiExitModel::new(desc.resolve()?, &device);
+//! let data = InMemorySplit { kind: SplitKind::Test, shape: [1, 28, 28],
+//!                            images: vec![0.5; 6 * 784], labels: vec![0, 1, 2, 3, 4, 5] };
+//! let opts = EvalOptions { timing_samples: 4, large_batch: 3, ..EvalOptions::default() };
+//! let report = evaluate(&model, &data, &"maxprob:0.5".parse()?, &opts, &device)?;
+//! assert_eq!(report.exits.len(), 3);
+//! assert!((report.exits.iter().map(|e| e.coverage).sum::<f64>() - 1.0).abs() < 1e-9);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::engine::{Answers, MultiExitModel};
+use super::policy::Policy;
+use super::table::{ExitTable, LabelledData, SplitKind};
+use crate::error::{Error, Result};
+use crate::model::MacConvention;
+
+/// Number of equal-width confidence bins of [`ece`].
+pub const ECE_BINS: usize = 15;
+
+/// Expected calibration error with `bins` equal-width bins over `[0, 1]`:
+/// `Σ_b (n_b / N) · |accuracy_b − mean confidence_b|`. A confidence of exactly 0 falls in the
+/// first bin; bin `b` holds `(b/B, (b+1)/B]`.
+pub fn ece(confidence: &[f32], correct: &[bool], bins: usize) -> f64 {
+    let n = confidence.len();
+    if n == 0 || bins == 0 {
+        return 0.0;
+    }
+    let mut count = vec![0usize; bins];
+    let mut conf = vec![0f64; bins];
+    let mut right = vec![0usize; bins];
+    for (&c, &ok) in confidence.iter().zip(correct) {
+        let c = (c as f64).clamp(0.0, 1.0);
+        let b = ((c * bins as f64).ceil() as usize).saturating_sub(1).min(bins - 1);
+        count[b] += 1;
+        conf[b] += c;
+        right[b] += ok as usize;
+    }
+    (0..bins)
+        .filter(|&b| count[b] > 0)
+        .map(|b| {
+            let nb = count[b] as f64;
+            (nb / n as f64) * (right[b] as f64 / nb - conf[b] / nb).abs()
+        })
+        .sum()
+}
+
+/// Options of [`evaluate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalOptions {
+    /// Batch size for the accuracy pass.
+    pub batch: usize,
+    /// Samples timed one at a time (batch 1), for the policy and for the plain network each.
+    pub timing_samples: usize,
+    /// The large batch size for timing.
+    pub large_batch: usize,
+    /// Samples timed at the large batch (rounded up to whole batches, at most the split).
+    pub large_batch_samples: usize,
+    /// Timing repeats; the fastest repeat counts (least disturbed by other work).
+    pub repeats: usize,
+    /// Time a copy with BatchNorm folded into the convolutions (both the policy and the plain
+    /// network), as a deployment would run it.
+    pub fold_bn: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            timing_samples: 300,
+            large_batch: 256,
+            large_batch_samples: 2048,
+            repeats: 3,
+            fold_bn: true,
+        }
+    }
+}
+
+/// One exit's row of an evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitEval {
+    /// Exit index (the final classifier last).
+    pub exit: usize,
+    /// Share of samples leaving here.
+    pub coverage: f64,
+    /// Number of samples leaving here.
+    pub count: usize,
+    /// Accuracy of the samples leaving here (`None` where none does).
+    pub accuracy: Option<f64>,
+    /// Accuracy of this exit on every sample (as if all left here).
+    pub accuracy_all: f64,
+    /// Relative cost of a sample leaving here.
+    pub relative_cost: f64,
+}
+
+/// Wall-clock timing at one batch size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Batch size.
+    pub batch: usize,
+    /// Samples timed.
+    pub samples: usize,
+    /// Microseconds per sample with the policy (real early exits).
+    pub policy_us: f64,
+    /// Microseconds per sample for the same weights without exits (`never`).
+    pub plain_us: f64,
+    /// `plain_us / policy_us`.
+    pub speedup: f64,
+}
+
+/// Everything `earlyexit eval` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The split evaluated.
+    pub split: SplitKind,
+    /// The policy.
+    pub policy: Policy,
+    /// Number of samples.
+    pub samples: usize,
+    /// Accuracy of the answers.
+    pub accuracy: f64,
+    /// Accuracy of the full network (final classifier on every sample).
+    pub full_accuracy: f64,
+    /// Mean MACs spent per sample (exits actually taken, earlier heads included).
+    pub mean_macs: f64,
+    /// Plain backbone MACs per sample.
+    pub backbone_macs: u64,
+    /// `mean_macs / backbone_macs`.
+    pub relative_cost: f64,
+    /// `backbone_macs / mean_macs`: the speed-up the cost model predicts.
+    pub predicted_speedup: f64,
+    /// Measured speed-up at batch 1 (see [`EvalReport::timing`]).
+    pub measured_speedup: f64,
+    /// Measured speed-up at the large batch.
+    pub measured_speedup_large: f64,
+    /// Timings, batch 1 first.
+    pub timing: Vec<Timing>,
+    /// Expected calibration error of the answers (15 bins, confidence = largest probability).
+    pub ece: f64,
+    /// Samples an earlier exit had right and the final classifier gets wrong.
+    pub overthinking: usize,
+    /// Samples answered wrongly by the policy that some exit before the answering one had right.
+    pub overthinking_answered: usize,
+    /// Per exit, the final classifier last.
+    pub exits: Vec<ExitEval>,
+}
+
+/// Runs `policy` for real over `data` (batches of `opts.batch`) and returns the answers with
+/// their labels.
+pub fn answer_all(
+    model: &MultiExitModel,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    batch: usize,
+    device: &Device,
+) -> Result<(Answers, Vec<usize>)> {
+    if batch == 0 {
+        return Err(Error::invalid("batch", "must be at least 1"));
+    }
+    let classes = model.arch.description.classes;
+    let mut all = Answers {
+        classes,
+        class: vec![],
+        probs: vec![],
+        exit: vec![],
+        confidence: vec![],
+        macs: vec![],
+    };
+    let mut labels = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch) {
+        let (x, y) = data.batch(chunk, device)?;
+        let a = model.infer(x, policy)?;
+        all.class.extend(a.class);
+        all.probs.extend(a.probs);
+        all.exit.extend(a.exit);
+        all.confidence.extend(a.confidence);
+        all.macs.extend(a.macs);
+        labels.extend(y);
+    }
+    Ok((all, labels))
+}
+
+/// Microseconds per sample of `policy` over the first `samples` samples at `batch`, fastest of
+/// `repeats`.
+pub fn time_policy(
+    model: &MultiExitModel,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    batch: usize,
+    samples: usize,
+    repeats: usize,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    let samples = samples.min(data.len());
+    if samples == 0 || batch == 0 {
+        return Err(Error::invalid(
+            "timing",
+            "needs at least one sample and a batch of at least 1",
+        ));
+    }
+    let idx: Vec<usize> = (0..samples).collect();
+    let batches: Vec<_> = idx
+        .chunks(batch)
+        .map(|c| data.batch(c, device))
+        .collect::<Result<_>>()?;
+    // Warm-up (allocations, kernels).
+    model.infer(batches[0].0.clone(), policy)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        for (x, _) in &batches {
+            let a = model.infer(x.clone(), policy)?;
+            std::hint::black_box(&a);
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok((best * 1e6 / samples as f64, samples))
+}
+
+/// Evaluates `policy` on `data`: real per-sample exits for accuracy, coverage and cost; a
+/// `forward_all` table for over-thinking and the full network's accuracy; wall-clock time at
+/// batch 1 and at `opts.large_batch` against the same weights without exits.
+pub fn evaluate(
+    model: &MultiExitModel,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<EvalReport> {
+    if data.is_empty() {
+        return Err(Error::invalid("split", format!("the {} split is empty", data.split())));
+    }
+    let (answers, labels) = answer_all(model, data, policy, opts.batch, device)?;
+    let table = ExitTable::collect(model, data, opts.batch, device)?;
+    let mut report = report_from(&answers, &labels, &table, policy);
+    let folded;
+    let timed = if opts.fold_bn {
+        folded = MultiExitModel {
+            arch: model.arch.clone(),
+            net: model.net.clone().fold_bn(),
+        };
+        &folded
+    } else {
+        model
+    };
+    let mut timing = Vec::new();
+    for (batch, samples) in [(1, opts.timing_samples), (opts.large_batch, opts.large_batch_samples)] {
+        let samples = samples.max(batch).min(data.len());
+        let (p, n) = time_policy(timed, data, policy, batch, samples, opts.repeats, device)?;
+        let (b, _) = time_policy(timed, data, &Policy::Never, batch, samples, opts.repeats, device)?;
+        timing.push(Timing {
+            batch,
+            samples: n,
+            policy_us: p,
+            plain_us: b,
+            speedup: b / p,
+        });
+    }
+    report.measured_speedup = timing[0].speedup;
+    report.measured_speedup_large = timing[1].speedup;
+    report.timing = timing;
+    Ok(report)
+}
+
+/// The metrics of an evaluation from answers, labels and a table of the same samples (no
+/// timing).
+pub fn report_from(answers: &Answers, labels: &[usize], table: &ExitTable, policy: &Policy) -> EvalReport {
+    let n = labels.len();
+    let n_out = table.exits.len();
+    let correct: Vec<bool> = answers.class.iter().zip(labels).map(|(a, b)| a == b).collect();
+    let mut count = vec![0usize; n_out];
+    let mut right = vec![0usize; n_out];
+    for (&e, &ok) in answers.exit.iter().zip(&correct) {
+        count[e] += 1;
+        right[e] += ok as usize;
+    }
+    let top: Vec<f32> = (0..n)
+        .map(|i| answers.probs_of(i).iter().copied().fold(0.0, f32::max))
+        .collect();
+    let mean_macs = answers.macs.iter().map(|&m| m as f64).sum::<f64>() / n.max(1) as f64;
+    let backbone_macs = table.backbone_macs;
+    let overthinking_answered = (0..n)
+        .filter(|&i| !correct[i] && (0..answers.exit[i]).any(|k| table.correct(k, i)))
+        .count();
+    let rel = table.exit_macs.iter().map(|&m| m as f64 / backbone_macs as f64);
+    EvalReport {
+        split: table.split,
+        policy: policy.clone(),
+        samples: n,
+        accuracy: correct.iter().filter(|&&c| c).count() as f64 / n.max(1) as f64,
+        full_accuracy: table.full_accuracy(),
+        mean_macs,
+        backbone_macs,
+        relative_cost: mean_macs / backbone_macs as f64,
+        predicted_speedup: backbone_macs as f64 / mean_macs,
+        measured_speedup: f64::NAN,
+        measured_speedup_large: f64::NAN,
+        timing: vec![],
+        ece: ece(&top, &correct, ECE_BINS),
+        overthinking: table.overthinking(),
+        overthinking_answered,
+        exits: (0..n_out)
+            .zip(rel)
+            .map(|(k, r)| ExitEval {
+                exit: k,
+                coverage: count[k] as f64 / n.max(1) as f64,
+                count: count[k],
+                accuracy: (count[k] > 0).then(|| right[k] as f64 / count[k] as f64),
+                accuracy_all: table.exit_accuracy_all(k),
+                relative_cost: r,
+            })
+            .collect(),
+    }
+}
+
+/// MACs of the plain backbone under the `all` convention.
+pub fn backbone_macs(model: &MultiExitModel) -> u64 {
+    model.arch.cost.backbone.macs(MacConvention::All)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ece_matches_a_hand_computed_case() {
+        // Bin 14 (0.9333…, 1]: confidences 0.95, 0.99 — one right, one wrong.
+        //   |0.5 − 0.97| = 0.47, weight 2/5.
+        // Bin 7 (0.4667, 0.5333]: 0.5 right → |1 − 0.5| = 0.5, weight 1/5.
+        // Bin 0 [0, 0.0667]: 0.0 and 0.05, both wrong → |0 − 0.025| = 0.025, weight 2/5.
+        let conf = [0.95, 0.99, 0.5, 0.0, 0.05];
+        let ok = [true, false, true, false, false];
+        let want = 0.4 * 0.47 + 0.2 * 0.5 + 0.4 * 0.025;
+        assert!((ece(&conf, &ok, 15) - want).abs() < 1e-6, "{}", ece(&conf, &ok, 15));
+        // Perfect calibration: confidence 1 and always right.
+        assert!(ece(&[1.0, 1.0], &[true, true], 15).abs() < 1e-12);
+        // Two confidences in one bin are averaged before comparing: 0.5 and 0.52 (bin 7),
+        // one right → |0.5 − 0.51| = 0.01.
+        assert!((ece(&[0.5, 0.52], &[true, false], 15) - 0.01).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,504 @@
+//! Plots with `plotters`, each written as PNG and SVG. Text uses DejaVu Sans embedded in the
+//! binary (no system font is read), so plots render the same on a fresh machine.
+//!
+//! Every function takes plain numbers and a path *stem*; it writes `stem.png` and `stem.svg`
+//! and returns both paths.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::error::{Error, Result};
+
+const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+fn ensure_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            // The font ships with the crate; failing to parse it is a build defect.
+            register_font(FONT, style, FONT_BYTES).unwrap_or_else(|_| panic!("embedded DejaVu Sans is corrupt"));
+        }
+    });
+}
+
+/// Plot colours, distinguishable in print and for common colour blindness (Okabe–Ito).
+pub const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+/// One line of a line plot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// `(x, y)` points in drawing order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A single marked point (calibrated policy, full network).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mark {
+    /// Legend label.
+    pub label: String,
+    /// x.
+    pub x: f64,
+    /// y.
+    pub y: f64,
+}
+
+/// One panel of stacked line plots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    /// Panel title.
+    pub title: String,
+    /// x axis label (with unit).
+    pub x_label: String,
+    /// y axis label (with unit).
+    pub y_label: String,
+    /// Lines.
+    pub series: Vec<Series>,
+}
+
+/// One exit's scores split by correct and wrong answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreHistogram {
+    /// Panel title (`exit 0 (after stage1.block2)`).
+    pub title: String,
+    /// Scores of the samples this exit classifies correctly.
+    pub correct: Vec<f32>,
+    /// Scores of the samples it gets wrong.
+    pub wrong: Vec<f32>,
+    /// The policy threshold at this exit (drawn as a vertical line), in score units.
+    pub threshold: Option<f64>,
+}
+
+/// One bar of the exit distribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExitBar {
+    /// Label under the bar.
+    pub label: String,
+    /// Share of samples leaving there, in %.
+    pub share: f64,
+    /// Accuracy of those samples, in %, printed above the bar.
+    pub accuracy: Option<f64>,
+}
+
+type DrawResult<T> = std::result::Result<T, String>;
+
+fn err<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+/// Renders `draw` into `stem.png` (w×h) and `stem.svg`.
+fn both(
+    stem: &Path,
+    size: (u32, u32),
+    draw: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> DrawResult<()>,
+    draw_svg: impl Fn(&DrawingArea<SVGBackend, Shift>) -> DrawResult<()>,
+) -> Result<Vec<PathBuf>> {
+    ensure_font();
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let fail = |file: &Path, reason: String| Error::Parse {
+        file: file.into(),
+        reason: format!("cannot draw the plot: {reason}"),
+    };
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        draw(&root).map_err(|r| fail(&png, r))?;
+        root.present().map_err(|e| fail(&png, err(e)))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_svg(&root).map_err(|r| fail(&svg, r))?;
+        root.present().map_err(|e| fail(&svg, err(e)))?;
+    }
+    Ok(vec![png, svg])
+}
+
+fn range(values: impl Iterator<Item = f64>, pad: f64, floor: Option<f64>, ceil: Option<f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (hi - lo).max(1e-6);
+    lo -= pad * span;
+    hi += pad * span;
+    if let Some(f) = floor {
+        lo = lo.max(f);
+    }
+    if let Some(c) = ceil {
+        hi = hi.min(c);
+    }
+    if hi - lo < 1e-9 {
+        hi = lo + 1.0;
+    }
+    (lo, hi)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn line_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    marks: &[Mark],
+    x_floor: Option<f64>,
+    legend: SeriesLabelPosition,
+    legend_inside: bool,
+) -> DrawResult<()> {
+    let xs = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(marks.iter().map(|m| m.x));
+    let ys = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(marks.iter().map(|m| m.y));
+    let (x0, x1) = range(xs, 0.05, x_floor, None);
+    let (y0, y1) = range(ys, 0.08, None, None);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(err)?;
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(s.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2)));
+        if s.points.len() <= 60 {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
+        }
+    }
+    let shapes = [PALETTE[6], PALETTE[3], PALETTE[2], PALETTE[4]];
+    for (i, m) in marks.iter().enumerate() {
+        let color = shapes[i % shapes.len()];
+        if i % 2 == 0 {
+            chart
+                .draw_series(std::iter::once(TriangleMarker::new((m.x, m.y), 9, color.filled())))
+                .map_err(err)?
+                .label(m.label.clone())
+                .legend(move |(x, y)| TriangleMarker::new((x + 11, y), 7, color.filled()));
+        } else {
+            chart
+                .draw_series(std::iter::once(Cross::new((m.x, m.y), 8, color.stroke_width(3))))
+                .map_err(err)?
+                .label(m.label.clone())
+                .legend(move |(x, y)| Cross::new((x + 11, y), 6, color.stroke_width(3)));
+        }
+    }
+    if legend_inside && (!series.is_empty() || !marks.is_empty()) {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .position(legend)
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Accuracy against relative cost: curves (threshold sweeps, budget curves) and marked
+/// points (the calibrated policy, the full network).
+pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> Result<Vec<PathBuf>> {
+    let x = "relative cost (mean MACs per sample / plain network MACs)";
+    let y = "accuracy (%)";
+    both(
+        stem,
+        (960, 640),
+        |a| {
+            a.fill(&WHITE).map_err(err)?;
+            line_chart(
+                a,
+                title,
+                x,
+                y,
+                curves,
+                marks,
+                Some(0.0),
+                SeriesLabelPosition::LowerRight,
+                true,
+            )
+        },
+        |a| {
+            a.fill(&WHITE).map_err(err)?;
+            line_chart(
+                a,
+                title,
+                x,
+                y,
+                curves,
+                marks,
+                Some(0.0),
+                SeriesLabelPosition::LowerRight,
+                true,
+            )
+        },
+    )
+}
+
+/// Panels of line plots stacked vertically (training curves).
+pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
+    let h = 360 * panels.len().max(1) as u32;
+    fn go<DB: DrawingBackend>(a: &DrawingArea<DB, Shift>, panels: &[Panel]) -> DrawResult<()> {
+        a.fill(&WHITE).map_err(err)?;
+        let areas = a.split_evenly((panels.len().max(1), 1));
+        for (p, area) in panels.iter().zip(areas.iter()) {
+            let legend_series: Vec<Series> = p.series.clone();
+            // The legend goes in a strip under the chart, never over the data, wrapped into
+            // as many rows as it needs.
+            let width = area.dim_in_pixel().0 as i32;
+            let item_w = |s: &Series| 30 + 8 * s.label.chars().count() as i32 + 30;
+            let mut rows = 1;
+            let mut x = 80;
+            for s in &legend_series {
+                if x + item_w(s) > width - 10 && x > 80 {
+                    rows += 1;
+                    x = 80;
+                }
+                x += item_w(s);
+            }
+            let strip_h = 12 + 22 * rows as u32;
+            let (chart_area, strip) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(strip_h));
+            let pos = SeriesLabelPosition::UpperRight;
+            line_chart(
+                &chart_area,
+                &p.title,
+                &p.x_label,
+                &p.y_label,
+                &legend_series,
+                &[],
+                None,
+                pos,
+                false,
+            )?;
+            let (mut x, mut y) = (80i32, 14i32);
+            for (i, s) in legend_series.iter().enumerate() {
+                if x + item_w(s) > width - 10 && x > 80 {
+                    x = 80;
+                    y += 22;
+                }
+                let color = PALETTE[i % PALETTE.len()];
+                strip
+                    .draw(&PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)))
+                    .map_err(err)?;
+                strip
+                    .draw(&Text::new(
+                        s.label.clone(),
+                        (x + 30, y - 8),
+                        (FONT, 14).into_font().color(&BLACK),
+                    ))
+                    .map_err(err)?;
+                x += item_w(s);
+            }
+        }
+        Ok(())
+    }
+    both(stem, (960, h), |a| go(a, panels), |a| go(a, panels))
+}
+
+/// The share of samples leaving at each exit, with each exit's accuracy above its bar.
+pub fn exit_distribution(stem: &Path, title: &str, bars: &[ExitBar]) -> Result<Vec<PathBuf>> {
+    fn go<DB: DrawingBackend>(a: &DrawingArea<DB, Shift>, title: &str, bars: &[ExitBar]) -> DrawResult<()> {
+        a.fill(&WHITE).map_err(err)?;
+        let n = bars.len().max(1);
+        let top = bars.iter().map(|b| b.share).fold(0.0, f64::max).max(1.0) * 1.15;
+        let mut chart = ChartBuilder::on(a)
+            .caption(title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top.min(115.0))
+            .map_err(err)?;
+        let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let k = x.round();
+                if (x - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < labels.len() {
+                    labels[k as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("exit (the final classifier last)")
+            .y_desc("samples leaving here (%)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(err)?;
+        let color = PALETTE[0];
+        chart
+            .draw_series(
+                bars.iter()
+                    .enumerate()
+                    .map(|(k, b)| Rectangle::new([(k as f64 - 0.35, 0.0), (k as f64 + 0.35, b.share)], color.filled())),
+            )
+            .map_err(err)?
+            .label("share of samples (bar height)")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled()));
+        chart
+            .draw_series(bars.iter().enumerate().map(|(k, b)| {
+                let text = match b.accuracy {
+                    Some(acc) => format!("{:.1}% | acc {:.1}%", b.share, acc),
+                    None => format!("{:.1}%", b.share),
+                };
+                Text::new(
+                    text,
+                    (k as f64, b.share + top * 0.02),
+                    (FONT, 14)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        )),
+                )
+            }))
+            .map_err(err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+    both(stem, (960, 560), |a| go(a, title, bars), |a| go(a, title, bars))
+}
+
+/// Per-exit histograms of the exit score, correct and wrong answers overlaid (as Figure 4 of
+/// the differentiable-branching slides), one panel per exit side by side.
+pub fn score_histograms(stem: &Path, title: &str, score_label: &str, exits: &[ScoreHistogram]) -> Result<Vec<PathBuf>> {
+    const BINS: usize = 20;
+    fn go<DB: DrawingBackend>(
+        a: &DrawingArea<DB, Shift>,
+        title: &str,
+        score_label: &str,
+        exits: &[ScoreHistogram],
+    ) -> DrawResult<()> {
+        a.fill(&WHITE).map_err(err)?;
+        let a = a.titled(title, (FONT, 22)).map_err(err)?;
+        let cols = exits.len().max(1);
+        let areas = a.split_evenly((1, cols));
+        let hist = |v: &[f32]| {
+            let mut h = [0usize; BINS];
+            for &x in v {
+                let b = ((x.clamp(0.0, 1.0) as f64) * BINS as f64) as usize;
+                h[b.min(BINS - 1)] += 1;
+            }
+            h
+        };
+        for (e, area) in exits.iter().zip(areas.iter()) {
+            let (hc, hw) = (hist(&e.correct), hist(&e.wrong));
+            let top = hc.iter().chain(hw.iter()).copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+            let mut chart = ChartBuilder::on(area)
+                .caption(&e.title, (FONT, 17))
+                .margin(8)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..1f64, 0f64..top)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc(score_label)
+                .y_desc("samples (count)")
+                .x_labels(6)
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(err)?;
+            let w = 1.0 / BINS as f64;
+            let green = PALETTE[2];
+            let red = PALETTE[1];
+            chart
+                .draw_series(hc.iter().enumerate().map(|(b, &c)| {
+                    Rectangle::new(
+                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
+                        green.mix(0.55).filled(),
+                    )
+                }))
+                .map_err(err)?
+                .label(format!("correct ({})", e.correct.len()))
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], green.mix(0.55).filled()));
+            chart
+                .draw_series(hw.iter().enumerate().map(|(b, &c)| {
+                    Rectangle::new(
+                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
+                        red.mix(0.55).filled(),
+                    )
+                }))
+                .map_err(err)?
+                .label(format!("wrong ({})", e.wrong.len()))
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], red.mix(0.55).filled()));
+            if let Some(t) = e.threshold.filter(|t| (0.0..=1.0).contains(t)) {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(t, 0.0), (t, top)],
+                        BLACK.stroke_width(2),
+                    )))
+                    .map_err(err)?
+                    .label(format!("threshold {t:.3}"))
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2)));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 13))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+    let w = (420 * exits.len().max(1) as u32).max(640);
+    both(
+        stem,
+        (w, 480),
+        |a| go(a, title, score_label, exits),
+        |a| go(a, title, score_label, exits),
+    )
+}

@@ -1,0 +1,29 @@
+//! Training early-exit networks with every scheme of the seeds.
+//!
+//! - [`objectives`]: the losses (joint, EENets `L_v1`/`L_v2` and their `mc`/`cost` ablations,
+//!   soft-conditional, layer-wise, heads-only), in log space;
+//! - [`optim`]: SGD (PyTorch semantics), Adam, AdamW on per-parameter learning rates;
+//! - [`schedule`]: step, multi-step, cosine and freezeout;
+//! - [`config`]: the TOML [`TrainConfig`];
+//! - [`checkpoint`]: atomic single-file checkpoints for `--resume`;
+//! - [`metrics`]: per-epoch metrics and evaluation under an exit policy;
+//! - [`trainer`]: the loop, [`train`].
+//!
+//! A run folder (see [`crate::run::Run`]) is what training leaves behind.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod metrics;
+pub mod objectives;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{DataConfig, TrainConfig};
+pub use data::{DataSplit, RunData};
+pub use metrics::{EpochMetrics, Evaluation};
+pub use objectives::{Objective, ObjectiveConfig, ObjectiveKind};
+pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use schedule::{ScheduleConfig, ScheduleKind};
+pub use trainer::{CONFIG_FILE, Progress, TrainOptions, TrainOutcome, train};

@@ -1,0 +1,515 @@
+//! The training loop: one function, [`train`], from a configuration to a run folder.
+//!
+//! Per step: reseed the device from `(seed, iteration)`, take batch `b` of epoch `e` (its order
+//! and augmentation fixed by `(seed, e, b)`), run the exits the scheme needs, compute the loss,
+//! stop with [`Error::NonFiniteLoss`] if it is NaN or infinite, and apply one optimiser step with
+//! each parameter's learning rate (schedule × freezeout factor × 0 when frozen).
+//! Per epoch: evaluate on the validation split under the eval policy, keep the best model, write
+//! the checkpoint, rewrite `metrics.jsonl`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::{info, info_span};
+
+use super::checkpoint::{Best, TrainState, last_checkpoint_path, load_checkpoint, save_checkpoint};
+use super::config::TrainConfig;
+use super::data::{DataSplit, RunData, batch_tensors};
+use super::metrics::{EpochMetrics, METRICS_FILE, decide, evaluate, exit_cost, write_metrics};
+use super::objectives::{LossContext, Objective, ObjectiveKind};
+use super::optim::Optimizer;
+use super::schedule::Position;
+use crate::error::{Error, Result};
+use crate::infer::Policy;
+use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
+use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
+
+/// File name of the resolved configuration inside a run folder.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// How much the trainer tells.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// A progress bar on a terminal, one line per epoch on stderr otherwise.
+    #[default]
+    Auto,
+    /// One line per epoch on stderr, no bar.
+    Lines,
+    /// Nothing (tracing events only).
+    Quiet,
+}
+
+/// Options of [`train`] that are not part of the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Continue the run in the folder from its last checkpoint.
+    pub resume: bool,
+    /// Start over in a folder that already holds a run (its checkpoint, metrics and model go).
+    pub force: bool,
+    /// Progress reporting.
+    pub progress: Progress,
+    /// Stop (as if killed) after this many iterations in total, right after writing a checkpoint
+    /// there: for tests of `--resume`.
+    pub stop_after: Option<u64>,
+}
+
+/// What [`train`] returns.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Metrics of every finished epoch.
+    pub metrics: Vec<EpochMetrics>,
+    /// Best validation result.
+    pub best: Option<Best>,
+    /// Whether training stopped early because of [`TrainOptions::stop_after`].
+    pub interrupted: bool,
+    /// Wall-clock seconds of this call.
+    pub seconds: f64,
+}
+
+/// The stage (0-based; the final classifier's stage is `num_exits`) a parameter belongs to, from
+/// its path: `backbone.blocks.{i}.…` by block, `heads.{k}.…` by exit, `backbone.classifier.…` last.
+pub fn stage_of(path: &str, cuts: &[usize]) -> usize {
+    let mut parts = path.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("heads"), Some(k), _) => k.parse().unwrap_or(cuts.len()),
+        (Some("backbone"), Some("blocks"), Some(i)) => {
+            let i: usize = i.parse().unwrap_or(usize::MAX);
+            cuts.iter().position(|&c| i <= c).unwrap_or(cuts.len())
+        }
+        _ => cuts.len(),
+    }
+}
+
+/// Which exits a step runs and which parameters it trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Every exit, every parameter.
+    All,
+    /// Stages before `p` frozen (inference mode), stage `p` and exit `p` trained.
+    Layerwise(usize),
+    /// Backbone frozen (inference mode), heads trained.
+    HeadsOnly,
+}
+
+impl Plan {
+    fn of(objective: &Objective, epoch: usize) -> Self {
+        match objective.kind {
+            ObjectiveKind::Layerwise => Plan::Layerwise(objective.phase(epoch).expect("layerwise phase")),
+            ObjectiveKind::HeadsOnly => Plan::HeadsOnly,
+            _ => Plan::All,
+        }
+    }
+
+    fn trains(self, path: &str, cuts: &[usize]) -> bool {
+        match self {
+            Plan::All => true,
+            Plan::Layerwise(p) => stage_of(path, cuts) == p,
+            Plan::HeadsOnly => path.starts_with("heads."),
+        }
+    }
+}
+
+fn lift(state: StageState) -> StageState {
+    StageState {
+        x: state.x.autodiff(),
+        pooled: state.pooled.into_iter().map(|p| p.autodiff()).collect(),
+    }
+}
+
+/// The exits' outputs for one training step under `plan`.
+fn forward(net: &EarlyExitNet, x: Tensor<4>, plan: Plan) -> Vec<ExitOutput> {
+    match plan {
+        Plan::All => net.forward_all(x),
+        Plan::Layerwise(p) => {
+            let frozen = net.valid();
+            let mut state = StageState::new(x.inner());
+            let mut outs = Vec::with_capacity(p + 1);
+            for k in 0..p {
+                state = frozen.run_stage(k, state);
+                outs.push(frozen.exit(k, &state));
+            }
+            let state = net.run_stage(p, lift(state));
+            outs.push(net.exit(p, &state));
+            outs
+        }
+        Plan::HeadsOnly => {
+            let frozen = net.valid();
+            let n = net.num_exits();
+            let mut state = StageState::new(x.inner());
+            let mut outs = Vec::with_capacity(n + 1);
+            for k in 0..n {
+                state = frozen.run_stage(k, state);
+                outs.push(net.exit(k, &lift(state.clone())));
+            }
+            state = frozen.run_stage(n, state);
+            let last = frozen.exit(n, &state);
+            outs.push(ExitOutput {
+                logits: last.logits.autodiff(),
+                confidence: None,
+            });
+            outs
+        }
+    }
+}
+
+/// A 64-bit mix of the seed and a counter (SplitMix64), for per-step device seeds.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Loads the backbone of a trained model folder or run into `net` (the description's backbone,
+/// width, input and classes must match; exits may differ).
+fn init_backbone(net: EarlyExitNet, arch: &Architecture, from: &Path, device: &Device) -> Result<EarlyExitNet> {
+    let (src_arch, src) = load_model(from, device)?;
+    if src_arch.backbone != arch.backbone {
+        return Err(Error::invalid(
+            "init",
+            format!(
+                "{} holds a `{}` backbone that differs from this model's `{}` (backbone, width, input and classes must match)",
+                from.display(),
+                src_arch.backbone.name,
+                arch.backbone.name
+            ),
+        ));
+    }
+    let mut net = net;
+    net.backbone = src.backbone;
+    Ok(net)
+}
+
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
+        .expect("static template")
+        .progress_chars("=> ")
+}
+
+/// Trains the network of `cfg` and writes the run to `dir`:
+/// `config.toml` (resolved), `model.json` + `weights.safetensors` (best by validation accuracy
+/// under the eval policy), `checkpoints/last.safetensors`, `metrics.jsonl`.
+pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let cfg = cfg.resolved();
+    cfg.validate()?;
+    let _span = info_span!("train", dir = %dir.display(), objective = %cfg.objective.kind).entered();
+    let arch = cfg.architecture()?;
+    let objective = cfg.objective(&arch)?;
+    let policy = cfg.eval_policy();
+    let costs = arch.cost.relative(MacConvention::All);
+    let ckpt_path = last_checkpoint_path(dir);
+    let config_path = dir.join(CONFIG_FILE);
+
+    if opts.resume {
+        if !ckpt_path.exists() {
+            return Err(Error::invalid(
+                "--resume",
+                format!("{} has no checkpoint ({})", dir.display(), ckpt_path.display()),
+            ));
+        }
+        let saved = TrainConfig::from_file(&config_path, &[])?;
+        if saved != cfg {
+            return Err(Error::invalid(
+                "--resume",
+                format!(
+                    "the configuration differs from the run's {}; resume with that configuration (or start a new run)",
+                    config_path.display()
+                ),
+            ));
+        }
+    } else if ckpt_path.exists() || dir.join(METRICS_FILE).exists() {
+        if !opts.force {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} already holds a run; pass --resume to continue it, --force to start over, or choose another folder",
+                    dir.display()
+                ),
+            ));
+        }
+        for f in [
+            ckpt_path.clone(),
+            dir.join(METRICS_FILE),
+            dir.join(WEIGHTS_FILE),
+            dir.join(DESCRIPTION_FILE),
+        ] {
+            if f.exists() {
+                std::fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+
+    let data = RunData::load(&cfg.data)?;
+    let loader = data.train_loader(&cfg.data, cfg.seed)?;
+    let val = data.eval_loader(DataSplit::Val, cfg.data.eval_batch_size, cfg.data.workers)?;
+    let steps_per_epoch = loader.batches_per_epoch();
+    if steps_per_epoch == 0 {
+        return Err(Error::invalid("data", "the training split is empty"));
+    }
+    let total_steps = (steps_per_epoch * cfg.epochs) as u64;
+
+    let base = Device::flex();
+    base.seed(cfg.seed);
+    let device = base.clone().autodiff();
+    let mut net = arch.init(&device);
+    if let Some(from) = &cfg.init {
+        net = init_backbone(net, &arch, from, &device)?;
+    }
+    let mut optimizer = Optimizer::new(cfg.optimizer.clone())?;
+    let mut state = TrainState {
+        seed: cfg.seed,
+        ..TrainState::default()
+    };
+    if opts.resume {
+        let ck = load_checkpoint(&ckpt_path)?;
+        net = ck.apply_weights(net, &ckpt_path)?;
+        optimizer.load_record(&ck.optimizer, &base);
+        state = ck.state;
+        info!(epoch = state.epoch + 1, batch = state.batch, "resuming");
+        write_metrics(&dir.join(METRICS_FILE), &state.metrics)?;
+    } else {
+        save_model(dir, &cfg.model, &net.valid())?;
+    }
+
+    let show_bar = opts.progress == Progress::Auto && std::io::stderr().is_terminal();
+    let lines = opts.progress == Progress::Lines || (opts.progress == Progress::Auto && !show_bar);
+    let n_exits = arch.num_exits();
+    let cuts = arch.cuts.clone();
+    let mut last_ckpt = Instant::now();
+    let mut interrupted = false;
+
+    'epochs: while state.epoch < cfg.epochs {
+        let epoch = state.epoch;
+        let epoch_started = Instant::now() - std::time::Duration::from_secs_f64(state.epoch_seconds);
+        let plan = Plan::of(&objective, epoch);
+        let ctx = LossContext { epoch };
+        let lr_epoch = cfg.schedule.lr(
+            cfg.optimizer.lr,
+            Position {
+                epoch,
+                epochs: cfg.epochs,
+                iteration: state.iteration,
+                iterations: total_steps,
+            },
+        );
+        let bar = if show_bar {
+            ProgressBar::with_draw_target(Some(steps_per_epoch as u64), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(style());
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
+        bar.set_position(state.batch as u64);
+
+        for batch in loader.epoch_from(epoch, state.batch) {
+            let step = batch.index;
+            base.seed(mix(cfg.seed, state.iteration));
+            let (x, y) = batch_tensors(&batch, &device);
+            let outs = forward(&net, x, plan);
+            let loss = objective.loss(&outs, y, ctx);
+            let value = loss.clone().inner().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(Error::NonFiniteLoss {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    value,
+                });
+            }
+            // Batch accuracy and cost under the eval policy, as trained.
+            let detached: Vec<ExitOutput> = outs
+                .iter()
+                .map(|o| ExitOutput {
+                    logits: o.logits.clone().inner(),
+                    confidence: o.confidence.clone().map(|c| c.inner()),
+                })
+                .collect();
+            let (correct, cost) = batch_stats(&detached, &batch.labels, &policy, &costs, n_exits);
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            let pos = Position {
+                epoch,
+                epochs: cfg.epochs,
+                iteration: state.iteration,
+                iterations: total_steps,
+            };
+            let schedule = &cfg.schedule;
+            net = optimizer.step(net, grads, |path| {
+                if !plan.trains(path, &cuts) {
+                    return 0.0;
+                }
+                lr_epoch * schedule.stage_factor(stage_of(path, &cuts), n_exits + 1, pos)
+            });
+            state.iteration += 1;
+            state.batch = step + 1;
+            state.loss_sum += value;
+            state.loss_batches += 1;
+            state.correct += correct as u64;
+            state.seen += batch.n as u64;
+            bar.set_position(state.batch as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% cost {:.3}",
+                state.loss_sum / state.loss_batches as f64,
+                100.0 * state.correct as f64 / state.seen.max(1) as f64,
+                cost
+            ));
+            let stop = opts.stop_after.is_some_and(|s| state.iteration >= s);
+            let by_steps = cfg
+                .checkpoint
+                .every_steps
+                .is_some_and(|s| state.iteration.is_multiple_of(s));
+            let by_time =
+                cfg.checkpoint.every_secs > 0.0 && last_ckpt.elapsed().as_secs_f64() >= cfg.checkpoint.every_secs;
+            if (stop || by_steps || by_time) && state.batch < steps_per_epoch {
+                state.epoch_seconds = epoch_started.elapsed().as_secs_f64();
+                // `valid()` also commits the BatchNorm statistics of the last step, which a
+                // plain save would read one update late.
+                save_checkpoint(&ckpt_path, &state, &net.valid(), &optimizer)?;
+                last_ckpt = Instant::now();
+            }
+            if stop && state.batch < steps_per_epoch {
+                interrupted = true;
+                bar.abandon();
+                break 'epochs;
+            }
+        }
+
+        // End of epoch: validate, keep the best, checkpoint, metrics.
+        let eval_net = net.valid();
+        let ev = evaluate(&eval_net, &val, &policy, &costs, Some((&objective, ctx)), &base)?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            iteration: state.iteration,
+            phase: objective.phase(epoch),
+            train_loss: state.loss_sum / state.loss_batches.max(1) as f64,
+            train_accuracy: state.correct as f64 / state.seen.max(1) as f64,
+            val_loss: ev.loss,
+            val_exit_accuracy: ev.exit_accuracy.clone(),
+            val_exit_counts: ev.exit_counts.clone(),
+            val_accuracy: ev.accuracy,
+            val_expected_cost: ev.expected_cost,
+            policy: policy.to_string(),
+            lr: lr_epoch,
+            seconds: epoch_started.elapsed().as_secs_f64(),
+        };
+        bar.finish_and_clear();
+        let line = format!(
+            "epoch {}/{}: loss {:.4}, train acc {:.2}%, val acc {:.2}% ({policy}), exits {:?}, cost {:.3}, per-exit acc [{}], {:.0}s",
+            m.epoch,
+            cfg.epochs,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            100.0 * m.val_accuracy,
+            m.val_exit_counts,
+            m.val_expected_cost,
+            m.val_exit_accuracy
+                .iter()
+                .map(|a| format!("{:.2}%", 100.0 * a))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.seconds
+        );
+        info!(
+            epoch = m.epoch,
+            val_accuracy = m.val_accuracy,
+            cost = m.val_expected_cost,
+            "epoch done"
+        );
+        if show_bar || lines {
+            eprintln!("{line}");
+        }
+        // Layer-wise training is judged on the last phase only: earlier phases leave later
+        // exits untrained.
+        let eligible = objective.phase(epoch).is_none_or(|p| p == n_exits);
+        if eligible && state.best.as_ref().is_none_or(|b| m.val_accuracy > b.accuracy) {
+            save_model(dir, &cfg.model, &eval_net)?;
+            state.best = Some(Best {
+                epoch: m.epoch,
+                accuracy: m.val_accuracy,
+            });
+        }
+        state.metrics.push(m);
+        state.epoch += 1;
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        state.loss_batches = 0;
+        state.correct = 0;
+        state.seen = 0;
+        state.epoch_seconds = 0.0;
+        save_checkpoint(&ckpt_path, &state, &eval_net, &optimizer)?;
+        last_ckpt = Instant::now();
+        write_metrics(&dir.join(METRICS_FILE), &state.metrics)?;
+        if opts.stop_after.is_some_and(|s| state.iteration >= s) && state.epoch < cfg.epochs {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(TrainOutcome {
+        dir: dir.to_path_buf(),
+        metrics: state.metrics,
+        best: state.best,
+        interrupted,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Correct answers and mean relative cost of a training batch under `policy`.
+fn batch_stats(outs: &[ExitOutput], labels: &[u32], policy: &Policy, costs: &[f64], n_exits: usize) -> (usize, f64) {
+    if outs.len() < n_exits + 1 {
+        // Layer-wise: only the exits up to the trained one; judge the trained one alone.
+        let k = outs.len() - 1;
+        let logits = outs[k].logits.clone();
+        let [_, c] = logits.dims();
+        let v: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+        let correct = v
+            .chunks(c)
+            .zip(labels)
+            .filter(|(row, l)| crate::infer::argmax(row) == **l as usize)
+            .count();
+        return (correct, costs[k]);
+    }
+    if outs[..n_exits].iter().any(|o| o.confidence.is_none()) && matches!(policy, Policy::Confidence(_)) {
+        return (0, 1.0);
+    }
+    let (exits, chosen, _) = decide(outs, policy);
+    let correct = chosen.iter().zip(labels).filter(|(c, l)| **c == **l as usize).count();
+    let cost = exits.iter().map(|&e| exit_cost(policy, costs, e)).sum::<f64>() / exits.len().max(1) as f64;
+    (correct, cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_map_to_their_stage() {
+        // eenet8 with cuts 1, 2: stage 0 = blocks 0..=1, stage 1 = block 2, stage 2 = block 3 + classifier.
+        let cuts = [1, 2];
+        assert_eq!(stage_of("backbone.blocks.0.Conv.layers.0.conv.weight", &cuts), 0);
+        assert_eq!(stage_of("backbone.blocks.1.PreAct.conv1.conv.weight", &cuts), 0);
+        assert_eq!(stage_of("backbone.blocks.2.PreAct.pre.gamma", &cuts), 1);
+        assert_eq!(stage_of("backbone.blocks.3.PreAct.conv2.bias", &cuts), 2);
+        assert_eq!(stage_of("backbone.classifier.linear.weight", &cuts), 2);
+        assert_eq!(stage_of("heads.0.classifier.weight", &cuts), 0);
+        assert_eq!(stage_of("heads.1.confidence.bias", &cuts), 1);
+        assert!(Plan::HeadsOnly.trains("heads.1.confidence.bias", &cuts));
+        assert!(!Plan::HeadsOnly.trains("backbone.classifier.linear.weight", &cuts));
+        assert!(Plan::Layerwise(1).trains("backbone.blocks.2.PreAct.pre.gamma", &cuts));
+        assert!(!Plan::Layerwise(1).trains("heads.0.classifier.weight", &cuts));
+    }
+
+    #[test]
+    fn step_seeds_differ() {
+        assert_ne!(mix(1, 0), mix(1, 1));
+        assert_ne!(mix(1, 0), mix(2, 0));
+    }
+}

@@ -1,0 +1,158 @@
+//! The run-folder commands end to end on a tiny run whose **test files are corrupt**:
+//! calibration, sweeps on validation and exit pruning must still work, because they never read
+//! the test split; `eval --split test` must fail on them.
+
+use std::path::Path;
+use std::process::Command;
+
+use burn::tensor::Device;
+use earlyexit::interim::RunData;
+use earlyexit::model::{ModelDescription, Shape, io};
+
+fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    let mut s = seed;
+    for i in 0..n {
+        let label = (i % 10) as u8;
+        labels.push(label);
+        for p in 0..784 {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            // A faint class signal (a bright row per class) plus noise.
+            let row = p / 28;
+            let v = if row == 2 + 2 * label as usize {
+                200
+            } else {
+                (s >> 24) as u8 / 4
+            };
+            images.push(v);
+        }
+    }
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+fn earlyexit(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn run_commands_work_without_ever_reading_the_test_split() {
+    let root = std::env::temp_dir().join(format!("earlyexit-cli-run-{}", std::process::id()));
+    let data = root.join("data");
+    let run = root.join("run");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data, "train", 300, 7);
+    // Corrupt test files: any read of the test split fails.
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), b"corrupt").unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), b"corrupt").unwrap();
+    let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:1,2".parse().unwrap());
+    let device = Device::flex();
+    device.seed(3);
+    let net = desc.resolve().unwrap().init(&device);
+    io::save_model(&run, &desc, &net).unwrap();
+    RunData {
+        dir: data.clone(),
+        val: 100,
+    }
+    .write(&run)
+    .unwrap();
+    let r = run.to_str().unwrap();
+
+    let (ok, out) = earlyexit(&[
+        "calibrate",
+        "--run",
+        r,
+        "--max-accuracy-drop",
+        "1",
+        "--per-exit",
+        "--budget-curve",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("MSDNet") && out.contains("val split (100 samples)"),
+        "{out}"
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("policy.json")).unwrap()).unwrap();
+    assert_eq!(policy["split"], "val");
+    let val_acc = policy["validation"]["accuracy"].as_f64().unwrap();
+    let full = policy["full_accuracy"].as_f64().unwrap();
+    assert!(val_acc >= full - 0.01 - 1e-12);
+
+    let (ok, out) = earlyexit(&["sweep", "--run", r, "--steps", "5"]);
+    assert!(ok, "{out}");
+    let pruned = root.join("pruned");
+    let (ok, out) = earlyexit(&[
+        "prune-exits",
+        "--run",
+        r,
+        "--th",
+        "0.9",
+        "--apply",
+        "--out",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("eq. 4"), "{out}");
+    // The pruned folder is a loadable model whose exits are a subset of the original's.
+    let (arch, _) = io::load_model(&pruned, &device).unwrap();
+    assert!(arch.cuts.iter().all(|c| [1, 2].contains(c)), "{:?}", arch.cuts);
+    assert!(pruned.join("data.json").exists() && pruned.join("policy.json").exists());
+
+    // `eval` on validation picks up policy.json and reports the required JSON fields.
+    let (ok, out) = earlyexit(&[
+        "eval",
+        "--run",
+        r,
+        "--split",
+        "val",
+        "--json",
+        "--timing-samples",
+        "5",
+        "--large-batch",
+        "16",
+    ]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["policy"], policy["policy"]);
+    for key in ["accuracy", "relative_cost", "measured_speedup", "ece", "overthinking"] {
+        assert!(v[key].is_number(), "{key} in {out}");
+    }
+    let exits = v["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 3);
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["coverage"].is_number() && e.get("accuracy").is_some())
+    );
+    assert!((v["accuracy"].as_f64().unwrap() - val_acc).abs() < 1e-9);
+
+    // The test split really is unreadable, and the error names the file.
+    let (ok, out) = earlyexit(&["eval", "--run", r, "--split", "test"]);
+    assert!(!ok && out.contains("t10k-images"), "{out}");
+    // Bad arguments name the flag and the value.
+    let (ok, out) = earlyexit(&["calibrate", "--run", r, "--budget", "-2"]);
+    assert!(!ok && out.contains("--budget") && out.contains("-2"), "{out}");
+    let (ok, out) = earlyexit(&[
+        "calibrate",
+        "--run",
+        r,
+        "--max-accuracy-drop",
+        "1",
+        "--policy-kind",
+        "bogus",
+    ]);
+    assert!(!ok && out.contains("bogus"), "{out}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -1,0 +1,229 @@
+//! End to end on real MNIST (a small slice of it): a run folder is written as documented,
+//! `--resume` after an interruption reaches exactly the metrics of an uninterrupted run, and a
+//! diverging run stops with the epoch and step of its first non-finite loss.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use earlyexit::Error;
+use earlyexit::run::Run;
+use earlyexit::train::checkpoint::{last_checkpoint_path, load_checkpoint};
+use earlyexit::train::{DataSplit, EpochMetrics, Progress, TrainConfig, TrainOptions, train};
+
+fn config(extra: &[&str]) -> TrainConfig {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let mut o: Vec<String> = vec![
+        format!("data.dir=\"{}\"", data.display()),
+        "epochs=2".into(),
+        "data.train_limit=480".into(),
+        "data.val_limit=200".into(),
+        "data.eval_batch_size=100".into(),
+        "checkpoint.every_secs=0".into(),
+    ];
+    o.extend(extra.iter().map(|s| s.to_string()));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/eenet8-mnist.toml");
+    TrainConfig::from_file(&file, &o).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("earlyexit-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn opts() -> TrainOptions {
+    TrainOptions {
+        progress: Progress::Quiet,
+        ..TrainOptions::default()
+    }
+}
+
+/// Everything but the wall-clock seconds.
+fn comparable(m: &[EpochMetrics]) -> Vec<EpochMetrics> {
+    m.iter()
+        .cloned()
+        .map(|mut e| {
+            e.seconds = 0.0;
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn run_folder_holds_config_model_checkpoint_and_metrics() {
+    let cfg = config(&["epochs=1"]);
+    let dir = tmp("folder");
+    let out = train(&cfg, &dir, &opts()).unwrap();
+    assert_eq!(out.metrics.len(), 1);
+    for f in [
+        "config.toml",
+        "model.json",
+        "weights.safetensors",
+        "metrics.jsonl",
+        "checkpoints/last.safetensors",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let run = Run::open(&dir).unwrap();
+    assert_eq!(run.config, cfg.resolved());
+    assert_eq!(run.policy().unwrap().to_string(), "confidence:0.5");
+    let m = run.metrics().unwrap();
+    assert_eq!(comparable(&m), comparable(&out.metrics));
+    assert_eq!(m[0].val_exit_counts.iter().sum::<usize>(), 200);
+    assert_eq!(m[0].val_exit_accuracy.len(), 3);
+    let model = run.load_model(&Device::flex()).unwrap();
+    assert_eq!(model.arch.num_exits(), 2);
+    let data = run.data().unwrap();
+    assert_eq!(data.len(DataSplit::Train), 480);
+    assert_eq!(data.len(DataSplit::Val), 200);
+    assert_eq!(data.len(DataSplit::Test), 10_000);
+    // The validation indices never meet the training indices.
+    assert!(
+        data.splits
+            .val
+            .iter()
+            .all(|i| data.splits.train.binary_search(i).is_err())
+    );
+    // Calibration's policy.json takes precedence.
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"policy": "maxprob:0.8", "goal": "whatever"}"#,
+    )
+    .unwrap();
+    assert_eq!(run.policy().unwrap().to_string(), "maxprob:0.8");
+    std::fs::write(dir.join("policy.json"), r#""entropy:0.3""#).unwrap();
+    assert_eq!(run.policy().unwrap().to_string(), "entropy:0.3");
+    std::fs::write(dir.join("policy.json"), r#"{"policy": "bogus"}"#).unwrap();
+    assert!(run.policy().unwrap_err().to_string().contains("policy.json"));
+    // A second run into the same folder refuses without --resume/--force.
+    let e = train(&cfg, &dir, &opts()).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn resume_reaches_the_same_metrics_as_an_uninterrupted_run() {
+    // 480 samples / 32 = 15 steps per epoch. Stop once at an epoch end (step 15) and once in the
+    // middle of the second epoch (step 22); resume each; all three must agree exactly.
+    let cfg = config(&[]);
+    let straight = tmp("straight");
+    let a = train(&cfg, &straight, &opts()).unwrap();
+    assert_eq!(a.metrics.len(), 2);
+    for stop in [15u64, 22] {
+        let dir = tmp(&format!("resumed-{stop}"));
+        let first = train(
+            &cfg,
+            &dir,
+            &TrainOptions {
+                stop_after: Some(stop),
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(first.interrupted);
+        let ck = load_checkpoint(&last_checkpoint_path(&dir)).unwrap();
+        assert_eq!(ck.state.iteration, stop);
+        assert_eq!(
+            (ck.state.epoch, ck.state.batch),
+            if stop == 15 { (1, 0) } else { (1, 7) }
+        );
+        let b = train(&cfg, &dir, &TrainOptions { resume: true, ..opts() }).unwrap();
+        assert!(!b.interrupted);
+        assert_eq!(comparable(&b.metrics), comparable(&a.metrics), "stopped at {stop}");
+        let wa = load_checkpoint(&last_checkpoint_path(&straight)).unwrap();
+        let wb = load_checkpoint(&last_checkpoint_path(&dir)).unwrap();
+        assert_eq!(wa.optimizer, wb.optimizer, "optimizer state after resume from {stop}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    // Resuming with another configuration is refused.
+    let e = train(
+        &config(&["seed=99"]),
+        &straight,
+        &TrainOptions { resume: true, ..opts() },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("differs"), "{e}");
+    let _ = std::fs::remove_dir_all(straight);
+}
+
+#[test]
+fn non_finite_loss_stops_with_epoch_and_step() {
+    let cfg = config(&[
+        "optimizer.kind=\"sgd\"",
+        "optimizer.lr=1e30",
+        "objective.kind=\"joint\"",
+        "objective.lambda=",
+        "epochs=1",
+    ]);
+    let dir = tmp("nan");
+    match train(&cfg, &dir, &opts()) {
+        Err(Error::NonFiniteLoss { epoch, step, .. }) => {
+            assert_eq!(epoch, 1);
+            assert!(step >= 2, "the first step starts from finite weights");
+        }
+        other => panic!("expected a non-finite loss error, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_scheme_trains_a_step() {
+    // One short epoch of each scheme: finite metrics, and the frozen parts stay frozen.
+    let base = tmp("heads-base");
+    let plain = config(&[
+        "epochs=1",
+        "objective.kind=\"joint\"",
+        "objective.lambda=",
+        "data.train_limit=64",
+    ]);
+    train(&plain, &base, &opts()).unwrap();
+    let before = Run::open(&base).unwrap().load_model(&Device::flex()).unwrap();
+    for (name, extra) in [
+        ("v1", vec!["objective.kind=\"eenet-v1\""]),
+        ("mc", vec!["objective.kind=\"mc\""]),
+        ("cost", vec!["objective.kind=\"cost\""]),
+        ("soft", vec!["objective.kind=\"soft-conditional\""]),
+        ("warm", vec!["objective.warmup=1"]),
+        ("freezeout", vec!["schedule.kind=\"freezeout\""]),
+        (
+            "layerwise",
+            vec!["objective.kind=\"layerwise\"", "objective.lambda=", "epochs=3"],
+        ),
+        (
+            "heads",
+            vec!["objective.kind=\"heads-only\"", "objective.base=\"eenet-v2\""],
+        ),
+    ] {
+        let mut e: Vec<String> = vec!["data.train_limit=64".into()];
+        e.extend(extra.iter().map(|s| s.to_string()));
+        if name == "heads" {
+            e.push(format!("init=\"{}\"", base.display()));
+        }
+        let e: Vec<&str> = e.iter().map(|s| s.as_str()).collect();
+        let cfg = config(&e);
+        let dir = tmp(&format!("scheme-{name}"));
+        let out = train(&cfg, &dir, &opts()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for m in &out.metrics {
+            assert!(m.train_loss.is_finite() && m.val_loss.is_finite(), "{name}: {m:?}");
+        }
+        if name == "layerwise" {
+            assert_eq!(
+                out.metrics.iter().map(|m| m.phase).collect::<Vec<_>>(),
+                vec![Some(0), Some(1), Some(2)]
+            );
+        }
+        if name == "heads" {
+            let after = Run::open(&dir).unwrap().load_model(&Device::flex()).unwrap();
+            let bb = |m: &earlyexit::infer::MultiExitModel| {
+                let mut n = m.net.backbone.clone();
+                n = burn::module::Module::valid(&n);
+                let x = burn::tensor::Tensor::<4>::ones([2, 1, 28, 28], &Device::flex());
+                n.forward(x).into_data().try_to_vec::<f32>().unwrap()
+            };
+            assert_eq!(bb(&before), bb(&after), "heads-only must not move the backbone");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir_all(base);
+}
