@@ -184,7 +184,7 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     let run = Run::open(&opts.out)?;
     let policy = run.policy()?;
     let device = Device::flex();
-    let test = test_run(&run, &policy, 1000, 3, &device)?;
+    let test = test_run(&run, &policy, 1000, 2, &device)?;
     Ok(QuickstartReport {
         run: opts.out.clone(),
         epochs: cfg.epochs,
