@@ -117,6 +117,8 @@ pub fn decide(outs: &[crate::model::ExitOutput], policy: &Policy) -> (Vec<usize>
             let (v, k) = host(mix);
             (vec![n_exits; n], v.chunks(k).map(argmax).collect())
         }
+        // A plain network: every sample leaves at its only classifier.
+        _ if n_exits == 0 => (vec![0; n], preds[0].clone()),
         _ => {
             let scores: Vec<Vec<f32>> = outs[..n_exits]
                 .iter()
