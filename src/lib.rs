@@ -28,6 +28,7 @@ pub mod error;
 pub mod infer;
 pub mod interim;
 pub mod model;
+pub mod perf;
 pub mod quickstart;
 pub mod report;
 pub mod run;

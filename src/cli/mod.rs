@@ -11,6 +11,7 @@ mod common;
 mod data;
 mod eval;
 mod inspect;
+mod perf;
 #[cfg(feature = "serve")]
 mod plan_tiers;
 mod prune_exits;
@@ -39,6 +40,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
+    /// Time one standard figure (matched by scripts/torch_bench.py; see scripts/bench-vs-torch).
+    Perf(perf::Args),
     /// Serve the whole model over gRPC with dynamic batching and per-sample exits.
     #[cfg(feature = "serve")]
     Serve(serve::Args),
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Perf(a) => perf::run(a),
         #[cfg(feature = "serve")]
         Command::Serve(a) => serve::run(a),
         #[cfg(feature = "serve")]

@@ -1,6 +1,7 @@
 //! Inference: exit policies, the early-exit engine, calibration, evaluation and exit pruning.
 
 pub mod calibrate;
+mod compiled;
 mod engine;
 pub mod eval;
 mod policy;
@@ -11,6 +12,7 @@ pub use calibrate::{
     Calibration, CurvePoint, Goal, POLICY_FILE, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares,
     sweep,
 };
+pub use compiled::CompiledNet;
 pub use engine::*;
 pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate};
 pub use policy::*;

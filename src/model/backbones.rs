@@ -376,9 +376,9 @@ impl BackboneSpec {
 /// The backbone's final classifier module.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    bn: Option<BatchNorm>,
-    global_pool: bool,
-    linear: Linear,
+    pub(crate) bn: Option<BatchNorm>,
+    pub(crate) global_pool: bool,
+    pub(crate) linear: Linear,
 }
 
 impl Classifier {

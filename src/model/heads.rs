@@ -164,12 +164,12 @@ pub struct ExitOutput {
 #[derive(Module, Debug)]
 pub struct ExitHead {
     #[module(skip)]
-    kind: HeadKind,
-    bn: Option<BatchNorm>,
-    conv: Option<ConvBnAct>,
-    history_len: usize,
-    classifier: Linear,
-    confidence: Option<Linear>,
+    pub(crate) kind: HeadKind,
+    pub(crate) bn: Option<BatchNorm>,
+    pub(crate) conv: Option<ConvBnAct>,
+    pub(crate) history_len: usize,
+    pub(crate) classifier: Linear,
+    pub(crate) confidence: Option<Linear>,
 }
 
 impl ExitHead {

@@ -285,9 +285,9 @@ pub(crate) fn conv(
 /// Convolution, optional BatchNorm, optional ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
-    conv: Conv2d,
-    bn: Option<BatchNorm>,
-    relu: bool,
+    pub(crate) conv: Conv2d,
+    pub(crate) bn: Option<BatchNorm>,
+    pub(crate) relu: bool,
 }
 
 impl ConvBnAct {
@@ -305,40 +305,40 @@ impl ConvBnAct {
 /// Convolutions then an optional max pool.
 #[derive(Module, Debug)]
 pub struct ConvStack {
-    layers: Vec<ConvBnAct>,
-    pool: Option<MaxPool2d>,
+    pub(crate) layers: Vec<ConvBnAct>,
+    pub(crate) pool: Option<MaxPool2d>,
 }
 
 /// ResNet basic block.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
-    conv1: ConvBnAct,
-    conv2: ConvBnAct,
-    shortcut: Option<ConvBnAct>,
+    pub(crate) conv1: ConvBnAct,
+    pub(crate) conv2: ConvBnAct,
+    pub(crate) shortcut: Option<ConvBnAct>,
 }
 
 /// ResNet bottleneck block.
 #[derive(Module, Debug)]
 pub struct BottleneckBlock {
-    conv1: ConvBnAct,
-    conv2: ConvBnAct,
-    conv3: ConvBnAct,
-    shortcut: Option<ConvBnAct>,
+    pub(crate) conv1: ConvBnAct,
+    pub(crate) conv2: ConvBnAct,
+    pub(crate) conv3: ConvBnAct,
+    pub(crate) shortcut: Option<ConvBnAct>,
 }
 
 /// EENet-8 residual block.
 #[derive(Module, Debug)]
 pub struct PreActBlock {
-    pre: Option<BatchNorm>,
-    conv1: ConvBnAct,
+    pub(crate) pre: Option<BatchNorm>,
+    pub(crate) conv1: ConvBnAct,
     conv2: Conv2d,
-    shortcut: Option<Conv2d>,
+    pub(crate) shortcut: Option<Conv2d>,
 }
 
 /// Flatten, linear, ReLU; keeps the `[N, C, 1, 1]` layout so every block speaks rank 4.
 #[derive(Module, Debug)]
 pub struct FcBlock {
-    linear: Linear,
+    pub(crate) linear: Linear,
 }
 
 /// One backbone block, any kind.

@@ -7,7 +7,7 @@ mod backbones;
 pub mod cost;
 mod heads;
 pub mod io;
-mod layers;
+pub(crate) mod layers;
 mod network;
 mod placement;
 

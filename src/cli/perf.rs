@@ -1,0 +1,33 @@
+//! `earlyexit perf`: time one standard figure, for `scripts/bench-vs-torch`.
+
+use earlyexit::perf::{Figure, InferPath, measure};
+
+/// Arguments of `perf`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The figures, comma-separated: resnet20-forward-b1, resnet56-forward-b128, engine-b256,
+    /// train-step-b128, …
+    #[arg(long, value_delimiter = ',', required = true)]
+    figure: Vec<Figure>,
+    /// Timed iterations per figure (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Inference path of the forward and engine figures.
+    #[arg(long, value_enum, default_value_t = InferPath::Compiled)]
+    path: InferPath,
+    /// Print JSON (one object per figure, every iteration's time included).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    for f in &a.figure {
+        let m = measure(f, a.reps, a.path)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&m)?);
+        } else {
+            println!("figure {} {:.6}", m.figure, m.seconds);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The compiled CPU path gives the Burn path's answers (within 1e-4) on networks whose BatchNorm
+//! statistics are not the identity, for every supported block and head kind.
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use earlyexit::infer::{CompiledNet, MultiExitModel, Policy, Thresholds, max_prob};
+use earlyexit::model::{HeadKind, ModelDescription, Shape};
+
+/// A model whose BatchNorms have non-trivial running statistics: a few training-mode forward
+/// passes on shifted, scaled inputs update them, as training would.
+fn model(backbone: &str, input: Shape, exits: &str, head: HeadKind) -> MultiExitModel {
+    let mut desc = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
+    desc.head = head;
+    let arch = desc.resolve().unwrap();
+    let device = Device::flex();
+    device.seed(7);
+    let ad = device.clone().autodiff();
+    let net = arch.init(&ad);
+    for _ in 0..3 {
+        let x = Tensor::<4>::random([8, input.c, input.h, input.w], Distribution::Normal(0.5, 2.0), &ad);
+        let _ = net.forward_all(x);
+    }
+    MultiExitModel { arch, net: net.valid() }
+}
+
+fn input(n: usize, s: Shape, seed: u64) -> Tensor<4> {
+    let device = Device::flex();
+    device.seed(seed);
+    Tensor::<4>::random([n, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device)
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= tol, "max abs difference {worst} > {tol}");
+}
+
+/// Per-exit max-probability thresholds at the median score of each exit, so that some samples
+/// leave at every exit and some go on.
+fn median_thresholds(m: &MultiExitModel, x: Tensor<4>) -> Policy {
+    let outs = m.net.forward_all(x);
+    let t = outs[..outs.len() - 1]
+        .iter()
+        .map(|o| {
+            let mut s: Vec<f32> = max_prob(&o.logits).into_data().try_to_vec::<f32>().unwrap();
+            s.sort_by(f32::total_cmp);
+            let mid = s.len() / 2;
+            (s[mid - 1] + s[mid]) / 2.0
+        })
+        .collect();
+    Policy::MaxProb(Thresholds::PerExit(t))
+}
+
+fn check(backbone: &str, shape: Shape, exits: &str, head: HeadKind, n: usize) {
+    let m = model(backbone, shape, exits, head);
+    let fast = CompiledNet::compile(&m).unwrap();
+    let x = input(n, shape, 3);
+
+    let reference: Vec<f32> = m
+        .net
+        .forward_backbone(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    close(&fast.forward_backbone(x.clone()).unwrap(), &reference, 1e-4);
+    let all = fast.forward_all(x.clone()).unwrap();
+    for (k, o) in m.net.forward_all(x.clone()).into_iter().enumerate() {
+        close(&all[k], &o.logits.into_data().try_to_vec::<f32>().unwrap(), 1e-4);
+    }
+
+    for policy in [
+        median_thresholds(&m, x.clone()),
+        Policy::Never,
+        "entropy:0.05".parse().unwrap(),
+        "patience:2".parse().unwrap(),
+    ] {
+        let a = m.infer(x.clone(), &policy).unwrap();
+        let b = fast.infer(x.clone(), &policy).unwrap();
+        assert_eq!(a.exit, b.exit, "{backbone} {policy}: exits differ");
+        assert_eq!(a.class, b.class, "{backbone} {policy}: classes differ");
+        assert_eq!(a.macs, b.macs, "{backbone} {policy}: MACs differ");
+        close(&a.probs, &b.probs, 1e-4);
+        close(&a.confidence, &b.confidence, 1e-4);
+    }
+}
+
+#[test]
+fn resnet_with_pool_exits_matches_the_burn_path() {
+    check("resnet20", Shape::new(3, 32, 32), "pareto:3", HeadKind::Pool, 9);
+}
+
+#[test]
+fn bnpool_heads_and_odd_input_sizes_match() {
+    check("resnet20", Shape::new(1, 28, 28), "cuts:2,5", HeadKind::Bnpool, 5);
+}
+
+#[test]
+fn bottleneck_blocks_match() {
+    check("resnet50", Shape::new(3, 16, 16), "cuts:3", HeadKind::Pool, 2);
+}
+
+#[test]
+fn confidence_policy_matches() {
+    let shape = Shape::new(3, 32, 32);
+    let m = model("resnet20", shape, "pareto:2", HeadKind::Pool);
+    let fast = CompiledNet::compile(&m).unwrap();
+    let x = input(16, shape, 5);
+    let policy: Policy = "confidence:0.5".parse().unwrap();
+    let (a, b) = (m.infer(x.clone(), &policy).unwrap(), fast.infer(x, &policy).unwrap());
+    assert_eq!(a.exit, b.exit);
+    close(&a.probs, &b.probs, 1e-4);
+}
+
+#[test]
+fn unsupported_models_are_refused_with_the_reason() {
+    let m = model("eenet8", Shape::new(1, 28, 28), "cuts:1", HeadKind::Pool);
+    let e = CompiledNet::compile(&m).unwrap_err().to_string();
+    assert!(e.contains("block") && e.contains("Burn path"), "{e}");
+    let m = model("resnet20", Shape::new(3, 32, 32), "cuts:2", HeadKind::Branchy);
+    let e = CompiledNet::compile(&m).unwrap_err().to_string();
+    assert!(e.contains("exit 0") && e.contains("branchy"), "{e}");
+}
+
+#[test]
+fn wrong_input_shapes_are_errors() {
+    let m = model("resnet20", Shape::new(3, 32, 32), "none", HeadKind::Pool);
+    let fast = CompiledNet::compile(&m).unwrap();
+    let e = fast
+        .forward_backbone(input(2, Shape::new(1, 28, 28), 1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1x28x28") && e.contains("3x32x32"), "{e}");
+}
+
+#[test]
+fn the_models_here_have_non_trivial_batchnorm_statistics() {
+    // Same seed, same weights: only the running statistics differ from a fresh model, so
+    // different logits show that folding is really exercised above.
+    let shape = Shape::new(3, 32, 32);
+    let m = model("resnet20", shape, "none", HeadKind::Pool);
+    let device = Device::flex();
+    device.seed(7);
+    let fresh = m.arch.init(&device);
+    let x = input(2, shape, 1);
+    let a: Vec<f32> = m
+        .net
+        .forward_backbone(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b: Vec<f32> = fresh.forward_backbone(x).into_data().try_to_vec::<f32>().unwrap();
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff > 1e-2, "running statistics did not move (max difference {diff})");
+}
