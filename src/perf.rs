@@ -126,6 +126,9 @@ pub enum InferPath {
     Compiled,
     /// The Burn module on the `flex` backend.
     Burn,
+    /// The Burn module on Burn's LibTorch backend (CPU), feature `tch`.
+    #[cfg(feature = "tch")]
+    Libtorch,
 }
 
 /// What [`measure`] found.
@@ -169,10 +172,19 @@ fn sync<const D: usize>(t: Tensor<D>) {
     std::hint::black_box(t.into_data());
 }
 
-/// Measures `figure` on the CPU (`flex`) with `reps` timed iterations after warm-up. Threads: as
-/// many as Rayon is given (`RAYON_NUM_THREADS`, default one per core).
+/// The device the Burn-module figures run on for `path`.
+fn device_of(path: InferPath) -> Device {
+    match path {
+        #[cfg(feature = "tch")]
+        InferPath::Libtorch => Device::libtorch(),
+        _ => Device::flex(),
+    }
+}
+
+/// Measures `figure` on the CPU with `reps` timed iterations after warm-up. Threads: as many as
+/// Rayon is given (`RAYON_NUM_THREADS`, default one per core; LibTorch: `OMP_NUM_THREADS`).
 pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurement> {
-    let device = Device::flex();
+    let device = device_of(path);
     device.seed(0);
     let s = input_shape();
     let samples = match figure {
@@ -181,10 +193,6 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
             let model = MultiExitModel::new(arch, &device);
             let x = Tensor::<4>::random([*batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
             match path {
-                InferPath::Burn => timed(2, reps, || {
-                    sync(model.net.forward_backbone(x.clone()));
-                    Ok(())
-                })?,
                 InferPath::Compiled => {
                     let fast = CompiledNet::compile(&model)?;
                     timed(2, reps, || {
@@ -192,6 +200,10 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
                         Ok(())
                     })?
                 }
+                _ => timed(2, reps, || {
+                    sync(model.net.forward_backbone(x.clone()));
+                    Ok(())
+                })?,
             }
         }
         Figure::Engine { batch } => {
@@ -204,7 +216,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
                 .collect();
             let fast = match path {
                 InferPath::Compiled => Some(CompiledNet::compile(&model)?),
-                InferPath::Burn => None,
+                _ => None,
             };
             let mut i = 0;
             timed(chunks.len().min(8), reps, || {
@@ -234,7 +246,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
                 // As a training loop does (and PyTorch's `loss.item()`): read the loss.
                 std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
                 let grads = GradientsParams::from_grads(loss.backward(), &n);
-                // flex is eager: the update is done when `step` returns.
+                // flex and LibTorch's CPU backend are eager: the update is done when `step` returns.
                 net = Some(opt.step(n, grads, |_| 0.1));
                 Ok(())
             })?
@@ -243,7 +255,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
     Ok(Measurement {
         figure: figure.to_string(),
         path: match figure {
-            Figure::TrainStep { .. } => InferPath::Burn,
+            Figure::TrainStep { .. } if path == InferPath::Compiled => InferPath::Burn,
             _ => path,
         },
         seconds: median(samples.clone()),

@@ -199,8 +199,8 @@ impl Conv {
         )
     }
 
-    /// `relu?(conv(x) + b + residual)`; `residual` has the output's shape.
-    fn forward(&self, x: &Act, residual: Option<&Act>) -> Act {
+    /// `conv(x) + b + residual`, then ReLU if `relu`; `residual` has the output's shape.
+    fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
         debug_assert_eq!(x.c, self.cin);
         let (oh, ow) = self.out_hw(x.h, x.w);
         let per_sample = oh * ow;
@@ -253,15 +253,29 @@ impl Conv {
                     par,
                 );
             }
-            let res = residual.map(|r| &r.data[r0 * cout..(r0 + m) * cout]);
-            for (i, row) in dst.chunks_mut(cout).enumerate() {
-                let res_row = res.map(|r| &r[i * cout..(i + 1) * cout]);
-                for o in 0..cout {
-                    let mut v = row[o] + self.b[o];
-                    if let Some(r) = res_row {
-                        v += r[o];
+            // One pass over the GEMM's output: bias, residual, ReLU (branches hoisted out of the
+            // loops so that they vectorise).
+            let b = &self.b[..];
+            match residual.map(|r| &r.data[r0 * cout..(r0 + m) * cout]) {
+                Some(res) => {
+                    for (row, rr) in dst.chunks_mut(cout).zip(res.chunks(cout)) {
+                        for ((v, bb), r) in row.iter_mut().zip(b).zip(rr) {
+                            *v += bb + r;
+                        }
+                        if relu {
+                            row.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
                     }
-                    row[o] = if self.relu { v.max(0.0) } else { v };
+                }
+                None => {
+                    for row in dst.chunks_mut(cout) {
+                        for (v, bb) in row.iter_mut().zip(b) {
+                            *v += bb;
+                        }
+                        if relu {
+                            row.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
+                    }
                 }
             }
         };
@@ -359,17 +373,16 @@ impl CBlock {
 
     fn forward(&self, x: Act) -> Act {
         match self {
-            CBlock::Convs(cs) => cs.iter().fold(x, |a, c| c.forward(&a, None)),
+            CBlock::Convs(cs) => cs.iter().fold(x, |a, c| c.forward(&a, None, c.relu)),
             CBlock::Residual { convs, shortcut } => {
-                let short = shortcut.as_ref().map(|s| s.forward(&x, None));
+                let short = shortcut.as_ref().map(|s| s.forward(&x, None, s.relu));
                 let (last, first) = convs.split_last().expect("residual blocks have convolutions");
-                let y = first
-                    .iter()
-                    .fold(None::<Act>, |a, c| Some(c.forward(a.as_ref().unwrap_or(&x), None)));
-                // The block's final ReLU comes after the addition; its last convolution has none.
-                let mut out = last.forward(y.as_ref().unwrap_or(&x), Some(short.as_ref().unwrap_or(&x)));
-                out.data.iter_mut().for_each(|v| *v = v.max(0.0));
-                out
+                let y = first.iter().fold(None::<Act>, |a, c| {
+                    Some(c.forward(a.as_ref().unwrap_or(&x), None, c.relu))
+                });
+                // The block's ReLU comes after the addition (its last convolution has none of its
+                // own): fused into that convolution's epilogue.
+                last.forward(y.as_ref().unwrap_or(&x), Some(short.as_ref().unwrap_or(&x)), true)
             }
         }
     }
