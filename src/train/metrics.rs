@@ -191,3 +191,26 @@ pub fn evaluate(
         expected_cost: cost / d,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExitOutput;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn a_plain_network_answers_every_sample_at_its_classifier() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(TensorData::new(vec![0.1f32, 2.0, 3.0, -1.0, 0.0, 0.5], [3, 2]), &device);
+        let outs = [ExitOutput {
+            logits,
+            confidence: None,
+        }];
+        for policy in ["confidence:0.5", "maxprob:0.9", "never"] {
+            let (exits, chosen, preds) = decide(&outs, &policy.parse().unwrap());
+            assert_eq!(exits, vec![0, 0, 0], "{policy}");
+            assert_eq!(chosen, vec![1, 0, 1], "{policy}");
+            assert_eq!(preds, vec![vec![1, 0, 1]]);
+        }
+    }
+}
