@@ -1,4 +1,4 @@
-//! Standard performance figures, each matched one-to-one by `scripts/torch_bench.py`, so that
+//! Standard performance figures, each matched one-to-one by `scripts/torch_perf.py`, so that
 //! `scripts/bench-vs-torch` can time the same work in earlyexit and in PyTorch side by side.
 //!
 //! A figure is a fixed piece of work on random data (weights and inputs do not change the cost of

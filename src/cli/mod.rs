@@ -40,7 +40,7 @@ enum Command {
     Inspect(inspect::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
-    /// Time one standard figure (matched by scripts/torch_bench.py; see scripts/bench-vs-torch).
+    /// Time one standard figure (matched by scripts/torch_perf.py; see scripts/bench-vs-torch).
     Perf(perf::Args),
     /// Serve the whole model over gRPC with dynamic batching and per-sample exits.
     #[cfg(feature = "serve")]

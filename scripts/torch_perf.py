@@ -7,7 +7,7 @@ shortcuts (1x1 conv + BN where the shape changes), the early-exit engine on ResN
 6, 10, 14, 16 with forced exit shares 0.30/0.20/0.15/0.10, and one SGD step of ResNet-20. Prints
 `figure NAME SECONDS` (median seconds per iteration), as `earlyexit perf` does.
 
-Usage: torch_bench.py --figure resnet20-forward-b1[,...] [--reps N] [--threads T]
+Usage: torch_perf.py --figure resnet20-forward-b1[,...] [--reps N] [--threads T]
 Needs only torch (CPU). Not a test dependency of the project.
 """
 
@@ -21,7 +21,7 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
 except ImportError:
-    sys.exit("torch_bench.py: this interpreter has no torch; `pip install torch` in a venv and pass its python")
+    sys.exit("torch_perf.py: this interpreter has no torch; `pip install torch` in a venv and pass its python")
 
 ENGINE_CUTS = [6, 10, 14, 16]
 ENGINE_SHARES = [0.3, 0.2, 0.15, 0.1]
@@ -194,7 +194,7 @@ def measure(fig, reps):
             opt.step()
 
         return timed(2, reps, step)
-    sys.exit(f"torch_bench.py: unknown figure {fig!r}")
+    sys.exit(f"torch_perf.py: unknown figure {fig!r}")
 
 
 def main():
