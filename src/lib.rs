@@ -18,12 +18,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Computation runs on a [`burn::tensor::Device`]: the CPU (`flex`) by default, or a GPU through
+//! Burn's Vulkan backend with the `vulkan` feature ([`device::DeviceSpec`]).
+//!
 //! Layout follows the pipeline: [`data`] → [`model`] → [`infer`] → [`report`], and `serve` (gRPC
 //! serving and multi-tier deployment, feature `serve`, on by default).
 
 pub use earlyexit_data as data;
 
 pub mod bench;
+pub mod device;
 pub mod error;
 pub mod infer;
 pub mod interim;

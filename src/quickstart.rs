@@ -32,6 +32,8 @@ pub struct QuickstartOptions {
     pub epochs: Option<usize>,
     /// Progress reporting.
     pub progress: Progress,
+    /// Where to train and test.
+    pub device: Device,
 }
 
 /// Test-set results with real per-sample exits.
@@ -177,14 +179,14 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         &TrainOptions {
             force: true,
             progress: opts.progress,
+            device: opts.device.clone(),
             ..TrainOptions::default()
         },
     )?;
     let train_seconds = outcome.seconds;
     let run = Run::open(&opts.out)?;
     let policy = run.policy()?;
-    let device = Device::flex();
-    let test = test_run(&run, &policy, 1000, 2, &device)?;
+    let test = test_run(&run, &policy, 1000, 2, &opts.device)?;
     Ok(QuickstartReport {
         run: opts.out.clone(),
         epochs: cfg.epochs,

@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use burn::tensor::Device;
-use earlyexit::bench::{EngineBench, run_engine_bench};
+use earlyexit::bench::{EngineBench, RebatchBench, run_engine_bench, run_rebatch_bench, time_forward, time_train_step};
 use earlyexit::infer::MultiExitModel;
 use earlyexit::model::{HeadKind, ModelDescription, Placement, Shape};
+
+use super::common::DeviceArg;
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
@@ -42,18 +44,72 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Compare the engine with shrinking batches against per-stage re-batching of the
+    /// survivors of several batches (a queue per stage), on a stream of --stream batches.
+    #[arg(long, conflicts_with_all = ["forward", "train_step"])]
+    rebatch: bool,
+    /// Batches in the --rebatch stream, per batch size.
+    #[arg(long, default_value_t = 8)]
+    stream: usize,
+    /// Time only the plain backbone's forward pass at each --batch.
+    #[arg(long, conflicts_with = "train_step")]
+    forward: bool,
+    /// Time a training step (forward through every exit, backward, SGD) at each --batch.
+    #[arg(long)]
+    train_step: bool,
+    /// Untimed passes (steps) before --forward / --train-step timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mut desc = ModelDescription::new(&a.model, a.input, a.classes, a.exits);
+    let mut desc = ModelDescription::new(&a.model, a.input, a.classes, a.exits.clone());
     desc.head = a.head;
     let arch = desc.resolve().context("cannot build this model")?;
-    let device = Device::flex();
+    let device = a.device.device()?;
     device.seed(a.seed);
+    if a.train_step {
+        let mut rows = Vec::new();
+        for &b in &a.batch {
+            rows.push(time_train_step(&arch, b, a.warmup, a.reps.max(1), &device)?);
+        }
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            println!("{} {} training step on {}", a.model, a.input, a.device.device);
+            for r in &rows {
+                println!(
+                    "train-step batch {:>5}: {:>9.4} s/step {:>10.0} img/s ({} steps)",
+                    r.batch, r.seconds_per_step, r.images_per_second, r.steps
+                );
+            }
+        }
+        return Ok(());
+    }
     let model = MultiExitModel::new(arch, &device);
+    if a.forward {
+        let rows = time_forward(&model, &a.batch, a.warmup, a.reps, &device)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            println!("{} {} plain forward on {}", a.model, a.input, a.device.device);
+            for r in &rows {
+                println!(
+                    "forward batch {:>5}: {:>10.3} ms/batch {:>10.0} img/s",
+                    r.batch, r.ms_per_batch, r.images_per_second
+                );
+            }
+        }
+        return Ok(());
+    }
+    if a.rebatch {
+        return rebatch(&a, &model, &device);
+    }
     let cfg = EngineBench {
-        shares: a.shares,
-        batches: a.batch,
+        shares: a.shares.clone(),
+        batches: a.batch.clone(),
         pool: a.pool,
         reps: a.reps,
         seed: a.seed,
@@ -99,6 +155,58 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.batch,
             f(&r.stage_mac_shares),
             f(&r.stage_time_shares)
+        );
+    }
+    Ok(())
+}
+
+fn rebatch(a: &Args, model: &MultiExitModel, device: &Device) -> anyhow::Result<()> {
+    let cfg = RebatchBench {
+        shares: a.shares.clone(),
+        batches: a.batch.clone(),
+        stream: a.stream,
+        fit: a.pool,
+        reps: a.reps,
+        seed: a.seed,
+    };
+    let rows = run_rebatch_bench(model, &cfg, device)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{} {} on {}: {} batches per stream; forced shares {:?}",
+        a.model, a.input, a.device.device, a.stream, cfg.shares
+    );
+    println!(
+        "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9} {:>6}",
+        "batch", "plain ms/s", "shrink ms/s", "rebatch ms/s", "MAC pred", "shrink", "rebatch", "same"
+    );
+    for r in &rows {
+        println!(
+            "{:>6} {:>12.3} {:>12.3} {:>12.3} {:>8.2}x {:>8.2}x {:>8.2}x {:>6}",
+            r.batch,
+            r.plain_ms_per_sample,
+            r.shrink_ms_per_sample,
+            r.rebatch_ms_per_sample,
+            r.predicted_speedup,
+            r.shrink_speedup,
+            r.rebatch_speedup,
+            r.same_answers
+        );
+    }
+    let f = |v: &[f64]| v.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>().join(" ");
+    for r in &rows {
+        println!(
+            "batch {}: mean batch per stage, shrinking [{}], re-batched [{}]; exit shares [{}]",
+            r.batch,
+            f(&r.shrink_stage_batch),
+            f(&r.rebatch_stage_batch),
+            r.exit_shares
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     Ok(())

@@ -6,7 +6,7 @@ use earlyexit::infer::{Goal, POLICY_FILE, ScoreKind, SplitKind, budget_curve, ca
 use earlyexit::model::io::write_atomic;
 use earlyexit::report::{calibration_markdown, curve_markdown};
 
-use super::common::{RunArg, open};
+use super::common::RunArg;
 
 /// Arguments of `calibrate`.
 #[derive(clap::Args, Debug)]
@@ -44,7 +44,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => unreachable!("clap requires exactly one goal"),
     };
     goal.check()?;
-    let r = open(&a.run.run)?;
+    let r = a.run.open()?;
     // Only the validation split is opened.
     let val = r.split(SplitKind::Val)?;
     let (cal, table) = calibrate_split(&r.model, &val, goal, a.policy_kind, a.per_exit, 256, &r.device)?;

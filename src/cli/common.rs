@@ -4,19 +4,53 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::Device;
+use earlyexit::device::DeviceSpec;
 use earlyexit::infer::{Calibration, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
 use earlyexit::interim::RunData;
 use earlyexit::model::io;
 use earlyexit::run::Run;
 use earlyexit::train::DataSplit;
 
-/// `--run DIR`.
+/// `--run DIR` (and `--device`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArg {
     /// The run folder (runs/NAME) written by `earlyexit train` (or one with model.json,
     /// weights.safetensors and an IDX `data.json`).
     #[arg(long)]
     pub run: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+impl RunArg {
+    /// Opens the run on `--device`.
+    pub fn open(&self) -> anyhow::Result<Opened> {
+        open_on(&self.run, self.device.device()?)
+    }
+}
+
+/// `--device cpu|vulkan[:N]`, shared by every command that computes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeviceArg {
+    /// Where to compute: `cpu`, or `vulkan` / `vulkan:N` for a GPU through Vulkan (needs a build
+    /// with `--features vulkan`).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceSpec,
+}
+
+impl DeviceArg {
+    /// The device, brought up and checked; a GPU is named on stderr.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        let (device, desc) = self.device.open()?;
+        if self.device.is_gpu() {
+            eprintln!("device {desc}");
+        }
+        Ok(device)
+    }
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse::<DeviceSpec>().map_err(|e| e.to_string())
 }
 
 /// A loaded run.
@@ -33,8 +67,14 @@ pub enum RunSource {
     Interim(RunData),
 }
 
+/// Opens a run on the CPU (commands without `--device`).
+#[allow(dead_code)]
 pub fn open(dir: &Path) -> anyhow::Result<Opened> {
-    let device = Device::flex();
+    open_on(dir, Device::flex())
+}
+
+/// Opens a run with its model on `device`.
+pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
     let (arch, net) =
         io::load_model(dir, &device).with_context(|| format!("cannot load the model of run {}", dir.display()))?;
     let data = if dir.join(earlyexit::train::CONFIG_FILE).exists() {

@@ -3,7 +3,7 @@
 use earlyexit::infer::{EvalOptions, Policy, SplitKind, evaluate};
 use earlyexit::report::{eval_markdown, eval_text};
 
-use super::common::{RunArg, open, parse_policy, parse_split};
+use super::common::{RunArg, parse_policy, parse_split};
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = open(&a.run.run)?;
+    let r = a.run.open()?;
     let policy = r.policy(a.policy.as_ref())?;
     let data = r.split(a.split)?;
     let opts = EvalOptions {

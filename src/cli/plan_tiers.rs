@@ -1,7 +1,6 @@
 //! `earlyexit plan-tiers`: where to split the network across tiers.
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use earlyexit::serve::codec::WireDType;
 use earlyexit::serve::plan::{
     LinkSpec, Objective, Problem, StageCosts, TierSpec, TierSpeed, estimate_rates, exit_rates, measure_stage_seconds,
@@ -9,6 +8,7 @@ use earlyexit::serve::plan::{
 use earlyexit::train::DataSplit;
 use earlyexit::train::data::batch_tensors;
 
+use super::common::DeviceArg;
 use super::serving::ModelArgs;
 
 /// Arguments of `plan-tiers`.
@@ -50,6 +50,8 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -61,7 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.links.len()
         );
     }
-    let device = Device::flex();
+    let device = a.device.device()?;
     let loaded = a.model.load(&device)?;
     let (model, policy) = (&loaded.model, &loaded.policy);
     let (rates, source) = match (&a.rates, a.model.calibrated_rates()?, &loaded.run) {

@@ -8,7 +8,7 @@ use earlyexit::infer::{ExitTable, POLICY_FILE, Policy, SplitKind, prune_plan};
 use earlyexit::model::io;
 use earlyexit::report::prune_markdown;
 
-use super::common::{RunArg, RunSource, open, parse_policy};
+use super::common::{RunArg, RunSource, parse_policy};
 
 /// Arguments of `prune-exits`.
 #[derive(clap::Args, Debug)]
@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = open(&a.run.run)?;
+    let r = a.run.open()?;
     let policy = r.policy(a.policy.as_ref())?;
     // Exit rates are measured on validation.
     let table = ExitTable::collect(&r.model, &r.split(SplitKind::Val)?, 256, &r.device)?;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use earlyexit::quickstart::{QuickstartOptions, quickstart};
 use earlyexit::train::Progress;
 
+use super::common::DeviceArg;
+
 /// Arguments of `quickstart`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,6 +26,8 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out: a.out,
         epochs: a.epochs,
         progress: if a.quiet { Progress::Quiet } else { Progress::Auto },
+        device: a.device.device()?,
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use earlyexit::infer::{EvalOptions, ExitTable, Policy, SplitKind, evaluate};
 use earlyexit::report::{ReportInputs, write_report};
 
-use super::common::{RunArg, open, parse_policy, parse_split};
+use super::common::{RunArg, open_on, parse_policy, parse_split};
 
 /// Arguments of `report`.
 #[derive(clap::Args, Debug)]
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = open(&a.run.run)?;
+    let r = a.run.open()?;
     let policy = r.policy(a.policy.as_ref())?;
     let val = ExitTable::collect(&r.model, &r.split(SplitKind::Val)?, 256, &r.device)?;
     let data = r.split(a.split)?;
@@ -53,7 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.model.arch.summary(earlyexit::model::MacConvention::All)
     ));
     if let Some(b) = &a.baseline {
-        let base = open(b)?;
+        let base = open_on(b, r.device.clone())?;
         let t = ExitTable::collect(&base.model, &base.split(a.split)?, 256, &base.device)?;
         let acc = t.full_accuracy();
         let label = b

@@ -7,6 +7,7 @@ use earlyexit::serve::batcher::BatchConfig;
 use earlyexit::serve::server::{NetOptions, run_blocking};
 use earlyexit::serve::tier::{Limits, StageRange, TierOptions};
 
+use super::common::DeviceArg;
 use super::serving::{ModelArgs, ServerSecurity};
 
 /// Batching, limits and listening options shared by `serve` and `tier`.
@@ -39,6 +40,8 @@ pub struct ServingArgs {
     /// Async runtime threads (the model runs on its own thread).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 impl ServingArgs {
@@ -89,9 +92,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let l = a.model.load(&burn::tensor::Device::flex())?;
+    let device = a.serving.device.device()?;
+    let l = a.model.load(&device)?;
     let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);
     opts.normalize = l.normalize;
-    run_blocking(l.model, l.id, opts, a.serving.net(&a.security), a.serving.threads)?;
+    run_blocking(
+        l.model,
+        l.id,
+        device,
+        opts,
+        a.serving.net(&a.security),
+        a.serving.threads,
+    )?;
     Ok(())
 }

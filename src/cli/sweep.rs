@@ -3,7 +3,7 @@
 use earlyexit::infer::{ExitTable, ScoreKind, SplitKind, sweep};
 use earlyexit::report::curve_markdown;
 
-use super::common::{RunArg, open, parse_split};
+use super::common::{RunArg, parse_split};
 
 /// Arguments of `sweep`.
 #[derive(clap::Args, Debug)]
@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = open(&a.run.run)?;
+    let r = a.run.open()?;
     let data = r.split(a.split)?;
     let table = ExitTable::collect(&r.model, &data, 256, &r.device)?;
     let points = sweep(&table, a.policy_kind, a.steps)?;

@@ -46,7 +46,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let l = a.model.load(&burn::tensor::Device::flex())?;
+    let device = a.serving.device.device()?;
+    let l = a.model.load(&device)?;
     let (model, id) = (l.model, l.id);
     let num_stages = model.net.num_stages();
     let range = a.stages.resolve(num_stages)?;
@@ -69,6 +70,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         retries: a.retries,
         backoff: Duration::from_millis(a.backoff_ms),
     });
-    run_blocking(model, id, opts, a.serving.net(&a.security), a.serving.threads)?;
+    run_blocking(model, id, device, opts, a.serving.net(&a.security), a.serving.threads)?;
     Ok(())
 }

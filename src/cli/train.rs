@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use earlyexit::train::{CONFIG_FILE, Progress, TrainConfig, TrainOptions, train};
 
+use super::common::DeviceArg;
+
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,6 +37,8 @@ pub struct Args {
     /// Stop after this many iterations (right after a checkpoint), as if killed: for testing --resume.
     #[arg(long, hide = true)]
     stop_after: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -65,6 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             force: a.force,
             progress,
             stop_after: a.stop_after,
+            device: a.device.device()?,
         },
     )
     .with_context(|| format!("training into {} failed", out.display()))?;

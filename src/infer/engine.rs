@@ -134,48 +134,305 @@ impl MultiExitModel {
             _ => {}
         }
 
-        let mut rows: Vec<usize> = (0..n).collect();
-        let mut state = StageState::new(x);
-        let mut pstate = PolicyState::new();
         let mut answered = Vec::with_capacity(num_exits + 1);
-        for k in 0..num_exits {
-            state = self.net.run_stage(k, state);
-            let out = self.net.exit(k, &state);
-            let score = policy.score(&out);
-            let mask = policy.decide(k, &out, &score, &mut pstate);
-            let mask: Vec<bool> = mask.into_data().try_to_vec::<bool>().expect("bool mask");
-            let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
-            if leave.is_empty() {
-                continue;
+        let mut part = Some(Part {
+            state: StageState::new(x),
+            pstate: PolicyState::new(),
+            rows: (0..n).collect(),
+        });
+        for k in 0..=num_exits {
+            match part {
+                Some(p) => part = self.step(k, p, policy, &device, &mut answered),
+                None => break,
             }
-            let leave_t = index_tensor(&leave, &device);
-            answered.push(Answered {
-                rows: leave.iter().map(|&i| rows[i]).collect(),
-                exit: k,
-                probs: softmax(out.logits.select(0, leave_t.clone()), 1),
-                score: score.select(0, leave_t),
-            });
-            if stay.is_empty() {
-                rows.clear();
-                break;
-            }
-            let stay_t = index_tensor(&stay, &device);
-            state = state.select(stay_t.clone());
-            pstate = pstate.select(stay_t);
-            rows = stay.iter().map(|&i| rows[i]).collect();
         }
-        if !rows.is_empty() {
-            state = self.net.run_stage(num_exits, state);
-            let out = self.net.exit(num_exits, &state);
+        Ok(assemble(n, classes, answered, |e| exit_macs[e]))
+    }
+
+    /// Runs stage `k` and its exit on `part`: the samples that leave go to `answered`, the
+    /// survivors (compacted on the device) are returned. The final stage answers everyone.
+    fn step(
+        &self,
+        k: usize,
+        part: Part,
+        policy: &Policy,
+        device: &burn::tensor::Device,
+        answered: &mut Vec<Answered>,
+    ) -> Option<Part> {
+        let Part {
+            state,
+            mut pstate,
+            rows,
+        } = part;
+        let state = self.net.run_stage(k, state);
+        let out = self.net.exit(k, &state);
+        if k == self.net.num_exits() {
             let score = max_prob(&out.logits);
             answered.push(Answered {
                 rows,
-                exit: num_exits,
+                exit: k,
                 probs: softmax(out.logits, 1),
                 score,
             });
+            return None;
         }
-        Ok(assemble(n, classes, answered, |e| exit_macs[e]))
+        let score = policy.score(&out);
+        let mask = policy.decide(k, &out, &score, &mut pstate);
+        let mask: Vec<bool> = mask.into_data().try_to_vec::<bool>().expect("bool mask");
+        let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
+        if leave.is_empty() {
+            return Some(Part { state, pstate, rows });
+        }
+        let leave_t = index_tensor(&leave, device);
+        answered.push(Answered {
+            rows: leave.iter().map(|&i| rows[i]).collect(),
+            exit: k,
+            probs: softmax(out.logits.select(0, leave_t.clone()), 1),
+            score: score.select(0, leave_t),
+        });
+        if stay.is_empty() {
+            return None;
+        }
+        let stay_t = index_tensor(&stay, device);
+        Some(Part {
+            state: state.select(stay_t.clone()),
+            pstate: pstate.select(stay_t),
+            rows: stay.iter().map(|&i| rows[i]).collect(),
+        })
+    }
+
+    /// Per-sample early exit over a stream of batches, re-batching the survivors: each stage
+    /// has a queue that collects the samples of several incoming batches that reach it, and
+    /// runs only when `batch` samples are waiting (or at the end of the stream). Later stages
+    /// thus run on full batches instead of ever smaller ones. Same answers as [`Self::infer`]
+    /// on the concatenated inputs (within float rounding), in input order.
+    ///
+    /// # Errors
+    /// As [`Self::infer`]; `batch` of 0.
+    pub fn infer_stream(
+        &self,
+        batches: impl IntoIterator<Item = Tensor<4>>,
+        policy: &Policy,
+        batch: usize,
+    ) -> Result<Answers> {
+        let mut r = Rebatcher::new(self, policy, batch)?;
+        for x in batches {
+            r.push(x)?;
+        }
+        Ok(r.finish())
+    }
+}
+
+/// Samples in flight: their state at a cut, the policy's state and their input rows.
+struct Part {
+    state: StageState,
+    pstate: PolicyState,
+    rows: Vec<usize>,
+}
+
+impl Part {
+    fn cat(parts: Vec<Part>) -> Part {
+        let mut states = Vec::with_capacity(parts.len());
+        let mut pstates = Vec::with_capacity(parts.len());
+        let mut rows = Vec::new();
+        for p in parts {
+            states.push(p.state);
+            pstates.push(p.pstate);
+            rows.extend(p.rows);
+        }
+        Part {
+            state: StageState::cat(states),
+            pstate: PolicyState::cat(pstates),
+            rows,
+        }
+    }
+
+    /// The first `m` samples and the rest.
+    fn split(self, m: usize, device: &burn::tensor::Device) -> (Part, Part) {
+        let n = self.rows.len();
+        let head: Vec<usize> = (0..m).collect();
+        let tail: Vec<usize> = (m..n).collect();
+        let (ht, tt) = (index_tensor(&head, device), index_tensor(&tail, device));
+        let mut rows = self.rows;
+        let rest = rows.split_off(m);
+        (
+            Part {
+                state: self.state.clone().select(ht.clone()),
+                pstate: self.pstate.clone().select(ht),
+                rows,
+            },
+            Part {
+                state: self.state.select(tt.clone()),
+                pstate: self.pstate.select(tt),
+                rows: rest,
+            },
+        )
+    }
+}
+
+/// How many times each stage ran and on how many samples, in a [`Rebatcher`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageRuns {
+    /// Runs per stage (final last).
+    pub runs: Vec<usize>,
+    /// Samples per stage over all runs.
+    pub samples: Vec<usize>,
+}
+
+impl StageRuns {
+    /// Mean batch size each stage ran on (0 for a stage that never ran).
+    pub fn mean_batch(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .zip(&self.samples)
+            .map(|(&r, &s)| if r == 0 { 0.0 } else { s as f64 / r as f64 })
+            .collect()
+    }
+}
+
+/// The per-stage queues behind [`MultiExitModel::infer_stream`]: push batches, then
+/// [`Self::finish`] for the answers of every sample pushed, in push order.
+///
+/// A stage runs as soon as `batch` samples wait in front of it, on exactly `batch` samples;
+/// [`Self::finish`] flushes the queues stage by stage. With the `never` and `ensemble`
+/// policies (no per-sample exit) each batch simply runs whole.
+pub struct Rebatcher<'m> {
+    model: &'m MultiExitModel,
+    policy: Policy,
+    batch: usize,
+    queues: Vec<Vec<Part>>,
+    queued: Vec<usize>,
+    answered: Vec<Answered>,
+    whole: Vec<(usize, Answers)>,
+    pushed: usize,
+    device: Option<burn::tensor::Device>,
+    stats: StageRuns,
+}
+
+impl<'m> Rebatcher<'m> {
+    /// Queues in front of every stage of `model`, each released `batch` samples at a time.
+    ///
+    /// # Errors
+    /// A policy that does not fit the model; `batch` of 0.
+    pub fn new(model: &'m MultiExitModel, policy: &Policy, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(crate::error::Error::invalid(
+                "batch",
+                "the re-batching size must be at least 1",
+            ));
+        }
+        let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
+        let stages = model.net.num_stages();
+        policy.check(model.net.num_exits(), has_conf)?;
+        Ok(Self {
+            model,
+            policy: policy.clone(),
+            batch,
+            queues: (0..stages).map(|_| Vec::new()).collect(),
+            queued: vec![0; stages],
+            answered: Vec::new(),
+            whole: Vec::new(),
+            pushed: 0,
+            device: None,
+            stats: StageRuns {
+                runs: vec![0; stages],
+                samples: vec![0; stages],
+            },
+        })
+    }
+
+    /// Samples pushed so far.
+    pub fn pushed(&self) -> usize {
+        self.pushed
+    }
+
+    /// Samples waiting in front of each stage.
+    pub fn queued(&self) -> &[usize] {
+        &self.queued
+    }
+
+    /// Stage runs so far.
+    pub fn stats(&self) -> &StageRuns {
+        &self.stats
+    }
+
+    /// Adds a batch `[N, C, H, W]`, and runs every stage that has a full batch waiting.
+    pub fn push(&mut self, x: Tensor<4>) -> Result<()> {
+        check_input(&x, self.model.arch.description.input)?;
+        let [n, ..] = x.dims();
+        if n == 0 {
+            return Ok(());
+        }
+        if matches!(self.policy, Policy::Never | Policy::Ensemble) {
+            let a = self.model.infer(x, &self.policy)?;
+            self.whole.push((self.pushed, a));
+            self.pushed += n;
+            return Ok(());
+        }
+        if self.device.is_none() {
+            self.device = Some(x.device());
+        }
+        self.queues[0].push(Part {
+            state: StageState::new(x),
+            pstate: PolicyState::new(),
+            rows: (self.pushed..self.pushed + n).collect(),
+        });
+        self.queued[0] += n;
+        self.pushed += n;
+        self.drain(false);
+        Ok(())
+    }
+
+    /// Runs the stages whose queue holds a full batch (all queued samples when `flush`), in
+    /// stage order so that survivors move on in the same pass.
+    fn drain(&mut self, flush: bool) {
+        let Some(device) = self.device.clone() else {
+            return;
+        };
+        for k in 0..self.queues.len() {
+            while self.queued[k] >= self.batch || (flush && self.queued[k] > 0) {
+                let mut part = Part::cat(std::mem::take(&mut self.queues[k]));
+                let m = self.batch.min(self.queued[k]);
+                if part.rows.len() > m {
+                    let (head, rest) = part.split(m, &device);
+                    self.queues[k].push(rest);
+                    part = head;
+                }
+                self.queued[k] -= m;
+                self.stats.runs[k] += 1;
+                self.stats.samples[k] += m;
+                if let Some(s) = self.model.step(k, part, &self.policy, &device, &mut self.answered) {
+                    self.queued[k + 1] += s.rows.len();
+                    self.queues[k + 1].push(s);
+                }
+            }
+        }
+    }
+
+    /// Flushes every queue and returns the answers of all samples pushed, in push order.
+    pub fn finish(self) -> Answers {
+        self.finish_with_runs().0
+    }
+
+    /// [`Self::finish`], with how often each stage ran and on how many samples.
+    pub fn finish_with_runs(mut self) -> (Answers, StageRuns) {
+        self.drain(true);
+        let classes = self.model.arch.description.classes;
+        let exit_macs = self.model.exit_macs();
+        let mut out = assemble(self.pushed, classes, std::mem::take(&mut self.answered), |e| {
+            exit_macs[e]
+        });
+        for (start, a) in self.whole {
+            for i in 0..a.len() {
+                let r = start + i;
+                out.class[r] = a.class[i];
+                out.probs[r * classes..(r + 1) * classes].copy_from_slice(a.probs_of(i));
+                out.exit[r] = a.exit[i];
+                out.confidence[r] = a.confidence[i];
+                out.macs[r] = a.macs[i];
+            }
+        }
+        (out, self.stats)
     }
 }
 

@@ -183,6 +183,28 @@ impl PolicyState {
             streak: self.streak.map(|s| s.select(0, rows)),
         }
     }
+
+    /// The samples of several states (all after the same exit) one after the other.
+    pub fn cat(parts: Vec<PolicyState>) -> Self {
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        let (mut prev, mut streak) = (Vec::new(), Vec::new());
+        let mut all = true;
+        for p in parts {
+            match (p.prev, p.streak) {
+                (Some(a), Some(b)) => {
+                    prev.push(a);
+                    streak.push(b);
+                }
+                _ => all = false,
+            }
+        }
+        if !all || prev.is_empty() {
+            return Self::new();
+        }
+        Self::from_parts(Tensor::cat(prev, 0), Tensor::cat(streak, 0))
+    }
 }
 
 impl Default for PolicyState {

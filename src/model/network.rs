@@ -266,6 +266,40 @@ impl StageState {
             pooled: self.pooled.into_iter().map(|p| p.select(0, rows.clone())).collect(),
         }
     }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.x.dims()[0]
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples of several states (all at the same cut) one after the other, on the device.
+    ///
+    /// # Panics
+    /// If `parts` is empty.
+    pub fn cat(parts: Vec<StageState>) -> Self {
+        assert!(!parts.is_empty(), "StageState::cat of no parts");
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        let pooled_n = parts[0].pooled.len();
+        let mut xs = Vec::with_capacity(parts.len());
+        let mut pooled: Vec<Vec<Tensor<2>>> = vec![Vec::with_capacity(parts.len()); pooled_n];
+        for p in parts {
+            xs.push(p.x);
+            for (acc, t) in pooled.iter_mut().zip(p.pooled) {
+                acc.push(t);
+            }
+        }
+        Self {
+            x: Tensor::cat(xs, 0),
+            pooled: pooled.into_iter().map(|v| Tensor::cat(v, 0)).collect(),
+        }
+    }
 }
 
 impl EarlyExitNet {

@@ -761,9 +761,11 @@ async fn serve_metrics_http(addr: SocketAddr, metrics: Arc<Metrics>, name: Strin
 
 /// Loads `model_dir`, serves it until SIGINT or SIGTERM, printing `listening on ADDR` (and the
 /// metrics address) on stdout once ready. What `earlyexit serve` and `earlyexit tier` run.
+/// `model` must live on `device`.
 pub fn run_blocking(
     model: MultiExitModel,
     model_id: String,
+    device: Device,
     opts: TierOptions,
     net: NetOptions,
     threads: usize,
@@ -776,7 +778,7 @@ pub fn run_blocking(
     rt.block_on(async move {
         let name = opts.name.clone();
         let stages = opts.stages;
-        let served = start(model, model_id, Device::flex(), opts, net).await?;
+        let served = start(model, model_id, device, opts, net).await?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -45,7 +45,7 @@ pub enum Progress {
 }
 
 /// Options of [`train`] that are not part of the configuration.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TrainOptions {
     /// Continue the run in the folder from its last checkpoint.
     pub resume: bool,
@@ -56,6 +56,20 @@ pub struct TrainOptions {
     /// Stop (as if killed) after this many iterations in total, right after writing a checkpoint
     /// there: for tests of `--resume`.
     pub stop_after: Option<u64>,
+    /// Where to train (without autodiff: [`train`] adds it). Default: the CPU (`flex`).
+    pub device: Device,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            force: false,
+            progress: Progress::default(),
+            stop_after: None,
+            device: Device::flex(),
+        }
+    }
 }
 
 /// What [`train`] returns.
@@ -258,7 +272,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     }
     let total_steps = (steps_per_epoch * cfg.epochs) as u64;
 
-    let base = Device::flex();
+    let base = opts.device.clone().without_autodiff();
     base.seed(cfg.seed);
     let device = base.clone().autodiff();
     let mut net = arch.init(&device);
