@@ -24,6 +24,7 @@
 pub use earlyexit_data as data;
 
 pub mod bench;
+pub mod classexit;
 pub mod error;
 pub mod infer;
 pub mod interim;
