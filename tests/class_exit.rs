@@ -104,19 +104,24 @@ fn gamma_is_zero_when_one_criterion_fails() {
 }
 
 #[test]
-fn eq7_fails_when_the_exit_misses_samples_b_gets_right() {
-    // k = 1, B right on everything. Nothing leaves: every criterion equals its baseline
-    // exactly and holds (equality counts), but γ = 0.
+fn eq6_counts_true_negatives_over_the_whole_split() {
+    // k = 1, B right on everything, η = 1. Nothing leaves: eq. 6 is the share of true
+    // negatives, 2/4 < η, so even "no exit" fails eq. 6 for a class B knows perfectly.
     let y = vec![1, 1, 0, 0];
     let b = vec![1, 1, 0, 0];
-    let none = vec![false; 4];
     let base = Baseline::of(1, &y, &b);
-    let a = Assessment::of(&Counts::tally(1, &y, &b, &none), &base);
-    assert!(a.keeps_accuracy());
-    assert_eq!(a.gamma, 0.0);
-    // A false positive on a sample B gets right: eq. 5 keeps 1/1, eq. 6 drops to (0 + 1) / 4 < η = 1.
-    let a = Assessment::of(&Counts::tally(1, &y, &b, &[false, false, true, false]), &base);
+    let a = Assessment::of(&Counts::tally(1, &y, &b, &[false; 4]), &base);
     assert_eq!(a.holds, [true, false, true]);
+    assert!((a.acc_ee - 0.5).abs() < 1e-12);
+    // Both 1s leave: eq. 6 = 4/4, γ = 2/2.
+    let a = Assessment::of(&Counts::tally(1, &y, &b, &[true, true, false, false]), &base);
+    assert!(a.keeps_accuracy());
+    assert_eq!(a.gamma, 1.0);
+    // Plus a false positive on a sample B gets right: eq. 5 keeps 1/1 and eq. 7 2/2, but
+    // eq. 6 drops to (2 + 1) / 4 < η.
+    let a = Assessment::of(&Counts::tally(1, &y, &b, &[true, true, true, false]), &base);
+    assert_eq!(a.holds, [true, false, true]);
+    assert!((a.acc_ee - 0.75).abs() < 1e-12);
     assert_eq!(a.gamma, 0.0);
 }
 
@@ -158,7 +163,7 @@ fn measured_prefixes_grow_and_stay_below_the_whole() {
     let d = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "none".parse().unwrap());
     let device = Device::flex();
     let net = d.resolve().unwrap().init(&device);
-    let times = measure(&net.backbone, d.input, &[(0, Kp::Off, 8), (1, Kp::On, 24)], 3, &device);
+    let times = measure(&net.backbone, d.input, &[(0, Kp::Off), (1, Kp::On)], 3, 2, &device);
     assert_eq!(times.delta.len(), net.backbone.blocks.len() - 1);
     assert!(times.t > 0.0 && times.delta.iter().all(|&d| d > 0.0));
     assert!(times.e(1, Kp::On).is_some() && times.e(1, Kp::Off).is_none());
@@ -499,6 +504,7 @@ fn cli_rejects_bad_options_by_name() {
         (vec!["--class", "1", "--exits", "3"], "exits"),
         (vec!["--class", "1", "--places", "sample:99"], "sample:99"),
         (vec!["--class", "1", "--patience", "0"], "patience"),
+        (vec!["--class", "1", "--grid", "0"], "grid"),
     ] {
         let mut all = vec!["class-exit", "--baseline", b];
         all.extend(args.iter());

@@ -11,6 +11,7 @@
 //! class keeps the weights of its own best validation epoch).
 
 use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -41,8 +42,8 @@ impl std::fmt::Display for Kp {
     }
 }
 
-/// `pool(relu(x_c))` at every cut point `c`, B's prediction and the label, for every sample of
-/// a split: everything the branches and the criteria ever read.
+/// [`branch_pool`] of the features at every cut point `c`, B's prediction and the label, for
+/// every sample of a split: everything the branches and the criteria ever read.
 #[derive(Clone, Debug)]
 pub struct Features {
     /// Width of the pooled features at each cut point (cut points `0..dims.len()`).
@@ -93,13 +94,30 @@ impl Features {
     }
 }
 
+/// The branch's ReLU and pooling (Fig. 3 of the seed) on the features at one cut point:
+/// average pooling to a `grid × grid` map, flattened (`grid = 1` is global average pooling;
+/// the seed adjusts the pooling "to fit the input feature map dimensions").
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C·grid²]`
+pub fn branch_pool(x: Tensor<4>, grid: usize) -> Tensor<2> {
+    let x = relu(x);
+    if grid <= 1 {
+        return global_avg_pool(x);
+    }
+    let [n, c, ..] = x.dims();
+    adaptive_avg_pool2d(x, [grid, grid]).reshape([n, c * grid * grid])
+}
+
 /// One inference pass of the frozen backbone over `rows` of `data` (all rows when `None`):
-/// pooled features at every cut point (every block but the last) and B's predictions.
+/// [`branch_pool`]ed features at every cut point (every block but the last) and B's
+/// predictions.
 pub fn extract(
     backbone: &Backbone,
     data: &dyn LabelledData,
     rows: Option<&[usize]>,
     batch: usize,
+    grid: usize,
     device: &Device,
 ) -> Result<Features> {
     let all: Vec<usize>;
@@ -123,7 +141,7 @@ pub fn extract(
         for (c, block) in backbone.blocks.iter().enumerate() {
             x = block.forward(x);
             if c < cuts {
-                let p = global_avg_pool(relu(x.clone()));
+                let p = branch_pool(x.clone(), grid);
                 dims.push(p.dims()[1]);
                 f.pooled[c].extend(host(p));
             }

@@ -52,7 +52,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-pub use branch::{Branch, Features, Kp, TrainSettings, extract, train_branch};
+pub use branch::{Branch, Features, Kp, TrainSettings, branch_pool, extract, train_branch};
 pub use criteria::{Assessment, Baseline, Counts, gamma_second};
 pub use search::{AlphaGrid, Candidate, SecondExit, Split, best_alpha, candidate, pareto_pick, second_exit};
 pub use time::{Times, gain, loss, measure, t_max, t_mean, t_mean_two};
@@ -83,6 +83,9 @@ pub struct ClassExitConfig {
     pub timing_reps: usize,
     /// Batch size of B's inference passes.
     pub batch: usize,
+    /// The branch pools each feature map to `grid × grid` before its dense layer (1: global
+    /// average pooling).
+    pub grid: usize,
 }
 
 impl ClassExitConfig {
@@ -99,6 +102,7 @@ impl ClassExitConfig {
             train_limit: None,
             timing_reps: 30,
             batch: 256,
+            grid: 1,
         }
     }
 
@@ -130,6 +134,9 @@ impl ClassExitConfig {
         }
         if self.batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
+        }
+        if !(1..=8).contains(&self.grid) {
+            return Err(Error::invalid("grid", format!("must be 1 to 8, got {}", self.grid)));
         }
         self.alpha.validate()?;
         self.train.validate()
@@ -305,11 +312,11 @@ pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, d
     let started = Instant::now();
     let limit = cfg.train_limit.unwrap_or(usize::MAX).min(data.train.len());
     let rows: Vec<usize> = (0..limit).collect();
-    let train = extract(backbone, data.train, Some(&rows), cfg.batch, device)?;
-    let val = extract(backbone, data.val, None, cfg.batch, device)?;
+    let train = extract(backbone, data.train, Some(&rows), cfg.batch, cfg.grid, device)?;
+    let val = extract(backbone, data.val, None, cfg.batch, cfg.grid, device)?;
     let test = data
         .test
-        .map(|t| extract(backbone, t, None, cfg.batch, device))
+        .map(|t| extract(backbone, t, None, cfg.batch, cfg.grid, device))
         .transpose()?;
     let t_features = started.elapsed().as_secs_f64();
 
@@ -327,8 +334,8 @@ pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, d
 
     // 3. Times.
     let started = Instant::now();
-    let specs: Vec<(usize, Kp, usize)> = branches.iter().map(|b| (b.cut, b.kp, b.width)).collect();
-    let times = measure(backbone, arch.backbone.input, &specs, cfg.timing_reps, device);
+    let specs: Vec<(usize, Kp)> = branches.iter().map(|b| (b.cut, b.kp)).collect();
+    let times = measure(backbone, arch.backbone.input, &specs, cfg.timing_reps, cfg.grid, device);
     let t_timing = started.elapsed().as_secs_f64();
 
     // 4. Search per class.

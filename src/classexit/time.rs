@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::branch::Kp;
-use crate::model::{Backbone, Shape, global_avg_pool};
+use super::branch::{Kp, branch_pool};
+use crate::model::{Backbone, Shape};
 
 /// Eq. 1: the longest time of a design, `t'_i = t + e_i` (a sample that does not leave early).
 pub fn t_max(t: f64, e: f64) -> f64 {
@@ -75,14 +75,16 @@ fn best(v: &mut f64, started: Instant) {
 }
 
 /// Times B, its prefixes up to every cut point, and branch `(cut, kp)` for every entry of
-/// `branches` (a dense layer of `width` inputs and one output, then σ, the decision read back),
+/// `branches` ([`branch_pool`] at `grid`, a dense layer with one output, then σ, the decision
+/// read back),
 /// on one random input of shape `input`. Weights of the branch do not change its time, so random
 /// ones are used.
 pub fn measure(
     backbone: &Backbone,
     input: Shape,
-    branches: &[(usize, Kp, usize)],
+    branches: &[(usize, Kp)],
     reps: usize,
+    grid: usize,
     device: &Device,
 ) -> Times {
     let x = Tensor::<4>::random([1, input.c, input.h, input.w], Distribution::Default, device);
@@ -94,9 +96,14 @@ pub fn measure(
         h = b.forward(h);
         feats.push(h.clone());
     }
+    let widths: Vec<usize> = feats.iter().map(|f| branch_pool(f.clone(), grid).dims()[1]).collect();
     let heads: Vec<(Tensor<2>, Tensor<1>)> = branches
         .iter()
-        .map(|&(_, _, width)| {
+        .map(|&(cut, kp)| {
+            let width = match kp {
+                Kp::Off => widths[cut],
+                Kp::On => widths[..=cut].iter().sum(),
+            };
             (
                 Tensor::<2>::random([width, 1], Distribution::Default, device),
                 Tensor::<1>::random([1], Distribution::Default, device),
@@ -120,11 +127,11 @@ pub fn measure(
             let _ = h.sum().into_scalar::<f32>();
             best(d, s);
         }
-        for ((&(cut, kp, _), (w, b)), ei) in branches.iter().zip(&heads).zip(e.iter_mut()) {
+        for ((&(cut, kp), (w, b)), ei) in branches.iter().zip(&heads).zip(e.iter_mut()) {
             let s = Instant::now();
             let parts: Vec<Tensor<2>> = match kp {
-                Kp::Off => vec![global_avg_pool(relu(feats[cut].clone()))],
-                Kp::On => feats[..=cut].iter().map(|f| global_avg_pool(relu(f.clone()))).collect(),
+                Kp::Off => vec![branch_pool(feats[cut].clone(), grid)],
+                Kp::On => feats[..=cut].iter().map(|f| branch_pool(f.clone(), grid)).collect(),
             };
             let z = Tensor::cat(parts, 1).matmul(w.clone()) + b.clone().unsqueeze::<2>();
             let _ = sigmoid(z).into_scalar::<f32>();
@@ -137,7 +144,7 @@ pub fn measure(
         branch: branches
             .iter()
             .zip(e)
-            .map(|(&(cut, kp, _), v)| (Times::key(cut, kp), v))
+            .map(|(&(cut, kp), v)| (Times::key(cut, kp), v))
             .collect(),
         reps: reps.max(1),
     }

@@ -48,6 +48,10 @@ pub struct Args {
     /// Timed runs per measured time (the best is kept).
     #[arg(long, default_value_t = 30)]
     timing_reps: usize,
+    /// Pooling grid of the branch: each feature map is averaged to G×G before the dense layer
+    /// (1: global average pooling).
+    #[arg(long, default_value_t = 1)]
+    grid: usize,
     /// Seed of the branches' shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -99,6 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.train.seed = a.seed;
     cfg.train_limit = a.train_limit;
     cfg.timing_reps = a.timing_reps;
+    cfg.grid = a.grid;
     // Bad options fail before the splits are read.
     cfg.validate(n_classes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Option<Vec<String>> = match &r.data {

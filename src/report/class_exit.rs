@@ -66,7 +66,7 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
     let _ = writeln!(s, "# Class-specific early exits on {} ({})\n", r.backbone, r.input);
     let _ = writeln!(
         s,
-        "Baseline B frozen; B's accuracy {:.2}% (validation), {:.2}% (test). Branches: ReLU → global average pooling → one dense layer with a sigmoid per target class, trained on {} training samples{}, stopped when the validation accuracy has not improved for {} epochs (at most {}); α tuned on {} validation samples over {}; places `{}`; KP {}; {} exit(s). Test: {} samples.\n",
+        "Baseline B frozen; B's accuracy {:.2}% (validation), {:.2}% (test). Branches: ReLU → average pooling to {g}×{g} per feature map → one dense layer with a sigmoid per target class, trained on {} training samples{}, stopped when the validation accuracy has not improved for {} epochs (at most {}); α tuned on {} validation samples over {}; places `{}`; KP {}; {} exit(s). Test: {} samples.\n",
         100.0 * r.baseline_accuracy[0],
         100.0 * r.baseline_accuracy[1],
         r.samples[0],
@@ -79,6 +79,7 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
         c.kp.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" and "),
         c.exits,
         r.samples[2],
+        g = c.grid,
     );
     let _ = writeln!(
         s,
