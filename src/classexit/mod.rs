@@ -221,6 +221,23 @@ pub struct ClassResult {
     pub test: Option<TestResult>,
 }
 
+impl ClassResult {
+    /// The design kept for this class: the pick, with the second exit when it improves
+    /// gain / loss; `None` when no design is viable.
+    pub fn design(&self) -> Option<(&Candidate, Option<&SecondExit>)> {
+        let c = &self.candidates[self.chosen?];
+        Some((c, self.second.as_ref().filter(|s| s.improves)))
+    }
+
+    /// Gain, loss and eq. 4–7 of [`ClassResult::design`] on validation.
+    pub fn design_figures(&self) -> Option<(f64, f64, &Assessment)> {
+        self.design().map(|(c, s)| match s {
+            Some(s) => (s.gain, s.loss, &s.assessment),
+            None => (c.gain, c.loss, &c.assessment),
+        })
+    }
+}
+
 /// One row of the false-negative table (Table 4): samples of each class that B, at `Out:B`,
 /// assigns to another class.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

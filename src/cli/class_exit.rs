@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use earlyexit::classexit::{AlphaGrid, ClassExitConfig, Kp, Splits, design};
 use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
-use earlyexit::report::class_exit::{summary, write_class_exit_report};
+use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
 
 use super::common::{RunSource, open};
 
@@ -127,24 +127,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let files = write_class_exit_report(&out, &report, names.as_deref())
         .with_context(|| format!("writing the report to {}", out.display()))?;
     for c in &report.classes {
-        match c.chosen {
-            Some(i) => {
-                let d = &c.candidates[i];
-                println!(
-                    "class {}: KP={} i={} ({}) α={:.2} gain {:.2}× loss {:.3}×{}",
-                    c.k,
-                    d.kp,
-                    d.cut,
-                    d.block,
-                    d.alpha,
-                    d.gain,
-                    d.loss,
-                    c.test
-                        .as_ref()
-                        .map_or(String::new(), |t| format!(" | test gain {:.2}× loss {:.3}×", t.gain, t.loss))
-                );
-            }
-            None => println!("class {}: no viable design", c.k),
+        match (design_label(c), c.design_figures()) {
+            (Some((kp, place, alpha)), Some((g, l, _))) => println!(
+                "class {}: KP={kp} i={place} α={alpha} gain {g:.2}× loss {l:.3}×{}",
+                c.k,
+                c.test
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" | test gain {:.2}× loss {:.3}×", t.gain, t.loss))
+            ),
+            _ => println!("class {}: no viable design", c.k),
         }
     }
     if let Some((g, l, _)) = summary(&report) {

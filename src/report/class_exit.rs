@@ -35,21 +35,18 @@ fn holds(h: [bool; 3]) -> String {
 /// Mean gain and largest loss over the classes with a design, on validation and (if present)
 /// test; `None` when no class has one.
 pub fn summary(r: &ClassExitReport) -> Option<(f64, f64, Option<(f64, f64)>)> {
-    let chosen: Vec<&ClassResult> = r.classes.iter().filter(|c| c.chosen.is_some()).collect();
-    if chosen.is_empty() {
+    let figures: Vec<(f64, f64)> = r
+        .classes
+        .iter()
+        .filter_map(|c| c.design_figures().map(|(g, l, _)| (g, l)))
+        .collect();
+    if figures.is_empty() {
         return None;
     }
-    let design_gain = |c: &ClassResult| match c.second.as_ref().filter(|s| s.improves) {
-        Some(s) => (s.gain, s.loss),
-        None => {
-            let d = &c.candidates[c.chosen.expect("chosen")];
-            (d.gain, d.loss)
-        }
-    };
-    let n = chosen.len() as f64;
-    let mean_gain = chosen.iter().map(|c| design_gain(c).0).sum::<f64>() / n;
-    let max_loss = chosen.iter().map(|c| design_gain(c).1).fold(0.0, f64::max);
-    let tests: Vec<_> = chosen.iter().filter_map(|c| c.test.as_ref()).collect();
+    let n = figures.len() as f64;
+    let mean_gain = figures.iter().map(|f| f.0).sum::<f64>() / n;
+    let max_loss = figures.iter().map(|f| f.1).fold(0.0, f64::max);
+    let tests: Vec<_> = r.classes.iter().filter_map(|c| c.test.as_ref()).collect();
     let test = (!tests.is_empty()).then(|| {
         (
             tests.iter().map(|t| t.gain).sum::<f64>() / tests.len() as f64,
@@ -57,6 +54,19 @@ pub fn summary(r: &ClassExitReport) -> Option<(f64, f64, Option<(f64, f64)>)> {
         )
     });
     Some((mean_gain, max_loss, test))
+}
+
+/// `KP`, `i` and `α` of a class's design (`first/second` for two exits).
+pub fn design_label(c: &ClassResult) -> Option<(String, String, String)> {
+    let (d, s) = c.design()?;
+    Some(match s {
+        Some(s) => (
+            format!("{}/{}", d.kp, s.kp),
+            format!("{}+{}", d.cut, s.cut),
+            format!("{:.2}/{:.2}", d.alpha, s.alpha),
+        ),
+        None => (d.kp.to_string(), d.cut.to_string(), format!("{:.2}", d.alpha)),
+    })
 }
 
 /// The report as Markdown. `names` are class names in label order (optional).
@@ -171,10 +181,10 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
     // Table 3.
     let _ = writeln!(
         s,
-        "\n## Table 3 layout: the pick per class, validation and test (')\n\nThe primed columns apply the validation α to the test split; `holds'` says whether eq. 5, 6, 7 hold on test against the validation β, η (as the seed) / against the test split's own β', η'.\n\n| k | KP | i | α | β | η | ζ | gain | loss | B_V−k | EE_i | EE_iG | prec | gain' | loss' | B'_V−k | EE_i' | EE_iG' | prec' | β' | η' | holds' |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "\n## Table 3 layout: the design per class, validation and test (')\n\nThe design is the pick (§3.4), with the second exit when it raises gain/loss (`i+j`, `α_i/α_j`). The primed columns apply the validation α to the test split; `holds'` says whether eq. 5, 6, 7 hold on test against the validation β, η (as the seed) / against the test split's own β', η'.\n\n| k | KP | i | α | β | η | ζ | gain | loss | B_V−k | EE_i | EE_iG | prec | gain' | loss' | B'_V−k | EE_i' | EE_iG' | prec' | β' | η' | holds' |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for cr in &r.classes {
-        let Some(i) = cr.chosen else {
+        let (Some((kp, place, alpha)), Some((g, l, a))) = (design_label(cr), cr.design_figures()) else {
             let _ = writeln!(
                 s,
                 "| {} | – | – | – | {} | {} | {} | no viable design | | | | | | | | | | | | | | |",
@@ -185,20 +195,15 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
             );
             continue;
         };
-        let d = &cr.candidates[i];
-        let a = &d.assessment;
         let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {kp} | {place} | {alpha} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             class_label(cr.k, names),
-            d.kp,
-            d.cut,
-            f2(d.alpha),
             f3(cr.baseline.beta),
             f3(cr.baseline.eta),
             f3(cr.baseline.zeta),
-            f2(d.gain),
-            f3(d.loss),
+            f2(g),
+            f3(l),
             f3(a.acc_b_other),
             f3(a.acc_ee),
             f3(a.acc_global),
