@@ -192,7 +192,17 @@ fn cand(gain: f64, loss: f64, viable: bool, cut: usize) -> Candidate {
         zeta: 0.0,
         accuracy: 0.0,
     };
-    let mut c = candidate(cut, "b", Kp::On, 1.0, counts, Assessment::of(&counts, &base), 1.0, 0.5, 0.0);
+    let mut c = candidate(
+        cut,
+        "b",
+        Kp::On,
+        1.0,
+        counts,
+        Assessment::of(&counts, &base),
+        1.0,
+        0.5,
+        0.0,
+    );
     c.gain = gain;
     c.loss = loss;
     c.viable = viable;
@@ -209,7 +219,10 @@ fn pareto_front_and_pick_by_gain_over_loss() {
         cand(1.5, 1.05, true, 4),  // front (smallest loss), ratio 1.43
     ];
     let pick = pareto_pick(&mut c);
-    assert_eq!(c.iter().map(|x| x.pareto).collect::<Vec<_>>(), [true, false, true, false, true]);
+    assert_eq!(
+        c.iter().map(|x| x.pareto).collect::<Vec<_>>(),
+        [true, false, true, false, true]
+    );
     // Ratios: 1.818, 1.5, 2.0, -, 1.43 → candidate 2.
     assert_eq!(pick, Some(2));
     let mut none = vec![cand(2.0, 1.0, false, 0)];
@@ -331,7 +344,11 @@ fn features(n: usize, seed: u64) -> Features {
         f.b_pred.push(y);
         f.pooled[0].extend([rng.random::<f32>(), rng.random::<f32>()]);
         let signal = if y == 1 { 5.0 } else { 0.0 };
-        f.pooled[1].extend([signal + rng.random::<f32>(), rng.random::<f32>(), 10.0 + rng.random::<f32>()]);
+        f.pooled[1].extend([
+            signal + rng.random::<f32>(),
+            rng.random::<f32>(),
+            10.0 + rng.random::<f32>(),
+        ]);
     }
     f
 }
@@ -398,7 +415,11 @@ fn write_idx(dir: &std::path::Path, prefix: &str, n: usize, seed: u32) {
             s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             // A bright row per class plus noise: class signal that even an untrained
             // backbone's pooled features carry a little of.
-            let v = if p / 28 == 2 + 2 * label as usize { 250 } else { (s >> 24) as u8 / 4 };
+            let v = if p / 28 == 2 + 2 * label as usize {
+                250
+            } else {
+                (s >> 24) as u8 / 4
+            };
             images.push(v);
         }
     }
@@ -471,7 +492,10 @@ fn cli_writes_tables_json_and_plot_and_the_pick_keeps_accuracy() {
         assert_eq!(c.candidates.len(), 6);
         for d in &c.candidates {
             // Viability is exactly eq. 5–7 plus a time gain.
-            assert_eq!(d.viable, d.assessment.keeps_accuracy() && d.assessment.gamma > 0.0 && d.gain > 1.0);
+            assert_eq!(
+                d.viable,
+                d.assessment.keeps_accuracy() && d.assessment.gamma > 0.0 && d.gain > 1.0
+            );
             // Loss is eq. 1 over t.
             assert!((d.loss - (r.times.t + d.e) / r.times.t).abs() < 1e-9);
         }
@@ -487,7 +511,10 @@ fn cli_writes_tables_json_and_plot_and_the_pick_keeps_accuracy() {
     assert_eq!(r.false_negatives[0].k, None);
     assert_eq!(r.false_negatives_split, "test");
     let md = std::fs::read_to_string(out.join("class-exit.md")).unwrap();
-    assert!(md.contains("Table 3") && md.contains("Table 4") && md.contains("Second exit"), "{md}");
+    assert!(
+        md.contains("Table 3") && md.contains("Table 4") && md.contains("Second exit"),
+        "{md}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }
 

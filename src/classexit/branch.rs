@@ -276,7 +276,10 @@ fn binary_accuracy(z: &[f32], labels: &[usize], classes: &[usize]) -> Vec<f64> {
             right[j] += ((row[j] > 0.0) == (y == c)) as usize;
         }
     }
-    right.into_iter().map(|r| r as f64 / labels.len().max(1) as f64).collect()
+    right
+        .into_iter()
+        .map(|r| r as f64 / labels.len().max(1) as f64)
+        .collect()
 }
 
 /// Trains branch `(cut, kp)` for `classes` on `train` and stops on `val` (seed §3.2: until the
@@ -294,7 +297,10 @@ pub fn train_branch(
 ) -> Result<Branch> {
     s.validate()?;
     if train.is_empty() || val.is_empty() {
-        return Err(Error::invalid("data", "the training and validation splits must not be empty"));
+        return Err(Error::invalid(
+            "data",
+            "the training and validation splits must not be empty",
+        ));
     }
     let d = train.width(cut, kp);
     let m = classes.len();

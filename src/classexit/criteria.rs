@@ -41,7 +41,10 @@ impl Counts {
     /// # Panics
     /// If the three slices differ in length (a programming error, never user input).
     pub fn tally(k: usize, labels: &[usize], b_pred: &[usize], exited: &[bool]) -> Self {
-        assert!(labels.len() == b_pred.len() && labels.len() == exited.len(), "one entry per sample");
+        assert!(
+            labels.len() == b_pred.len() && labels.len() == exited.len(),
+            "one entry per sample"
+        );
         let mut c = Counts {
             n: labels.len(),
             ..Counts::default()
@@ -178,5 +181,9 @@ impl Assessment {
 /// the first exit accepted (`|k| − tp_i − fp_i`); 0 when that is not positive.
 pub fn gamma_second(k: usize, first_exited: usize, second_exited: usize) -> f64 {
     let rest = k as i64 - first_exited as i64;
-    if rest <= 0 { 0.0 } else { second_exited as f64 / rest as f64 }
+    if rest <= 0 {
+        0.0
+    } else {
+        second_exited as f64 / rest as f64
+    }
 }

@@ -303,13 +303,21 @@ pub struct ClassExitReport {
 
 /// Runs the class-specific method on baseline `model` (its backbone and final classifier; any
 /// early exits it has are ignored) for every class of `cfg.classes`.
-pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, device: &Device) -> Result<ClassExitReport> {
+pub fn design(
+    model: &MultiExitModel,
+    data: Splits<'_>,
+    cfg: &ClassExitConfig,
+    device: &Device,
+) -> Result<ClassExitReport> {
     let arch = &model.arch;
     let backbone = &model.net.backbone;
     let n_classes = arch.description.classes;
     cfg.validate(n_classes)?;
     if data.train.is_empty() || data.val.is_empty() {
-        return Err(Error::invalid("data", "the training and validation splits must not be empty"));
+        return Err(Error::invalid(
+            "data",
+            "the training and validation splits must not be empty",
+        ));
     }
     let cuts = cfg.places.resolve(&arch.backbone, MacConvention::All)?;
     if cuts.is_empty() {
@@ -386,7 +394,17 @@ pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, d
             .map(|(b, p)| {
                 let (alpha, counts, a) = best_alpha(k, p, &val_split, &base, &cfg.alpha);
                 let e = times.e(b.cut, b.kp).expect("measured");
-                candidate(b.cut, &block_name(b.cut), b.kp, alpha, counts, a, times.t, times.delta[b.cut], e)
+                candidate(
+                    b.cut,
+                    &block_name(b.cut),
+                    b.kp,
+                    alpha,
+                    counts,
+                    a,
+                    times.t,
+                    times.delta[b.cut],
+                    e,
+                )
             })
             .collect();
         let chosen = pareto_pick(&mut candidates);
@@ -401,7 +419,9 @@ pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, d
                             candidates[a].gain / candidates[a].loss,
                             candidates[b].gain / candidates[b].loss,
                         );
-                        ra.partial_cmp(&rb).expect("finite").then(candidates[b].cut.cmp(&candidates[a].cut))
+                        ra.partial_cmp(&rb)
+                            .expect("finite")
+                            .then(candidates[b].cut.cmp(&candidates[a].cut))
                     })
             })
             .collect();
@@ -419,7 +439,16 @@ pub fn design(model: &MultiExitModel, data: Splits<'_>, cfg: &ClassExitConfig, d
                     .filter(|&j| candidates[j].cut > candidates[c].cut)
                     .map(scored)
                     .collect();
-                second_exit(k, &scored(c), candidates[c].alpha, &later, &val_split, &base, &cfg.alpha, times.t)
+                second_exit(
+                    k,
+                    &scored(c),
+                    candidates[c].alpha,
+                    &later,
+                    &val_split,
+                    &base,
+                    &cfg.alpha,
+                    times.t,
+                )
             }
             _ => None,
         };

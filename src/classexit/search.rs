@@ -42,7 +42,12 @@ impl std::fmt::Display for AlphaGrid {
 impl std::str::FromStr for AlphaGrid {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::invalid("alpha", format!("`{s}`: {why}; expected FROM:TO:STEP such as 0.95:1.0:0.01"));
+        let bad = |why: &str| {
+            Error::invalid(
+                "alpha",
+                format!("`{s}`: {why}; expected FROM:TO:STEP such as 0.95:1.0:0.01"),
+            )
+        };
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 3 {
             return Err(bad("three numbers separated by `:` needed"));
@@ -74,7 +79,10 @@ impl AlphaGrid {
         if ok {
             Ok(())
         } else {
-            Err(Error::invalid("alpha", format!("{self}: need 0 ≤ from ≤ to ≤ 1 and step > 0")))
+            Err(Error::invalid(
+                "alpha",
+                format!("{self}: need 0 ≤ from ≤ to ≤ 1 and step > 0"),
+            ))
         }
     }
 

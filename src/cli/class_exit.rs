@@ -95,7 +95,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .places
         .parse::<Placement>()
         .map_err(|e| anyhow::anyhow!("--places: {e}"))?;
-    cfg.alpha = a.alpha.parse::<AlphaGrid>().map_err(|e| anyhow::anyhow!("--alpha: {e}"))?;
+    cfg.alpha = a
+        .alpha
+        .parse::<AlphaGrid>()
+        .map_err(|e| anyhow::anyhow!("--alpha: {e}"))?;
     cfg.exits = a.exits;
     cfg.train.patience = a.patience;
     cfg.train.max_epochs = a.max_epochs;
@@ -107,12 +110,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // Bad options fail before the splits are read.
     cfg.validate(n_classes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Option<Vec<String>> = match &r.data {
-        RunSource::Trained(run) => run.data().ok().and_then(|d| d.train_set.class_names().map(<[String]>::to_vec)),
+        RunSource::Trained(run) => run
+            .data()
+            .ok()
+            .and_then(|d| d.train_set.class_names().map(<[String]>::to_vec)),
         RunSource::Interim(_) => None,
     };
     let train = r.split(SplitKind::Train)?;
     let val = r.split(SplitKind::Val)?;
-    let test = if a.no_test { None } else { Some(r.split(SplitKind::Test)?) };
+    let test = if a.no_test {
+        None
+    } else {
+        Some(r.split(SplitKind::Test)?)
+    };
     let report = design(
         &r.model,
         Splits {
@@ -131,9 +141,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (Some((kp, place, alpha)), Some((g, l, _))) => println!(
                 "class {}: KP={kp} i={place} α={alpha} gain {g:.2}× loss {l:.3}×{}",
                 c.k,
-                c.test
-                    .as_ref()
-                    .map_or(String::new(), |t| format!(" | test gain {:.2}× loss {:.3}×", t.gain, t.loss))
+                c.test.as_ref().map_or(String::new(), |t| format!(
+                    " | test gain {:.2}× loss {:.3}×",
+                    t.gain, t.loss
+                ))
             ),
             _ => println!("class {}: no viable design", c.k),
         }

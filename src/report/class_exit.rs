@@ -29,7 +29,10 @@ fn class_label(k: usize, names: Option<&[String]>) -> String {
 }
 
 fn holds(h: [bool; 3]) -> String {
-    h.iter().map(|&b| if b { "✓" } else { "✗" }).collect::<Vec<_>>().join("")
+    h.iter()
+        .map(|&b| if b { "✓" } else { "✗" })
+        .collect::<Vec<_>>()
+        .join("")
 }
 
 /// Mean gain and largest loss over the classes with a design, on validation and (if present)
