@@ -542,3 +542,34 @@ fn cli_rejects_bad_options_by_name() {
     }
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn from_json_rewrites_the_report_without_a_baseline() {
+    let root = std::env::temp_dir().join(format!("earlyexit-class-exit-json-{}", std::process::id()));
+    let run = tiny_run(&root);
+    let out = root.join("out");
+    let (ok, text) = earlyexit(&[
+        "class-exit",
+        "--baseline",
+        run.to_str().unwrap(),
+        "--class",
+        "3",
+        "--max-epochs",
+        "2",
+        "--timing-reps",
+        "1",
+        "--no-test",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    std::fs::remove_file(out.join("class-exit.md")).unwrap();
+    let json = out.join("class-exit.json");
+    let (ok, text) = earlyexit(&["class-exit", "--from-json", json.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let md = std::fs::read_to_string(out.join("class-exit.md")).unwrap();
+    assert!(md.contains("Table 2") && md.contains("{3}"), "{md}");
+    let (ok, text) = earlyexit(&["class-exit", "--from-json", root.join("nope.json").to_str().unwrap()]);
+    assert!(!ok && text.contains("nope.json"), "{text}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -299,6 +299,9 @@ pub struct ClassExitReport {
     pub false_negatives_split: String,
     /// Seconds per phase.
     pub seconds: PhaseSeconds,
+    /// Class names in label order, for the report (not set by [`design`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Runs the class-specific method on baseline `model` (its backbone and final classifier; any
@@ -588,6 +591,7 @@ pub fn design(
             timing: t_timing,
             search: t_search,
         },
+        class_names: None,
     })
 }
 

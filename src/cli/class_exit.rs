@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use earlyexit::classexit::{AlphaGrid, ClassExitConfig, Kp, Splits, design};
+use earlyexit::classexit::{AlphaGrid, ClassExitConfig, ClassExitReport, Kp, Splits, design};
 use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
 use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
@@ -16,11 +16,15 @@ use super::common::{RunSource, open};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The baseline B: a run folder written by `earlyexit train` (its exits, if any, are ignored).
-    #[arg(long)]
-    baseline: PathBuf,
+    #[arg(long, required_unless_present = "from_json")]
+    baseline: Option<PathBuf>,
     /// Target class k: a label, a comma list (`1,5,7`) or `all`.
-    #[arg(long = "class", value_name = "K")]
-    class: String,
+    #[arg(long = "class", value_name = "K", required_unless_present = "from_json")]
+    class: Option<String>,
+    /// Only write the tables and the plot again from a `class-exit.json` (into --out, default its
+    /// folder; class names from --baseline if the file has none); nothing is trained or measured.
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
     /// Connection type: `on` (dense branch over every earlier cut point), `off`, or `both`.
     #[arg(long, default_value = "both")]
     kp: String,
@@ -87,9 +91,27 @@ fn parse_kp(s: &str) -> anyhow::Result<Vec<Kp>> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let r = open(&a.baseline)?;
+    if let Some(json) = &a.from_json {
+        let text = std::fs::read(json).with_context(|| format!("cannot read {}", json.display()))?;
+        let mut report: ClassExitReport =
+            serde_json::from_slice(&text).with_context(|| format!("{} is not a class-exit report", json.display()))?;
+        if report.class_names.is_none()
+            && let Some(b) = &a.baseline
+        {
+            let run = earlyexit::run::Run::open(b)?;
+            report.class_names = run.data()?.train_set.class_names().map(<[String]>::to_vec);
+        }
+        let out = a
+            .out
+            .clone()
+            .or_else(|| json.parent().map(PathBuf::from))
+            .unwrap_or_default();
+        return print_and_write(&report, &out, started);
+    }
+    let baseline = a.baseline.clone().expect("required unless --from-json");
+    let r = open(&baseline)?;
     let n_classes = r.model.arch.description.classes;
-    let mut cfg = ClassExitConfig::new(parse_classes(&a.class, n_classes)?);
+    let mut cfg = ClassExitConfig::new(parse_classes(a.class.as_deref().unwrap_or("all"), n_classes)?);
     cfg.kp = parse_kp(&a.kp)?;
     cfg.places = a
         .places
@@ -123,7 +145,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         Some(r.split(SplitKind::Test)?)
     };
-    let report = design(
+    let mut report = design(
         &r.model,
         Splits {
             train: &train,
@@ -133,9 +155,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &cfg,
         &r.device,
     )?;
-    let out = a.out.unwrap_or_else(|| a.baseline.join("class-exit"));
-    let files = write_class_exit_report(&out, &report, names.as_deref())
-        .with_context(|| format!("writing the report to {}", out.display()))?;
+    report.class_names = names;
+    let out = a.out.unwrap_or_else(|| baseline.join("class-exit"));
+    print_and_write(&report, &out, started)
+}
+
+fn print_and_write(report: &ClassExitReport, out: &std::path::Path, started: Instant) -> anyhow::Result<()> {
+    let files =
+        write_class_exit_report(out, report).with_context(|| format!("writing the report to {}", out.display()))?;
     for c in &report.classes {
         match (design_label(c), c.design_figures()) {
             (Some((kp, place, alpha)), Some((g, l, _))) => println!(
@@ -149,8 +176,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             _ => println!("class {}: no viable design", c.k),
         }
     }
-    if let Some((g, l, _)) = summary(&report) {
-        println!("mean gain {g:.2}×, largest loss {l:.3}× (validation)");
+    if let Some(sm) = summary(report) {
+        println!(
+            "mean gain {:.2}×, largest loss {:.3}× (validation)",
+            sm.mean_gain, sm.max_loss
+        );
     }
     for f in files {
         println!("wrote {}", f.display());

@@ -35,9 +35,21 @@ fn holds(h: [bool; 3]) -> String {
         .join("")
 }
 
-/// Mean gain and largest loss over the classes with a design, on validation and (if present)
-/// test; `None` when no class has one.
-pub fn summary(r: &ClassExitReport) -> Option<(f64, f64, Option<(f64, f64)>)> {
+/// Mean gain and largest loss of the kept designs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DesignSummary {
+    /// Classes with a viable design.
+    pub designs: usize,
+    /// Mean gain on validation.
+    pub mean_gain: f64,
+    /// Largest loss on validation.
+    pub max_loss: f64,
+    /// Mean gain and largest loss on the test split, if evaluated.
+    pub test: Option<(f64, f64)>,
+}
+
+/// [`DesignSummary`] over the classes with a design; `None` when no class has one.
+pub fn summary(r: &ClassExitReport) -> Option<DesignSummary> {
     let figures: Vec<(f64, f64)> = r
         .classes
         .iter()
@@ -47,16 +59,18 @@ pub fn summary(r: &ClassExitReport) -> Option<(f64, f64, Option<(f64, f64)>)> {
         return None;
     }
     let n = figures.len() as f64;
-    let mean_gain = figures.iter().map(|f| f.0).sum::<f64>() / n;
-    let max_loss = figures.iter().map(|f| f.1).fold(0.0, f64::max);
     let tests: Vec<_> = r.classes.iter().filter_map(|c| c.test.as_ref()).collect();
-    let test = (!tests.is_empty()).then(|| {
-        (
-            tests.iter().map(|t| t.gain).sum::<f64>() / tests.len() as f64,
-            tests.iter().map(|t| t.loss).fold(0.0, f64::max),
-        )
-    });
-    Some((mean_gain, max_loss, test))
+    Some(DesignSummary {
+        designs: figures.len(),
+        mean_gain: figures.iter().map(|f| f.0).sum::<f64>() / n,
+        max_loss: figures.iter().map(|f| f.1).fold(0.0, f64::max),
+        test: (!tests.is_empty()).then(|| {
+            (
+                tests.iter().map(|t| t.gain).sum::<f64>() / tests.len() as f64,
+                tests.iter().map(|t| t.loss).fold(0.0, f64::max),
+            )
+        }),
+    })
 }
 
 /// `KP`, `i` and `α` of a class's design (`first/second` for two exits).
@@ -72,8 +86,9 @@ pub fn design_label(c: &ClassResult) -> Option<(String, String, String)> {
     })
 }
 
-/// The report as Markdown. `names` are class names in label order (optional).
-pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> String {
+/// The report as Markdown (class names from [`ClassExitReport::class_names`]).
+pub fn class_exit_markdown(r: &ClassExitReport) -> String {
+    let names = r.class_names.as_deref();
     let mut s = String::new();
     let c = &r.config;
     let _ = writeln!(s, "# Class-specific early exits on {} ({})\n", r.backbone, r.input);
@@ -98,8 +113,13 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
         s,
         "**gain** = `t / t''` (eq. 3 with the share `tp/|k|` of the samples of k that leave early: how many times faster a sample of k is on average); **loss** = `t' / t` (eq. 1: how many times slower a sample that does not leave is). Accuracies: eq. 5 (`B_V−k`), eq. 6 (`EE_i`, the branch's binary accuracy over V), eq. 7 (`EE_iG`, the design's accuracy on k); β, η, ζ are B's accuracy on V−k, on k and its precision on k (validation). A design is viable when eq. 5–7 hold and `t − t'' > 0`; the pick maximises gain/loss on the Pareto front (§3.4).\n"
     );
-    if let Some((g, l, test)) = summary(r) {
-        let designs = r.classes.iter().filter(|c| c.chosen.is_some()).count();
+    if let Some(DesignSummary {
+        designs,
+        mean_gain: g,
+        max_loss: l,
+        test,
+    }) = summary(r)
+    {
         let _ = write!(
             s,
             "**Summary:** {designs}/{} classes have a viable design; mean gain {g:.2}×, largest loss {l:.3}× (validation)",
@@ -236,6 +256,27 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
         }
     }
 
+    // Overall accuracy.
+    let _ = writeln!(
+        s,
+        "\nAccuracy over every class (not a criterion of the seed: a false positive at the exit counts as an error here, while eq. 5 leaves it out): B {:.2}% / {:.2}% (validation / test).\n\n| k | design, validation | design, test |\n|---|---|---|",
+        100.0 * r.baseline_accuracy[0],
+        100.0 * r.baseline_accuracy[1]
+    );
+    for cr in &r.classes {
+        if let Some((_, _, a)) = cr.design_figures() {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2}% | {} |",
+                class_label(cr.k, names),
+                100.0 * a.accuracy_all,
+                cr.test
+                    .as_ref()
+                    .map_or("–".into(), |t| format!("{:.2}%", 100.0 * t.assessment.accuracy_all))
+            );
+        }
+    }
+
     // Second exits.
     if c.exits == 2 {
         let _ = writeln!(
@@ -332,12 +373,13 @@ pub fn class_exit_markdown(r: &ClassExitReport, names: Option<&[String]>) -> Str
 
 /// Writes `class-exit.json`, `class-exit.md` and `gain-loss.png`/`.svg` into `dir`; returns the
 /// paths.
-pub fn write_class_exit_report(dir: &Path, r: &ClassExitReport, names: Option<&[String]>) -> Result<Vec<PathBuf>> {
+pub fn write_class_exit_report(dir: &Path, r: &ClassExitReport) -> Result<Vec<PathBuf>> {
+    let names = r.class_names.as_deref();
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
     let json = dir.join("class-exit.json");
     write_atomic(&json, &serde_json::to_vec_pretty(r).expect("serialisable"))?;
     let md = dir.join("class-exit.md");
-    write_atomic(&md, class_exit_markdown(r, names).as_bytes())?;
+    write_atomic(&md, class_exit_markdown(r).as_bytes())?;
     let panels: Vec<GainLossPanel> = r
         .classes
         .iter()
