@@ -577,7 +577,8 @@ pub fn gain_loss_panels(stem: &Path, title: &str, panels: &[GainLossPanel]) -> R
         top.draw(&item(x + 24, "Pareto front (viable)")).map_err(err)?;
         x += 205;
         top.draw(&TriangleMarker::new((x, y), 9, BLACK.filled())).map_err(err)?;
-        top.draw(&item(x + 14, "pick (max gain/loss)")).map_err(err)?;
+        top.draw(&item(x + 14, "pick (max gain/loss; Table 3 may add a 2nd exit)"))
+            .map_err(err)?;
         let areas = body.split_evenly((rows, cols));
         for (p, area) in panels.iter().zip(areas.iter()) {
             let (x0, x1) = range(p.points.iter().map(|q| q.loss).chain([1.0]), 0.08, None, None);
