@@ -27,6 +27,7 @@
 pub use earlyexit_data as data;
 
 pub mod bench;
+pub mod classexit;
 pub mod device;
 pub mod error;
 pub mod infer;

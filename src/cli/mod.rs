@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod calibrate;
+mod class_exit;
 #[cfg(feature = "serve")]
 mod classify;
 mod common;
@@ -70,6 +71,9 @@ enum Command {
     Report(report::Args),
     /// Check which exits pay for themselves (survey eq. 4, eq. 5) and optionally drop the others.
     PruneExits(prune_exits::Args),
+    /// Class-specific early exits on a frozen baseline: where an exit for class k saves most time
+    /// while B keeps its accuracy for every class.
+    ClassExit(class_exit::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -98,5 +102,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(a) => sweep::run(a),
         Command::Report(a) => report::run(a),
         Command::PruneExits(a) => prune_exits::run(a),
+        Command::ClassExit(a) => class_exit::run(a),
     }
 }

@@ -21,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod class_exit;
 pub mod plot;
 
 use std::fmt::Write as _;

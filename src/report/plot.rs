@@ -502,3 +502,147 @@ pub fn score_histograms(stem: &Path, title: &str, score_label: &str, exits: &[Sc
         |a| go(a, title, score_label, exits),
     )
 }
+
+/// One design of the class-specific search, as a point of the gain–loss plot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GainLossPoint {
+    /// Loss for the other classes, `t' / t` (×).
+    pub loss: f64,
+    /// Gain for the target class, `t / t''` (×).
+    pub gain: f64,
+    /// Connection type KP=On (dense branch) rather than Off.
+    pub kp_on: bool,
+    /// Keeps B's accuracy (eq. 5–7) and saves time.
+    pub viable: bool,
+    /// On the Pareto front of the viable designs.
+    pub pareto: bool,
+    /// The pick.
+    pub chosen: bool,
+}
+
+/// One target class's panel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GainLossPanel {
+    /// Panel title.
+    pub title: String,
+    /// Every candidate design.
+    pub points: Vec<GainLossPoint>,
+}
+
+/// Gain for the target class against loss for the others, one panel per target class, every
+/// candidate design as a point (KP=On and KP=Off apart, non-viable ones hollow), the Pareto
+/// front of the viable ones as a line and the pick as a large triangle.
+pub fn gain_loss_panels(stem: &Path, title: &str, panels: &[GainLossPanel]) -> Result<Vec<PathBuf>> {
+    let cols = panels.len().clamp(1, 5);
+    let rows = panels.len().div_ceil(cols).max(1);
+    let (pw, ph, header) = (400u32, 380u32, 96u32);
+    let size = (pw * cols as u32, header + ph * rows as u32);
+    let on = PALETTE[0];
+    let off = PALETTE[1];
+    let grey = RGBColor(150, 150, 150);
+    fn go<DB: DrawingBackend>(
+        a: &DrawingArea<DB, Shift>,
+        title: &str,
+        panels: &[GainLossPanel],
+        cols: usize,
+        rows: usize,
+        header: u32,
+        colors: (RGBColor, RGBColor, RGBColor),
+    ) -> DrawResult<()> {
+        let (on, off, grey) = colors;
+        a.fill(&WHITE).map_err(err)?;
+        let (top, body) = a.split_vertically(header);
+        top.draw(&Text::new(
+            title.to_string(),
+            (16, 10),
+            (FONT, 24).into_font().style(FontStyle::Bold).color(&BLACK),
+        ))
+        .map_err(err)?;
+        // Legend strip.
+        let y = 62;
+        let mut x = 20;
+        let item = |x: i32, label: &str| Text::new(label.to_string(), (x, y - 9), (FONT, 16).into_font().color(&BLACK));
+        top.draw(&Circle::new((x, y), 6, on.filled())).map_err(err)?;
+        top.draw(&item(x + 12, "KP=On, viable")).map_err(err)?;
+        x += 150;
+        top.draw(&Circle::new((x, y), 6, off.filled())).map_err(err)?;
+        top.draw(&item(x + 12, "KP=Off, viable")).map_err(err)?;
+        x += 155;
+        top.draw(&Circle::new((x, y), 6, grey.stroke_width(2))).map_err(err)?;
+        top.draw(&item(x + 12, "not viable (eq. 5–7 fail or no time gain)"))
+            .map_err(err)?;
+        x += 365;
+        top.draw(&PathElement::new(vec![(x - 8, y), (x + 18, y)], BLACK.stroke_width(2)))
+            .map_err(err)?;
+        top.draw(&item(x + 24, "Pareto front (viable)")).map_err(err)?;
+        x += 205;
+        top.draw(&TriangleMarker::new((x, y), 9, BLACK.filled())).map_err(err)?;
+        top.draw(&item(x + 14, "pick (max gain/loss; Table 3 may add a 2nd exit)"))
+            .map_err(err)?;
+        let areas = body.split_evenly((rows, cols));
+        for (p, area) in panels.iter().zip(areas.iter()) {
+            let (x0, x1) = range(p.points.iter().map(|q| q.loss).chain([1.0]), 0.08, None, None);
+            let (y0, y1) = range(p.points.iter().map(|q| q.gain).chain([1.0]), 0.08, Some(0.0), None);
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, (FONT, 18))
+                .margin(10)
+                .x_label_area_size(44)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("loss for V−k, t'/t (×)")
+                .y_desc("gain for k, t/t'' (×)")
+                .x_labels(5)
+                .y_labels(6)
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(err)?;
+            // B itself: gain 1, loss 1.
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x0, 1.0), (x1, 1.0)],
+                    RGBColor(200, 200, 200).stroke_width(1),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    p.points
+                        .iter()
+                        .filter(|q| !q.viable)
+                        .map(|q| Circle::new((q.loss, q.gain), 4, grey.stroke_width(1))),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(p.points.iter().filter(|q| q.viable).map(|q| {
+                    let c = if q.kp_on { on } else { off };
+                    Circle::new((q.loss, q.gain), 5, c.filled())
+                }))
+                .map_err(err)?;
+            let mut front: Vec<(f64, f64)> = p.points.iter().filter(|q| q.pareto).map(|q| (q.loss, q.gain)).collect();
+            front.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("finite"));
+            chart
+                .draw_series(std::iter::once(PathElement::new(front, BLACK.stroke_width(2))))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    p.points
+                        .iter()
+                        .filter(|q| q.chosen)
+                        .map(|q| TriangleMarker::new((q.loss, q.gain), 10, BLACK.filled())),
+                )
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+    let colors = (on, off, grey);
+    both(
+        stem,
+        size,
+        |a| go(a, title, panels, cols, rows, header, colors),
+        |a| go(a, title, panels, cols, rows, header, colors),
+    )
+}

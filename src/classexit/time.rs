@@ -1,0 +1,151 @@
+//! The time model of the class-specific method (seed eq. 1–3 and 8–12) and the measurement of
+//! its inputs on this machine.
+//!
+//! `t` is B's time for one sample, `δ_i` the time of B up to cut point `i`, `e_i` the branch's
+//! time. The seed measures wall-clock time at batch 1, so do we: every figure is the best of
+//! `reps` timed runs, interleaved so that a burst of load from other processes hits every
+//! quantity alike.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::branch::{Kp, branch_pool};
+use crate::model::{Backbone, Shape};
+
+/// Eq. 1: the longest time of a design, `t'_i = t + e_i` (a sample that does not leave early).
+pub fn t_max(t: f64, e: f64) -> f64 {
+    t + e
+}
+
+/// Eq. 3: the mean time when a share `rate` of the samples leaves at the exit after cut `i`,
+/// `t''_i = (1 − γ)(t − δ_i) + δ_i + e_i`.
+pub fn t_mean(t: f64, delta: f64, e: f64, rate: f64) -> f64 {
+    (1.0 - rate) * (t - delta) + delta + e
+}
+
+/// Eq. 11: the mean time with a second exit after cut `j > i`,
+/// `t̂'' = (1 − γ_i)((1 − γ_j)((t − δ_i) − δ_j) + δ_j + e_j) + δ_i + e_i`, where `delta_j` is the
+/// time of B **from** `i` to `j` (eq. 9 splits `t − δ_i` into `(t − δ_i) − δ_j` and `δ_j`) and
+/// `rate_j` the share of the samples that reach `j` which leave there.
+pub fn t_mean_two(t: f64, delta_i: f64, e_i: f64, rate_i: f64, delta_j: f64, e_j: f64, rate_j: f64) -> f64 {
+    (1.0 - rate_i) * ((1.0 - rate_j) * ((t - delta_i) - delta_j) + delta_j + e_j) + delta_i + e_i
+}
+
+/// Gain (Table 2): how many times faster than B a sample is on average, `t / t''`.
+pub fn gain(t: f64, t_mean: f64) -> f64 {
+    t / t_mean
+}
+
+/// Loss (Table 2): how many times slower than B a sample that does not leave early is, `t' / t`.
+pub fn loss(t: f64, t_max: f64) -> f64 {
+    t_max / t
+}
+
+/// Measured times in seconds, batch 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Times {
+    /// `t`: B end to end (every block, its classifier, the answer read back).
+    pub t: f64,
+    /// `δ_i` for every cut point `i` (blocks `0..=i`).
+    pub delta: Vec<f64>,
+    /// `e_i` for every measured branch, keyed `"{cut}-{kp}"` ([`Times::key`]).
+    pub branch: BTreeMap<String, f64>,
+    /// Timed runs per figure (the best is kept).
+    pub reps: usize,
+}
+
+impl Times {
+    /// The key of branch `(cut, kp)` in [`Times::branch`].
+    pub fn key(cut: usize, kp: Kp) -> String {
+        format!("{cut}-{kp}")
+    }
+
+    /// `e_i` of branch `(cut, kp)`, if measured.
+    pub fn e(&self, cut: usize, kp: Kp) -> Option<f64> {
+        self.branch.get(&Self::key(cut, kp)).copied()
+    }
+}
+
+fn best(v: &mut f64, started: Instant) {
+    *v = v.min(started.elapsed().as_secs_f64());
+}
+
+/// Times B, its prefixes up to every cut point, and branch `(cut, kp)` for every entry of
+/// `branches` ([`branch_pool`] at `grid`, a dense layer with one output, then σ, the decision
+/// read back),
+/// on one random input of shape `input`. Weights of the branch do not change its time, so random
+/// ones are used.
+pub fn measure(
+    backbone: &Backbone,
+    input: Shape,
+    branches: &[(usize, Kp)],
+    reps: usize,
+    grid: usize,
+    device: &Device,
+) -> Times {
+    let x = Tensor::<4>::random([1, input.c, input.h, input.w], Distribution::Default, device);
+    let cuts = backbone.blocks.len().saturating_sub(1);
+    // The features at every cut point, for the branch timings.
+    let mut feats = Vec::with_capacity(cuts);
+    let mut h = x.clone();
+    for b in &backbone.blocks[..cuts] {
+        h = b.forward(h);
+        feats.push(h.clone());
+    }
+    let widths: Vec<usize> = feats.iter().map(|f| branch_pool(f.clone(), grid).dims()[1]).collect();
+    let heads: Vec<(Tensor<2>, Tensor<1>)> = branches
+        .iter()
+        .map(|&(cut, kp)| {
+            let width = match kp {
+                Kp::Off => widths[cut],
+                Kp::On => widths[..=cut].iter().sum(),
+            };
+            (
+                Tensor::<2>::random([width, 1], Distribution::Default, device),
+                Tensor::<1>::random([1], Distribution::Default, device),
+            )
+        })
+        .collect();
+    let mut t = f64::INFINITY;
+    let mut delta = vec![f64::INFINITY; cuts];
+    let mut e = vec![f64::INFINITY; branches.len()];
+    for _ in 0..reps.max(1) + 1 {
+        let s = Instant::now();
+        let logits = backbone.forward(x.clone());
+        let _ = logits.into_data();
+        best(&mut t, s);
+        for (i, d) in delta.iter_mut().enumerate() {
+            let s = Instant::now();
+            let mut h = x.clone();
+            for b in &backbone.blocks[..=i] {
+                h = b.forward(h);
+            }
+            let _ = h.sum().into_scalar::<f32>();
+            best(d, s);
+        }
+        for ((&(cut, kp), (w, b)), ei) in branches.iter().zip(&heads).zip(e.iter_mut()) {
+            let s = Instant::now();
+            let parts: Vec<Tensor<2>> = match kp {
+                Kp::Off => vec![branch_pool(feats[cut].clone(), grid)],
+                Kp::On => feats[..=cut].iter().map(|f| branch_pool(f.clone(), grid)).collect(),
+            };
+            let z = Tensor::cat(parts, 1).matmul(w.clone()) + b.clone().unsqueeze::<2>();
+            let _ = sigmoid(z).into_scalar::<f32>();
+            best(ei, s);
+        }
+    }
+    Times {
+        t,
+        delta,
+        branch: branches
+            .iter()
+            .zip(e)
+            .map(|(&(cut, kp), v)| (Times::key(cut, kp), v))
+            .collect(),
+        reps: reps.max(1),
+    }
+}
