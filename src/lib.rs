@@ -26,7 +26,6 @@ pub use earlyexit_data as data;
 pub mod bench;
 pub mod error;
 pub mod infer;
-pub mod interim;
 pub mod model;
 pub mod quickstart;
 pub mod report;
