@@ -23,4 +23,6 @@ for r in eenet8-mnist-v2-l0.5 eenet8-mnist-v2-l0.75 eenet8-mnist-v2-l1.0 eenet8-
   calibrate_eval "$r"
   cp "runs/$r/wall_seconds" "$J/$r-wall_seconds.txt"
 done
+# Plots (trade-off, exit distribution, confidence histograms, training curves) of the λ = 1 run.
+"$E" report --run runs/eenet8-mnist-v2-l1.0 --out experiments/reports/eenet8-mnist-v2-l1.0
 python3 experiments/tables.py eenet8-mnist
