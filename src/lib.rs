@@ -31,7 +31,6 @@ pub mod classexit;
 pub mod device;
 pub mod error;
 pub mod infer;
-pub mod interim;
 pub mod model;
 pub mod perf;
 pub mod quickstart;

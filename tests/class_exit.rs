@@ -442,14 +442,25 @@ fn tiny_run(root: &std::path::Path) -> std::path::PathBuf {
     let data = root.join("data");
     let run = root.join("run");
     std::fs::create_dir_all(&data).unwrap();
-    write_idx(&data, "train", 400, 7);
+    // 1800 official training images: the MNIST split holds out 1/12 (150) for validation.
+    write_idx(&data, "train", 1800, 7);
     write_idx(&data, "t10k", 200, 9);
     let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "none".parse().unwrap());
     let device = Device::flex();
     device.seed(3);
     let net = desc.resolve().unwrap().init(&device);
     earlyexit::model::io::save_model(&run, &desc, &net).unwrap();
-    earlyexit::interim::RunData { dir: data, val: 150 }.write(&run).unwrap();
+    // The run's configuration, as `earlyexit train` writes it (an untrained baseline is enough).
+    std::fs::write(
+        run.join(earlyexit::train::CONFIG_FILE),
+        format!(
+            "seed = 3\nepochs = 1\n\n[model]\nbackbone = \"eenet8\"\ninput = \"1x28x28\"\nclasses = 10\n\
+             exits = \"none\"\n\n[data]\ndataset = \"mnist\"\ndir = {:?}\nbatch_size = 32\n\n\
+             [objective]\nkind = \"joint\"\n\n[optimizer]\nkind = \"adam\"\nlr = 0.001\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
     run
 }
 

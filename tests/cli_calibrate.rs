@@ -1,13 +1,12 @@
-//! The run-folder commands end to end on a tiny run whose **test files are corrupt**:
-//! calibration, sweeps on validation and exit pruning must still work, because they never read
-//! the test split; `eval --split test` must fail on them.
+//! The run-folder commands end to end on a tiny run made by `earlyexit train` whose **test files
+//! are corrupted after training**: calibration, sweeps on validation and exit pruning must still
+//! work, because they never read the test split; `eval --split test` must fail on them.
 
 use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::Device;
-use earlyexit::interim::RunData;
-use earlyexit::model::{ModelDescription, Shape, io};
+use earlyexit::model::io;
 
 fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
     let mut images = vec![0, 0, 8, 3];
@@ -53,21 +52,34 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     let data = root.join("data");
     let run = root.join("run");
     std::fs::create_dir_all(&data).unwrap();
-    write_idx(&data, "train", 300, 7);
-    // Corrupt test files: any read of the test split fails.
+    // 1200 official training samples: the MNIST split holds out 1/12 of them (100) for validation.
+    write_idx(&data, "train", 1200, 7);
+    write_idx(&data, "t10k", 50, 9);
+    let config = root.join("tiny.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed = 3\nepochs = 1\n\n[model]\nbackbone = \"eenet8\"\ninput = \"1x28x28\"\nclasses = 10\n\
+             exits = \"cuts:1,2\"\n\n[data]\ndataset = \"mnist\"\ndir = {:?}\nbatch_size = 32\n\
+             train_limit = 256\neval_batch_size = 100\n\n[objective]\nkind = \"joint\"\n\n\
+             [optimizer]\nkind = \"adam\"\nlr = 0.001\n\n[checkpoint]\nevery_secs = 0\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = earlyexit(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(ok, "{out}");
+    // Corrupt test files: from now on any read of the test split fails.
     std::fs::write(data.join("t10k-images-idx3-ubyte"), b"corrupt").unwrap();
     std::fs::write(data.join("t10k-labels-idx1-ubyte"), b"corrupt").unwrap();
-    let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:1,2".parse().unwrap());
     let device = Device::flex();
-    device.seed(3);
-    let net = desc.resolve().unwrap().init(&device);
-    io::save_model(&run, &desc, &net).unwrap();
-    RunData {
-        dir: data.clone(),
-        val: 100,
-    }
-    .write(&run)
-    .unwrap();
     let r = run.to_str().unwrap();
 
     let (ok, out) = earlyexit(&[
@@ -108,7 +120,7 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     // The pruned folder is a loadable model whose exits are a subset of the original's.
     let (arch, _) = io::load_model(&pruned, &device).unwrap();
     assert!(arch.cuts.iter().all(|c| [1, 2].contains(c)), "{:?}", arch.cuts);
-    assert!(pruned.join("data.json").exists() && pruned.join("policy.json").exists());
+    assert!(pruned.join("config.toml").exists() && pruned.join("policy.json").exists());
 
     // `eval` on validation picks up policy.json and reports the required JSON fields.
     let (ok, out) = earlyexit(&[

@@ -10,7 +10,7 @@ use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
 use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
 
-use super::common::{RunSource, open};
+use super::common::open;
 
 /// Arguments of `class-exit`.
 #[derive(clap::Args, Debug)]
@@ -131,13 +131,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.grid = a.grid;
     // Bad options fail before the splits are read.
     cfg.validate(n_classes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: Option<Vec<String>> = match &r.data {
-        RunSource::Trained(run) => run
-            .data()
-            .ok()
-            .and_then(|d| d.train_set.class_names().map(<[String]>::to_vec)),
-        RunSource::Interim(_) => None,
-    };
+    let names: Option<Vec<String>> = r
+        .run
+        .data()
+        .ok()
+        .and_then(|d| d.train_set.class_names().map(<[String]>::to_vec));
     let train = r.split(SplitKind::Train)?;
     let val = r.split(SplitKind::Val)?;
     let test = if a.no_test {

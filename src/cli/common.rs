@@ -5,17 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::Device;
 use earlyexit::device::DeviceSpec;
-use earlyexit::infer::{Calibration, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
-use earlyexit::interim::RunData;
+use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
 use earlyexit::model::io;
 use earlyexit::run::Run;
-use earlyexit::train::DataSplit;
+use earlyexit::train::{DataSplit, RunData};
 
 /// `--run DIR` (and `--device`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArg {
-    /// The run folder (runs/NAME) written by `earlyexit train` (or one with model.json,
-    /// weights.safetensors and an IDX `data.json`).
+    /// The run folder (runs/NAME) written by `earlyexit train`.
     #[arg(long)]
     pub run: PathBuf,
     #[command(flatten)]
@@ -53,18 +51,64 @@ pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     s.parse::<DeviceSpec>().map_err(|e| e.to_string())
 }
 
+/// `--run`, `--split` and `--policy`: what `eval` and `report` measure.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MeasureArgs {
+    #[command(flatten)]
+    pub run: RunArg,
+    /// Split to measure on: val or test (thresholds always come from validation).
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    pub split: SplitKind,
+    /// Exit policy (default: the run's calibrated policy.json).
+    #[arg(long, value_parser = parse_policy)]
+    pub policy: Option<Policy>,
+}
+
+impl MeasureArgs {
+    /// The opened run (on `--device`) and the policy to measure (`--policy`, else the run's).
+    pub fn open(&self) -> anyhow::Result<(Opened, Policy)> {
+        let r = self.run.open()?;
+        let policy = r.policy(self.policy.as_ref())?;
+        Ok((r, policy))
+    }
+}
+
+/// `--timing-samples` and `--large-batch`: the wall-clock measurement of `eval` and `report`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TimingArgs {
+    /// Samples timed one at a time (batch 1).
+    #[arg(long, default_value_t = 300)]
+    pub timing_samples: usize,
+    /// The large timing batch.
+    #[arg(long, default_value_t = 256)]
+    pub large_batch: usize,
+}
+
+impl TimingArgs {
+    /// Evaluation options with these timings (the large batch timed on at least 2048 samples).
+    pub fn options(&self) -> EvalOptions {
+        EvalOptions {
+            timing_samples: self.timing_samples,
+            large_batch: self.large_batch,
+            large_batch_samples: (8 * self.large_batch).max(2048),
+            ..EvalOptions::default()
+        }
+    }
+}
+
+/// The folder name of a run, for labels.
+pub fn run_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// A loaded run.
 pub struct Opened {
     pub dir: PathBuf,
     pub model: MultiExitModel,
-    pub data: RunSource,
+    pub run: Box<Run>,
     pub device: Device,
-}
-
-/// Where a run's splits come from: a training run's config, or an IDX `data.json` record.
-pub enum RunSource {
-    Trained(Box<Run>),
-    Interim(RunData),
 }
 
 /// Opens a run on the CPU (commands without `--device`).
@@ -77,17 +121,11 @@ pub fn open(dir: &Path) -> anyhow::Result<Opened> {
 pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
     let (arch, net) =
         io::load_model(dir, &device).with_context(|| format!("cannot load the model of run {}", dir.display()))?;
-    let data = if dir.join(earlyexit::train::CONFIG_FILE).exists() {
-        RunSource::Trained(Box::new(Run::open(dir)?))
-    } else {
-        RunSource::Interim(
-            RunData::read(dir).with_context(|| format!("run {} has no config.toml nor data.json", dir.display()))?,
-        )
-    };
+    let run = Box::new(Run::open(dir)?);
     Ok(Opened {
         dir: dir.to_path_buf(),
         model: MultiExitModel { arch, net },
-        data,
+        run,
         device,
     })
 }
@@ -95,30 +133,30 @@ pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
 impl Opened {
     pub fn split(&self, kind: SplitKind) -> anyhow::Result<InMemorySplit> {
         let ctx = || format!("cannot read the {kind} split of run {}", self.dir.display());
-        match &self.data {
-            RunSource::Interim(d) => d.split(kind).with_context(ctx),
-            RunSource::Trained(run) => {
-                let data = run.data().with_context(ctx)?;
-                let split = match kind {
-                    SplitKind::Train => DataSplit::Train,
-                    SplitKind::Val => DataSplit::Val,
-                    SplitKind::Test => DataSplit::Test,
-                };
-                let loader = run.loader(&data, split, 512).with_context(ctx)?;
-                let mut out = InMemorySplit {
-                    kind,
-                    shape: [0; 3],
-                    images: Vec::new(),
-                    labels: Vec::new(),
-                };
-                for b in loader.epoch(0) {
-                    out.shape = b.shape;
-                    out.images.extend_from_slice(&b.images);
-                    out.labels.extend(b.labels.iter().map(|&l| l as usize));
-                }
-                Ok(out)
-            }
+        // Only `--split test` opens the test files: calibration, sweeps and pruning never do.
+        let data = match kind {
+            SplitKind::Test => self.run.data(),
+            _ => RunData::load_without_test(&self.run.config.data),
         }
+        .with_context(ctx)?;
+        let split = match kind {
+            SplitKind::Train => DataSplit::Train,
+            SplitKind::Val => DataSplit::Val,
+            SplitKind::Test => DataSplit::Test,
+        };
+        let loader = self.run.loader(&data, split, 512).with_context(ctx)?;
+        let mut out = InMemorySplit {
+            kind,
+            shape: [0; 3],
+            images: Vec::new(),
+            labels: Vec::new(),
+        };
+        for b in loader.epoch(0) {
+            out.shape = b.shape;
+            out.images.extend_from_slice(&b.images);
+            out.labels.extend(b.labels.iter().map(|&l| l as usize));
+        }
+        Ok(out)
     }
 
     pub fn calibration(&self) -> anyhow::Result<Option<Calibration>> {

@@ -8,7 +8,7 @@ use earlyexit::infer::{ExitTable, POLICY_FILE, Policy, SplitKind, prune_plan};
 use earlyexit::model::io;
 use earlyexit::report::prune_markdown;
 
-use super::common::{RunArg, RunSource, parse_policy};
+use super::common::{RunArg, parse_policy};
 
 /// Arguments of `prune-exits`.
 #[derive(clap::Args, Debug)]
@@ -52,14 +52,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let arch = r.model.arch.retain_exits(&plan.keep)?;
         let net = r.model.net.clone().retain_exits(&plan.keep)?;
         io::save_model(&out, &arch.description, &net).with_context(|| format!("writing {}", out.display()))?;
-        match &r.data {
-            RunSource::Interim(d) => d.write(&out)?,
-            RunSource::Trained(run) => {
-                let mut cfg = run.config.clone();
-                cfg.model = arch.description.clone();
-                io::write_atomic(&out.join(earlyexit::train::CONFIG_FILE), cfg.to_toml().as_bytes())?;
-            }
-        }
+        let mut cfg = r.run.config.clone();
+        cfg.model = arch.description.clone();
+        io::write_atomic(&out.join(earlyexit::train::CONFIG_FILE), cfg.to_toml().as_bytes())?;
         if let Some(mut cal) = r.calibration()? {
             cal.policy = plan.pruned_policy.clone();
             cal.validation = plan.after.clone();

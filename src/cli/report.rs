@@ -2,22 +2,16 @@
 
 use std::path::PathBuf;
 
-use earlyexit::infer::{EvalOptions, ExitTable, Policy, SplitKind, evaluate};
+use earlyexit::infer::{ExitTable, SplitKind, evaluate};
 use earlyexit::report::{ReportInputs, write_report};
 
-use super::common::{RunArg, open_on, parse_policy, parse_split};
+use super::common::{MeasureArgs, TimingArgs, open_on, run_name};
 
 /// Arguments of `report`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    run: RunArg,
-    /// Split the figures are measured on (thresholds always come from validation).
-    #[arg(long, default_value = "test", value_parser = parse_split)]
-    split: SplitKind,
-    /// Exit policy (default: the run's calibrated policy.json).
-    #[arg(long, value_parser = parse_policy)]
-    policy: Option<Policy>,
+    target: MeasureArgs,
     /// Output folder (default: RUN/report).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -25,28 +19,18 @@ pub struct Args {
     /// same split, relative cost 1).
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Samples timed one at a time.
-    #[arg(long, default_value_t = 300)]
-    timing_samples: usize,
+    #[command(flatten)]
+    timing: TimingArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = a.run.open()?;
-    let policy = r.policy(a.policy.as_ref())?;
+    let (r, policy) = a.target.open()?;
+    let split = a.target.split;
     let val = ExitTable::collect(&r.model, &r.split(SplitKind::Val)?, 256, &r.device)?;
-    let data = r.split(a.split)?;
+    let data = r.split(split)?;
     let table = ExitTable::collect(&r.model, &data, 256, &r.device)?;
-    let opts = EvalOptions {
-        timing_samples: a.timing_samples,
-        ..EvalOptions::default()
-    };
-    let eval = evaluate(&r.model, &data, &policy, &opts, &r.device)?;
-    let name = r
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut inputs = ReportInputs::simulated(&name, &val, &table, policy, r.calibration()?, Some(eval))?;
+    let eval = evaluate(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
+    let mut inputs = ReportInputs::simulated(&run_name(&r.dir), &val, &table, policy, r.calibration()?, Some(eval))?;
     inputs.metrics = std::fs::read_to_string(r.dir.join("metrics.jsonl")).ok();
     inputs.extra = Some(format!(
         "## Model\n\n```text\n{}```\n",
@@ -54,12 +38,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     ));
     if let Some(b) = &a.baseline {
         let base = open_on(b, r.device.clone())?;
-        let t = ExitTable::collect(&base.model, &base.split(a.split)?, 256, &base.device)?;
+        let t = ExitTable::collect(&base.model, &base.split(split)?, 256, &base.device)?;
         let acc = t.full_accuracy();
-        let label = b
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let label = run_name(b);
         inputs.marks.push(earlyexit::report::plot::Mark {
             label: format!("{label} (trained without exits)"),
             x: 1.0,
@@ -69,7 +50,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{}\n## Baseline\n\n`{label}`, trained without exits: {:.2} % on {}.\n",
             inputs.extra.take().unwrap_or_default(),
             100.0 * acc,
-            a.split
+            split
         ));
     }
     let out = a.out.unwrap_or_else(|| r.dir.join("report"));

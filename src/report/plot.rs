@@ -238,39 +238,30 @@ fn line_chart<DB: DrawingBackend>(
 /// Accuracy against relative cost: curves (threshold sweeps, budget curves) and marked
 /// points (the calibrated policy, the full network).
 pub fn tradeoff(stem: &Path, title: &str, curves: &[Series], marks: &[Mark]) -> Result<Vec<PathBuf>> {
-    let x = "relative cost (mean MACs per sample / plain network MACs)";
-    let y = "accuracy (%)";
+    fn go<DB: DrawingBackend>(
+        a: &DrawingArea<DB, Shift>,
+        title: &str,
+        curves: &[Series],
+        marks: &[Mark],
+    ) -> DrawResult<()> {
+        a.fill(&WHITE).map_err(err)?;
+        line_chart(
+            a,
+            title,
+            "relative cost (mean MACs per sample / plain network MACs)",
+            "accuracy (%)",
+            curves,
+            marks,
+            Some(0.0),
+            SeriesLabelPosition::LowerRight,
+            true,
+        )
+    }
     both(
         stem,
         (960, 640),
-        |a| {
-            a.fill(&WHITE).map_err(err)?;
-            line_chart(
-                a,
-                title,
-                x,
-                y,
-                curves,
-                marks,
-                Some(0.0),
-                SeriesLabelPosition::LowerRight,
-                true,
-            )
-        },
-        |a| {
-            a.fill(&WHITE).map_err(err)?;
-            line_chart(
-                a,
-                title,
-                x,
-                y,
-                curves,
-                marks,
-                Some(0.0),
-                SeriesLabelPosition::LowerRight,
-                true,
-            )
-        },
+        |a| go(a, title, curves, marks),
+        |a| go(a, title, curves, marks),
     )
 }
 
@@ -451,28 +442,21 @@ pub fn score_histograms(stem: &Path, title: &str, score_label: &str, exits: &[Sc
                 .draw()
                 .map_err(err)?;
             let w = 1.0 / BINS as f64;
-            let green = PALETTE[2];
-            let red = PALETTE[1];
-            chart
-                .draw_series(hc.iter().enumerate().map(|(b, &c)| {
-                    Rectangle::new(
-                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
-                        green.mix(0.55).filled(),
-                    )
-                }))
-                .map_err(err)?
-                .label(format!("correct ({})", e.correct.len()))
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], green.mix(0.55).filled()));
-            chart
-                .draw_series(hw.iter().enumerate().map(|(b, &c)| {
-                    Rectangle::new(
-                        [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
-                        red.mix(0.55).filled(),
-                    )
-                }))
-                .map_err(err)?
-                .label(format!("wrong ({})", e.wrong.len()))
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], red.mix(0.55).filled()));
+            for (counts, color, label) in [
+                (&hc, PALETTE[2], format!("correct ({})", e.correct.len())),
+                (&hw, PALETTE[1], format!("wrong ({})", e.wrong.len())),
+            ] {
+                chart
+                    .draw_series(counts.iter().enumerate().map(|(b, &c)| {
+                        Rectangle::new(
+                            [(b as f64 * w, 0.0), ((b + 1) as f64 * w, c as f64)],
+                            color.mix(0.55).filled(),
+                        )
+                    }))
+                    .map_err(err)?
+                    .label(label)
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.mix(0.55).filled()));
+            }
             if let Some(t) = e.threshold.filter(|t| (0.0..=1.0).contains(t)) {
                 chart
                     .draw_series(std::iter::once(PathElement::new(

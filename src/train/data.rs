@@ -53,9 +53,24 @@ pub struct RunData {
 impl RunData {
     /// Loads the dataset of `cfg` and splits it with `cfg.split_seed`.
     pub fn load(cfg: &DataConfig) -> Result<Self> {
+        Self::load_with(cfg, true)
+    }
+
+    /// [`RunData::load`] without ever opening the test files: the test split is empty. For
+    /// whatever must not see the test data (calibration, sweeps, exit pruning); the training and
+    /// validation splits are the same as [`RunData::load`]'s.
+    pub fn load_without_test(cfg: &DataConfig) -> Result<Self> {
+        Self::load_with(cfg, false)
+    }
+
+    fn load_with(cfg: &DataConfig, with_test: bool) -> Result<Self> {
         let kind: DatasetKind = cfg.dataset.parse()?;
         let train_set = Arc::new(crate::data::load(kind, &cfg.dir, Split::Train)?);
-        let test_set = Arc::new(crate::data::load(kind, &cfg.dir, Split::Test)?);
+        let test_set = Arc::new(if with_test {
+            crate::data::load(kind, &cfg.dir, Split::Test)?
+        } else {
+            train_set.subset(&[])?
+        });
         let mut splits = Splits::for_datasets(kind, &train_set, &test_set, cfg.split_seed)?;
         if let Some(n) = cfg.train_limit {
             splits.train.truncate(n);

@@ -263,7 +263,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(&config_path, cfg.to_toml().as_bytes())?;
 
-    let data = RunData::load(&cfg.data)?;
+    let data = RunData::load_without_test(&cfg.data)?;
     let loader = data.train_loader(&cfg.data, cfg.seed)?;
     let val = data.eval_loader(DataSplit::Val, cfg.data.eval_batch_size, cfg.data.workers)?;
     let steps_per_epoch = loader.batches_per_epoch();
