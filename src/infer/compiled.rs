@@ -584,14 +584,7 @@ impl CompiledNet {
         let mut a = self.to_act(x)?;
         let n = a.n;
         let classes = self.classes;
-        let mut out = Answers {
-            classes,
-            class: vec![0; n],
-            probs: vec![0.0; n * classes],
-            exit: vec![0; n],
-            confidence: vec![0.0; n],
-            macs: vec![0; n],
-        };
+        let mut out = Answers::unanswered(n, classes);
         let mut rows: Vec<usize> = (0..n).collect();
         let mut pstate = PolicyState::new();
         let stages = if matches!(policy, Policy::Never) { 0 } else { num_exits };

@@ -30,6 +30,18 @@ pub struct Answers {
 }
 
 impl Answers {
+    /// `n` samples of `classes` classes, none answered yet (every field zero), to be filled in.
+    pub(crate) fn unanswered(n: usize, classes: usize) -> Self {
+        Answers {
+            classes,
+            class: vec![0; n],
+            probs: vec![0.0; n * classes],
+            exit: vec![0; n],
+            confidence: vec![0.0; n],
+            macs: vec![0; n],
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.class.len()
@@ -443,14 +455,7 @@ fn index_tensor(idx: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> 
 
 /// One transfer for all probabilities and one for all scores, then placement in input order.
 fn assemble(n: usize, classes: usize, answered: Vec<Answered>, macs_of: impl Fn(usize) -> u64) -> Answers {
-    let mut out = Answers {
-        classes,
-        class: vec![0; n],
-        probs: vec![0.0; n * classes],
-        exit: vec![0; n],
-        confidence: vec![0.0; n],
-        macs: vec![0; n],
-    };
+    let mut out = Answers::unanswered(n, classes);
     if answered.is_empty() {
         return out;
     }
