@@ -112,7 +112,6 @@ pub struct Opened {
 }
 
 /// Opens a run on the CPU (commands without `--device`).
-#[allow(dead_code)]
 pub fn open(dir: &Path) -> anyhow::Result<Opened> {
     open_on(dir, Device::flex())
 }
