@@ -155,6 +155,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The plain backbone with softmax over every chunk, probabilities brought to the host (the work
+/// a network without exits does per batch).
+fn plain_pass(model: &MultiExitModel, chunks: &[Tensor<4>]) {
+    for c in chunks {
+        let p: Vec<f32> = softmax(model.net.forward_backbone(c.clone()), 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        std::hint::black_box(p);
+    }
+}
+
+/// The early-exit engine over every chunk, each batch shrinking as samples leave.
+fn engine_pass(model: &MultiExitModel, chunks: &[Tensor<4>], policy: &Policy) -> Result<()> {
+    for c in chunks {
+        std::hint::black_box(model.infer(c.clone(), policy)?);
+    }
+    Ok(())
+}
+
 /// Runs the benchmark on `model` (whatever its weights: only the exit shares matter).
 pub fn run_engine_bench(model: &MultiExitModel, cfg: &EngineBench, device: &Device) -> Result<Vec<EngineBenchRow>> {
     let shape = model.arch.description.input;
@@ -188,29 +208,12 @@ pub fn run_engine_bench(model: &MultiExitModel, cfg: &EngineBench, device: &Devi
                 macs += m;
             }
         }
-        let plain_pass = || {
-            for c in &chunks {
-                let p: Vec<f32> = softmax(model.net.forward_backbone(c.clone()), 1)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .expect("f32");
-                std::hint::black_box(p);
-            }
-        };
+        let plain_pass = || plain_pass(model, &chunks);
         plain_pass();
         let (mut plain, mut engine, mut never) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.reps.max(1) {
             plain.push(time(plain_pass).1.as_secs_f64());
-            engine.push(
-                time(|| -> Result<()> {
-                    for c in &chunks {
-                        std::hint::black_box(model.infer(c.clone(), &policy)?);
-                    }
-                    Ok(())
-                })
-                .1
-                .as_secs_f64(),
-            );
+            engine.push(time(|| engine_pass(model, &chunks, &policy)).1.as_secs_f64());
             never.push(
                 time(|| -> Result<()> {
                     for c in &chunks {
@@ -382,29 +385,12 @@ pub fn run_rebatch_bench(model: &MultiExitModel, cfg: &RebatchBench, device: &De
                 macs += a.macs[j];
             }
         }
-        let plain_pass = || {
-            for c in &chunks {
-                let p: Vec<f32> = softmax(model.net.forward_backbone(c.clone()), 1)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .expect("f32");
-                std::hint::black_box(p);
-            }
-        };
+        let plain_pass = || plain_pass(model, &chunks);
         plain_pass();
         let (mut plain, mut shr, mut reb) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.reps.max(1) {
             plain.push(time(plain_pass).1.as_secs_f64());
-            shr.push(
-                time(|| -> Result<()> {
-                    for c in &chunks {
-                        std::hint::black_box(model.infer(c.clone(), &policy)?);
-                    }
-                    Ok(())
-                })
-                .1
-                .as_secs_f64(),
-            );
+            shr.push(time(|| engine_pass(model, &chunks, &policy)).1.as_secs_f64());
             reb.push(
                 time(|| -> Result<()> {
                     std::hint::black_box(model.infer_stream(chunks.iter().cloned(), &policy, batch)?);
