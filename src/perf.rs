@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::bench::forced_thresholds;
 use crate::error::{Error, Result};
-use crate::infer::{CompiledNet, MultiExitModel};
+use crate::infer::{CompiledNet, ConvKernel, MultiExitModel};
 use crate::model::{ModelDescription, Placement, Shape};
 use crate::train::objectives::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
@@ -119,11 +119,14 @@ impl fmt::Display for Figure {
 
 /// Which inference path runs the forward and engine figures (training always runs on Burn).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum InferPath {
-    /// [`CompiledNet`]: channels-last, BatchNorm folded, fused epilogues.
+    /// [`CompiledNet`]: channels-last, BatchNorm folded, fused epilogues, the direct AVX-512
+    /// convolution where the CPU has it.
     #[default]
     Compiled,
+    /// [`CompiledNet`] with im2col + GEMM for every convolution ([`ConvKernel::Gemm`]).
+    CompiledGemm,
     /// The Burn module on the `flex` backend.
     Burn,
     /// The Burn module on Burn's LibTorch backend (CPU), feature `tch`.
@@ -172,6 +175,15 @@ fn sync<const D: usize>(t: Tensor<D>) {
     std::hint::black_box(t.into_data());
 }
 
+/// The compiled network for `path`, or `None` for the Burn-module paths.
+fn compiled(model: &MultiExitModel, path: InferPath) -> Result<Option<CompiledNet>> {
+    Ok(match path {
+        InferPath::Compiled => Some(CompiledNet::compile_with(model, ConvKernel::Auto)?),
+        InferPath::CompiledGemm => Some(CompiledNet::compile_with(model, ConvKernel::Gemm)?),
+        _ => None,
+    })
+}
+
 /// The device the Burn-module figures run on for `path`.
 fn device_of(path: InferPath) -> Device {
     match path {
@@ -192,15 +204,12 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
             let arch = ModelDescription::new(model, s, 10, Placement::Cuts(vec![])).resolve()?;
             let model = MultiExitModel::new(arch, &device);
             let x = Tensor::<4>::random([*batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
-            match path {
-                InferPath::Compiled => {
-                    let fast = CompiledNet::compile(&model)?;
-                    timed(2, reps, || {
-                        std::hint::black_box(fast.forward_backbone(x.clone())?);
-                        Ok(())
-                    })?
-                }
-                _ => timed(2, reps, || {
+            match compiled(&model, path)? {
+                Some(fast) => timed(2, reps, || {
+                    std::hint::black_box(fast.forward_backbone(x.clone())?);
+                    Ok(())
+                })?,
+                None => timed(2, reps, || {
                     sync(model.net.forward_backbone(x.clone()));
                     Ok(())
                 })?,
@@ -214,10 +223,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
             let chunks: Vec<Tensor<4>> = (0..ENGINE_POOL / batch)
                 .map(|i| pool.clone().narrow(0, i * batch, *batch))
                 .collect();
-            let fast = match path {
-                InferPath::Compiled => Some(CompiledNet::compile(&model)?),
-                _ => None,
-            };
+            let fast = compiled(&model, path)?;
             let mut i = 0;
             timed(chunks.len().min(8), reps, || {
                 let x = chunks[i % chunks.len()].clone();
@@ -255,7 +261,9 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
     Ok(Measurement {
         figure: figure.to_string(),
         path: match figure {
-            Figure::TrainStep { .. } if path == InferPath::Compiled => InferPath::Burn,
+            Figure::TrainStep { .. } if matches!(path, InferPath::Compiled | InferPath::CompiledGemm) => {
+                InferPath::Burn
+            }
             _ => path,
         },
         seconds: median(samples.clone()),

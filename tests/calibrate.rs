@@ -224,6 +224,7 @@ fn report_files_are_produced_and_non_empty_for_a_tiny_run() {
         large_batch_samples: 32,
         repeats: 1,
         fold_bn: true,
+        ..EvalOptions::default()
     };
     let eval = evaluate(&m, &test, &cal.policy, &opts, &device).unwrap();
     assert_eq!(eval.timing.len(), 2);

@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
-use earlyexit::infer::{CompiledNet, MultiExitModel, Policy, Thresholds, max_prob};
+use earlyexit::infer::{CompiledNet, ConvKernel, MultiExitModel, Policy, Thresholds, max_prob};
 use earlyexit::model::{HeadKind, ModelDescription, Shape};
 
 /// A model whose BatchNorms have non-trivial running statistics: a few training-mode forward
@@ -51,9 +51,17 @@ fn median_thresholds(m: &MultiExitModel, x: Tensor<4>) -> Policy {
     Policy::MaxProb(Thresholds::PerExit(t))
 }
 
+/// Both kernels (the direct AVX-512 one where this CPU has it, and im2col + GEMM) against the
+/// Burn path.
 fn check(backbone: &str, shape: Shape, exits: &str, head: HeadKind, n: usize) {
     let m = model(backbone, shape, exits, head);
-    let fast = CompiledNet::compile(&m).unwrap();
+    for kernel in [ConvKernel::Auto, ConvKernel::Gemm] {
+        check_kernel(&m, CompiledNet::compile_with(&m, kernel).unwrap(), shape, n);
+    }
+}
+
+fn check_kernel(m: &MultiExitModel, fast: CompiledNet, shape: Shape, n: usize) {
+    let backbone = &m.arch.description.backbone;
     let x = input(n, shape, 3);
 
     let reference: Vec<f32> = m
@@ -69,7 +77,7 @@ fn check(backbone: &str, shape: Shape, exits: &str, head: HeadKind, n: usize) {
     }
 
     for policy in [
-        median_thresholds(&m, x.clone()),
+        median_thresholds(m, x.clone()),
         Policy::Never,
         "entropy:0.05".parse().unwrap(),
         "patience:2".parse().unwrap(),
@@ -92,6 +100,12 @@ fn resnet_with_pool_exits_matches_the_burn_path() {
 #[test]
 fn bnpool_heads_and_odd_input_sizes_match() {
     check("resnet20", Shape::new(1, 28, 28), "cuts:2,5", HeadKind::Bnpool, 5);
+}
+
+#[test]
+fn plain_heads_read_the_features_in_burn_order() {
+    // `plain` heads flatten NCHW in Burn; the compiled path flattens NHWC and reorders the weights.
+    check("resnet20", Shape::new(1, 12, 10), "cuts:1,4", HeadKind::Plain, 4);
 }
 
 #[test]
@@ -151,4 +165,24 @@ fn the_models_here_have_non_trivial_batchnorm_statistics() {
     let b: Vec<f32> = fresh.forward_backbone(x).into_data().try_to_vec::<f32>().unwrap();
     let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(diff > 1e-2, "running statistics did not move (max difference {diff})");
+}
+
+#[test]
+fn the_runner_picks_the_compiled_path_only_where_it_runs_the_model() {
+    use earlyexit::infer::{Runner, RunnerChoice};
+    let device = Device::flex();
+    let shape = Shape::new(3, 32, 32);
+    let m = model("resnet20", shape, "pareto:2", HeadKind::Pool);
+    let x = input(6, shape, 9);
+    let policy = median_thresholds(&m, x.clone());
+    let auto = Runner::new(&m, &device, RunnerChoice::Auto);
+    assert_eq!(auto.describe(), "compiled (CPU)");
+    let burn = Runner::new(&m, &device, RunnerChoice::Burn);
+    assert_eq!(burn.describe(), "burn");
+    let (a, b) = (auto.infer(x.clone(), &policy).unwrap(), burn.infer(x, &policy).unwrap());
+    assert_eq!(a.exit, b.exit);
+    close(&a.probs, &b.probs, 1e-4);
+    // A backbone the compiled path does not know falls back to the Burn module.
+    let e = model("eenet8", Shape::new(1, 28, 28), "cuts:1", HeadKind::Pool);
+    assert_eq!(Runner::new(&e, &device, RunnerChoice::Auto).describe(), "burn");
 }

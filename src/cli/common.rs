@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::Device;
 use earlyexit::device::DeviceSpec;
-use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
+use earlyexit::infer::{
+    Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, RunnerChoice, SplitKind,
+};
 use earlyexit::model::io;
 use earlyexit::run::Run;
 use earlyexit::train::{DataSplit, RunData};
@@ -82,6 +84,10 @@ pub struct TimingArgs {
     /// The large timing batch.
     #[arg(long, default_value_t = 256)]
     pub large_batch: usize,
+    /// The code timed: `auto` runs the compiled CPU path where it supports the model on the CPU,
+    /// `burn` always the Burn module.
+    #[arg(long, value_enum, default_value_t = RunnerChoice::Auto)]
+    pub timing_path: RunnerChoice,
 }
 
 impl TimingArgs {
@@ -91,6 +97,7 @@ impl TimingArgs {
             timing_samples: self.timing_samples,
             large_batch: self.large_batch,
             large_batch_samples: (8 * self.large_batch).max(2048),
+            timing_path: self.timing_path,
             ..EvalOptions::default()
         }
     }

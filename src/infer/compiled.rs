@@ -4,18 +4,21 @@
 //! and back, builds its im2col buffer element by element, and runs BatchNorm, ReLU and the
 //! residual add as separate passes; the profile of a ResNet-20 forward pass showed about three
 //! quarters of the time outside the matrix products. [`CompiledNet`] keeps activations
-//! channels-last (NHWC) from input to classifier, folds every BatchNorm into its convolution,
-//! copies whole channel runs into the im2col tile, and applies bias, residual and ReLU in one pass
-//! over each GEMM's output. The GEMM is the same `gemm` crate flex uses.
+//! channels-last (NHWC) from input to classifier, folds every BatchNorm into its convolution and
+//! applies bias, residual and ReLU before the output is stored. Convolutions with a multiple of 16
+//! output channels run a direct AVX-512 kernel where the CPU has it (`direct_conv`: no im2col
+//! buffer, 16 channels per register); the others, and every convolution with
+//! [`ConvKernel::Gemm`], copy whole channel runs into an im2col tile for the `gemm` crate (the
+//! GEMM flex uses) and apply the epilogue in one pass over its output.
 //!
 //! The engine on top ([`CompiledNet::infer`]) is the one of [`MultiExitModel::infer`]: real
 //! per-sample exits, the same policies (scored by the same code), compaction by copying the
 //! survivors' contiguous NHWC rows. Answers equal the Burn path within float rounding (tested to
 //! 1e-4).
 //!
-//! Supported: ResNet basic and bottleneck blocks, convolution stacks without pooling, `pool` and
-//! `bnpool` heads, a global-pool classifier (every ResNet of the zoo). Anything else is refused
-//! with an error naming the block; use the Burn path for it.
+//! Supported: ResNet basic and bottleneck blocks, convolution stacks without pooling, `plain`,
+//! `pool` and `bnpool` heads, a global-pool classifier (every ResNet of the zoo). Anything else is
+//! refused with an error naming the block; use the Burn path for it.
 //!
 //! ```
 //! use burn::tensor::{Device, Distribution, Tensor};
@@ -37,6 +40,7 @@ use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::direct_conv;
 use super::engine::{Answers, MultiExitModel, argmax};
 use super::policy::{Policy, PolicyState, max_prob};
 use crate::error::{Error, Result};
@@ -117,6 +121,19 @@ struct Conv {
     w: Vec<f32>,
     b: Vec<f32>,
     relu: bool,
+    /// `w` repacked for the direct AVX-512 kernel, where it runs this convolution.
+    packed: Option<Vec<f32>>,
+}
+
+/// Which kernel runs the compiled path's convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// The direct AVX-512 kernel wherever the CPU has AVX-512F and a convolution has a multiple
+    /// of 16 output channels; im2col + GEMM for the others.
+    #[default]
+    Auto,
+    /// im2col + GEMM everywhere (portable; the reference the direct kernel is tested against).
+    Gemm,
 }
 
 /// BatchNorm in eval mode as `x·scale + shift`.
@@ -140,7 +157,7 @@ fn bn_affine(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
 }
 
 impl Conv {
-    fn from_burn(conv: &Conv2d, bn: Option<&BatchNorm>, relu: bool, what: &str) -> Result<Self> {
+    fn from_burn(conv: &Conv2d, bn: Option<&BatchNorm>, relu: bool, what: &str, kernel: ConvKernel) -> Result<Self> {
         let [cout, cin, kh, kw] = conv.weight.val().dims();
         let unsupported =
             |why: &str| Error::invalid("model", format!("{what}: {why}; the compiled CPU path cannot run it"));
@@ -176,6 +193,8 @@ impl Conv {
                 }
             }
         }
+        let packed = (kernel == ConvKernel::Auto && cout % direct_conv::LANES == 0 && direct_conv::available())
+            .then(|| direct_conv::pack(&w, k, cin, cout));
         Ok(Self {
             cin,
             cout,
@@ -185,11 +204,12 @@ impl Conv {
             w,
             b,
             relu,
+            packed,
         })
     }
 
-    fn from_layer(l: &ConvBnAct, what: &str) -> Result<Self> {
-        Self::from_burn(&l.conv, l.bn.as_ref(), l.relu, what)
+    fn from_layer(l: &ConvBnAct, what: &str, kernel: ConvKernel) -> Result<Self> {
+        Self::from_burn(&l.conv, l.bn.as_ref(), l.relu, what, kernel)
     }
 
     fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
@@ -202,6 +222,9 @@ impl Conv {
     /// `conv(x) + b + residual`, then ReLU if `relu`; `residual` has the output's shape.
     fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
         debug_assert_eq!(x.c, self.cin);
+        if let Some(packed) = &self.packed {
+            return self.forward_direct(packed, x, residual, relu);
+        }
         let (oh, ow) = self.out_hw(x.h, x.w);
         let per_sample = oh * ow;
         let rows = x.n * per_sample;
@@ -293,6 +316,45 @@ impl Conv {
         }
     }
 
+    /// [`Conv::forward`] with the direct AVX-512 kernel: output rows (sample, y) split between
+    /// the threads.
+    fn forward_direct(&self, packed: &[f32], x: &Act, residual: Option<&Act>, relu: bool) -> Act {
+        let (oh, ow) = self.out_hw(x.h, x.w);
+        let g = direct_conv::Geometry {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            h: x.h,
+            w: x.w,
+            ow,
+        };
+        let row_len = ow * self.cout;
+        let rows = x.n * oh;
+        let mut out = vec![0.0f32; rows * row_len];
+        let threads = rayon::current_num_threads().max(1);
+        // About four tasks per thread: enough to balance, few enough to amortise the hand-off.
+        let per_task = rows.div_ceil(threads * 4).max(1);
+        let sample_len = x.sample_len();
+        out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(t, dst)| {
+            for (i, out_row) in dst.chunks_mut(row_len).enumerate() {
+                let r = t * per_task + i;
+                let (sample, oy) = (r / oh, r % oh);
+                let img = &x.data[sample * sample_len..(sample + 1) * sample_len];
+                let res = residual.map(|a| &a.data[r * row_len..(r + 1) * row_len]);
+                direct_conv::conv_row(&g, img, oy, packed, &self.b, res, relu, out_row);
+            }
+        });
+        Act {
+            n: x.n,
+            h: oh,
+            w: ow,
+            c: self.cout,
+            data: out,
+        }
+    }
+
     /// Rows `r0..` of the im2col matrix (one row per output position of the batch, columns in
     /// `(kh, kw, ci)` order) into `col`; out-of-image taps stay zero.
     fn im2col(&self, x: &Act, oh: usize, ow: usize, r0: usize, col: &mut [f32]) {
@@ -341,14 +403,14 @@ enum CBlock {
 }
 
 impl CBlock {
-    fn from_burn(b: &Block, index: usize) -> Result<Self> {
+    fn from_burn(b: &Block, index: usize, kernel: ConvKernel) -> Result<Self> {
         let what = format!("block {index}");
         let convs = |ls: &[&ConvBnAct]| {
             ls.iter()
-                .map(|l| Conv::from_layer(l, &what))
+                .map(|l| Conv::from_layer(l, &what, kernel))
                 .collect::<Result<Vec<_>>>()
         };
-        let short = |s: &Option<ConvBnAct>| s.as_ref().map(|l| Conv::from_layer(l, &what)).transpose();
+        let short = |s: &Option<ConvBnAct>| s.as_ref().map(|l| Conv::from_layer(l, &what, kernel)).transpose();
         Ok(match b {
             Block::Conv(s) if s.pool.is_none() => CBlock::Convs(convs(&s.layers.iter().collect::<Vec<_>>())?),
             Block::Basic(b) => CBlock::Residual {
@@ -408,43 +470,93 @@ impl Dense {
         }
     }
 
+    /// A layer that Burn feeds with NCHW-flattened `input` features, with its input rows
+    /// reordered for the NHWC flattening of the compiled path.
+    fn from_burn_nchw(l: &Linear, input: Shape) -> Self {
+        let mut d = Self::from_burn(l);
+        let (c, hw) = (input.c, input.h * input.w);
+        debug_assert_eq!(d.din, c * hw);
+        let mut w = vec![0.0f32; d.w.len()];
+        for ch in 0..c {
+            for p in 0..hw {
+                let (src, dst) = ((ch * hw + p) * d.dout, (p * c + ch) * d.dout);
+                w[dst..dst + d.dout].copy_from_slice(&d.w[src..src + d.dout]);
+            }
+        }
+        d.w = w;
+        d
+    }
+
     fn forward(&self, z: &[f32]) -> Vec<f32> {
         let n = z.len() / self.din;
         let mut out = Vec::with_capacity(n * self.dout);
-        for row in z.chunks(self.din) {
-            let mut o = self.b.clone();
-            for (v, wr) in row.iter().zip(self.w.chunks(self.dout)) {
-                for (a, w) in o.iter_mut().zip(wr) {
-                    *a += v * w;
-                }
-            }
-            out.extend_from_slice(&o);
+        for _ in 0..n {
+            out.extend_from_slice(&self.b);
+        }
+        // SAFETY: `z` is n×din, `self.w` din×dout and `out` n×dout, all row-major and within
+        // their slices. `out` starts as the bias (alpha = 1 accumulates onto it).
+        unsafe {
+            gemm::gemm(
+                n,
+                self.dout,
+                self.din,
+                out.as_mut_ptr(),
+                1,
+                self.dout as isize,
+                true,
+                z.as_ptr(),
+                1,
+                self.din as isize,
+                self.w.as_ptr(),
+                1,
+                self.dout as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
         out
     }
 }
 
-/// A pooled exit head (or the final classifier): optional BN + ReLU, global pool, linear.
+/// An exit head (or the final classifier): optional BN + ReLU, global pool (or, for `plain`
+/// heads, the flattened features), linear.
 #[derive(Clone, Debug)]
 struct Head {
+    flatten: bool,
     bn: Option<(Vec<f32>, Vec<f32>)>,
     classifier: Dense,
     confidence: Option<Dense>,
 }
 
 impl Head {
-    fn from_exit(h: &ExitHead, k: usize) -> Result<Self> {
+    /// `input`: the shape of the features at the head's cut point.
+    fn from_exit(h: &ExitHead, k: usize, input: Shape) -> Result<Self> {
+        if h.kind == HeadKind::Plain {
+            return Ok(Self {
+                flatten: true,
+                bn: None,
+                classifier: Dense::from_burn_nchw(&h.classifier, input),
+                confidence: h.confidence.as_ref().map(|c| Dense::from_burn_nchw(c, input)),
+            });
+        }
         let bn = match h.kind {
             HeadKind::Pool => None,
             HeadKind::Bnpool => Some(bn_affine(h.bn.as_ref().expect("bnpool heads have a BatchNorm"))),
             other => {
                 return Err(Error::invalid(
                     "model",
-                    format!("exit {k} has a `{other}` head; the compiled CPU path runs `pool` and `bnpool` heads"),
+                    format!(
+                        "exit {k} has a `{other}` head; the compiled CPU path runs `plain`, `pool` and `bnpool` heads"
+                    ),
                 ));
             }
         };
         Ok(Self {
+            flatten: false,
             bn,
             classifier: Dense::from_burn(&h.classifier),
             confidence: h.confidence.as_ref().map(Dense::from_burn),
@@ -453,6 +565,12 @@ impl Head {
 
     /// Logits `[n, classes]` and confidence logits `[n]`.
     fn forward(&self, x: &Act) -> (Vec<f32>, Option<Vec<f32>>) {
+        if self.flatten {
+            return (
+                self.classifier.forward(&x.data),
+                self.confidence.as_ref().map(|c| c.forward(&x.data)),
+            );
+        }
         let z = match &self.bn {
             None => x.pool(),
             Some((scale, shift)) => {
@@ -489,19 +607,25 @@ impl CompiledNet {
     /// Lays out `model`'s weights for the compiled path (the model is not changed). Errors name
     /// the block or head it cannot run.
     pub fn compile(model: &MultiExitModel) -> Result<Self> {
+        Self::compile_with(model, ConvKernel::Auto)
+    }
+
+    /// [`CompiledNet::compile`] with a choice of convolution kernel.
+    pub fn compile_with(model: &MultiExitModel, kernel: ConvKernel) -> Result<Self> {
         let net = &model.net;
         let blocks = net
             .backbone
             .blocks
             .iter()
             .enumerate()
-            .map(|(i, b)| CBlock::from_burn(b, i))
+            .map(|(i, b)| CBlock::from_burn(b, i, kernel))
             .collect::<Result<Vec<_>>>()?;
         let heads = net
             .heads
             .iter()
             .enumerate()
-            .map(|(k, h)| Head::from_exit(h, k))
+            .zip(&model.arch.heads)
+            .map(|((k, h), spec)| Head::from_exit(h, k, spec.input))
             .collect::<Result<Vec<_>>>()?;
         let c = &net.backbone.classifier;
         if !c.global_pool {
@@ -517,6 +641,7 @@ impl CompiledNet {
             cuts: net.cuts().to_vec(),
             heads,
             classifier: Head {
+                flatten: false,
                 bn: c.bn.as_ref().map(bn_affine),
                 classifier: Dense::from_burn(&c.linear),
                 confidence: None,

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{Answers, MultiExitModel};
 use super::policy::Policy;
+use super::runner::{Runner, RunnerChoice};
 use super::table::{ExitTable, LabelledData, SplitKind};
 use crate::error::{Error, Result};
 use crate::model::MacConvention;
@@ -75,6 +76,10 @@ pub struct EvalOptions {
     /// Time a copy with BatchNorm folded into the convolutions (both the policy and the plain
     /// network), as a deployment would run it.
     pub fold_bn: bool,
+    /// Which code is timed (the policy and the plain network alike): by default the compiled
+    /// CPU path where it runs the model, as a CPU deployment would.
+    #[serde(default)]
+    pub timing_path: RunnerChoice,
 }
 
 impl Default for EvalOptions {
@@ -86,6 +91,7 @@ impl Default for EvalOptions {
             large_batch_samples: 2048,
             repeats: 3,
             fold_bn: true,
+            timing_path: RunnerChoice::Auto,
         }
     }
 }
@@ -149,6 +155,9 @@ pub struct EvalReport {
     pub measured_speedup_large: f64,
     /// Timings, batch 1 first.
     pub timing: Vec<Timing>,
+    /// The code that was timed ([`Runner::describe`]).
+    #[serde(default)]
+    pub timing_path: String,
     /// Expected calibration error of the answers (15 bins, confidence = largest probability).
     pub ece: f64,
     /// Samples an earlier exit had right and the final classifier gets wrong.
@@ -198,7 +207,7 @@ pub fn answer_all(
 /// Microseconds per sample of `policy` over the first `samples` samples at `batch`, fastest of
 /// `repeats`.
 pub fn time_policy(
-    model: &MultiExitModel,
+    runner: &Runner,
     data: &dyn LabelledData,
     policy: &Policy,
     batch: usize,
@@ -219,12 +228,12 @@ pub fn time_policy(
         .map(|c| data.batch(c, device))
         .collect::<Result<_>>()?;
     // Warm-up (allocations, kernels).
-    model.infer(batches[0].0.clone(), policy)?;
+    runner.infer(batches[0].0.clone(), policy)?;
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
         for (x, _) in &batches {
-            let a = model.infer(x.clone(), policy)?;
+            let a = runner.infer(x.clone(), policy)?;
             std::hint::black_box(&a);
         }
         best = best.min(start.elapsed().as_secs_f64());
@@ -258,11 +267,12 @@ pub fn evaluate(
     } else {
         model
     };
+    let runner = Runner::new(timed, device, opts.timing_path);
     let mut timing = Vec::new();
     for (batch, samples) in [(1, opts.timing_samples), (opts.large_batch, opts.large_batch_samples)] {
         let samples = samples.max(batch).min(data.len());
-        let (p, n) = time_policy(timed, data, policy, batch, samples, opts.repeats, device)?;
-        let (b, _) = time_policy(timed, data, &Policy::Never, batch, samples, opts.repeats, device)?;
+        let (p, n) = time_policy(&runner, data, policy, batch, samples, opts.repeats, device)?;
+        let (b, _) = time_policy(&runner, data, &Policy::Never, batch, samples, opts.repeats, device)?;
         timing.push(Timing {
             batch,
             samples: n,
@@ -274,6 +284,7 @@ pub fn evaluate(
     report.measured_speedup = timing[0].speedup;
     report.measured_speedup_large = timing[1].speedup;
     report.timing = timing;
+    report.timing_path = runner.describe().to_string();
     Ok(report)
 }
 
@@ -311,6 +322,7 @@ pub fn report_from(answers: &Answers, labels: &[usize], table: &ExitTable, polic
         measured_speedup: f64::NAN,
         measured_speedup_large: f64::NAN,
         timing: vec![],
+        timing_path: String::new(),
         ece: ece(&top, &correct, ECE_BINS),
         overthinking: table.overthinking(),
         overthinking_answered,

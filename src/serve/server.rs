@@ -26,7 +26,7 @@ use super::metrics::Metrics;
 use super::proto;
 use super::proto::early_exit_server::{EarlyExit, EarlyExitServer};
 use super::tier::{Best, Engine, Forwarding, Job, JobInput, StageInput, TierOptions, stage_inputs, worker_loop};
-use crate::infer::{MultiExitModel, Policy};
+use crate::infer::{CompiledNet, MultiExitModel, Policy};
 use crate::model::{MacConvention, Shape, io};
 
 /// Network settings of a server.
@@ -647,7 +647,22 @@ pub async fn start(
         metrics: metrics.clone(),
         opts: opts.clone(),
     };
+    let compiled = if whole && device == Device::flex() {
+        match CompiledNet::compile(&model) {
+            Ok(c) => {
+                tracing::info!("{}: answering on the compiled CPU path", opts.name);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::info!("{}: answering on the Burn module ({e})", opts.name);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let engine = Engine {
+        compiled,
         model,
         range,
         policy: opts.policy.clone(),
