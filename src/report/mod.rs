@@ -74,6 +74,9 @@ pub fn eval_text(r: &EvalReport) -> String {
             t.batch, t.policy_us, t.plain_us, t.speedup
         );
     }
+    if !r.timing_path.is_empty() {
+        let _ = writeln!(s, "timed on the {} path", r.timing_path);
+    }
     let _ = writeln!(
         s,
         "ECE (15 bins) {:.4}   over-thinking {} ({} of the answers)",
@@ -128,6 +131,9 @@ pub fn eval_markdown(r: &EvalReport) -> String {
             "| measured speed-up at batch {} | {:.2}× ({:.1} vs {:.1} µs/sample) |",
             t.batch, t.speedup, t.policy_us, t.plain_us
         );
+    }
+    if !r.timing_path.is_empty() {
+        let _ = writeln!(s, "| timed on | {} |", r.timing_path);
     }
     let _ = writeln!(s, "| ECE (15 bins) | {:.4} |", r.ece);
     let _ = writeln!(
@@ -298,6 +304,10 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
             }
             _ => line_no as f64,
         };
+        let exits = obj
+            .get("val_exit_accuracy")
+            .and_then(|v| v.as_array())
+            .map_or(0, |a| a.len());
         let mut flat = Vec::new();
         flatten("", &serde_json::Value::Object(obj.clone()), &mut flat);
         for (key, v) in flat {
@@ -315,7 +325,13 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
                 continue;
             };
             let y = if g == 1 && v <= 1.0 { 100.0 * v } else { v };
-            let key = pretty_key(&key);
+            let key = match (key.as_str(), exit_index(&key)) {
+                // The trainer's per-exit validation accuracies: the last one is the final classifier.
+                (_, Some(i)) if i + 1 == exits => "val accuracy, final classifier".to_string(),
+                (_, Some(i)) => format!("val accuracy, exit {i}"),
+                ("val_accuracy", None) => "val accuracy (eval policy)".to_string(),
+                _ => pretty_key(&key),
+            };
             let series = &mut groups[g].2;
             match series.iter_mut().find(|s| s.label == key) {
                 Some(s) => s.points.push((x, y)),
@@ -333,9 +349,14 @@ pub fn metrics_panels(jsonl: &str) -> Vec<plot::Panel> {
             title: title.into(),
             x_label: x_name.into(),
             y_label: y.into(),
-            series: series.into_iter().take(plot::PALETTE.len()).collect(),
+            series: series.into_iter().take(plot::LINE_COLORS.len()).collect(),
         })
         .collect()
+}
+
+/// `i` of a `val_exit_accuracy[i]` key.
+fn exit_index(key: &str) -> Option<usize> {
+    key.strip_prefix("val_exit_accuracy[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// `val_accuracy_exit[1]` → `val accuracy exit 1`.
@@ -630,5 +651,32 @@ fn short(p: &Policy) -> String {
         Policy::Entropy(x) => format!("entropy:{}", t(x)),
         Policy::Confidence(x) => format!("confidence:{}", t(x)),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_panels;
+
+    #[test]
+    fn training_curves_keep_and_name_every_exit() {
+        let line = r#"{"epoch":1,"train_loss":0.9,"train_accuracy":0.93,"val_loss":0.8,"val_accuracy":0.92,"val_exit_accuracy":[0.87,0.88,0.88,0.91,0.92,0.92,0.93],"val_expected_cost":0.33,"lr":0.01,"seconds":331.0}"#;
+        let jsonl = format!("{line}\n{}\n", line.replace("\"epoch\":1", "\"epoch\":2"));
+        let panels = metrics_panels(&jsonl);
+        let acc = panels
+            .iter()
+            .find(|p| p.title == "Accuracy")
+            .expect("an accuracy panel");
+        let labels: Vec<&str> = acc.series.iter().map(|s| s.label.as_str()).collect();
+        // Seven exits, the training and the policy accuracy: none dropped.
+        assert_eq!(labels.len(), 9, "{labels:?}");
+        assert!(labels.contains(&"val accuracy, exit 0"), "{labels:?}");
+        assert!(labels.contains(&"val accuracy, exit 5"), "{labels:?}");
+        assert!(labels.contains(&"val accuracy, final classifier"), "{labels:?}");
+        assert!(labels.contains(&"val accuracy (eval policy)"), "{labels:?}");
+        assert!(acc.series.iter().all(|s| s.points.len() == 2 && s.points[1].0 == 2.0));
+        // Accuracies are plotted in percent; lr and seconds are not plotted.
+        assert!(acc.series.iter().all(|s| s.points[0].1 > 1.0));
+        assert!(panels.iter().all(|p| p.series.iter().all(|s| !s.label.contains("lr"))));
     }
 }

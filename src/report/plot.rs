@@ -37,6 +37,23 @@ pub const PALETTE: [RGBColor; 7] = [
     RGBColor(0, 0, 0),
 ];
 
+/// Colours of the lines of a line chart: the palette, then darker, still distinct ones, so that
+/// a network with many exits keeps one colour per curve.
+pub const LINE_COLORS: [RGBColor; 12] = [
+    PALETTE[0],
+    PALETTE[1],
+    PALETTE[2],
+    PALETTE[3],
+    PALETTE[4],
+    PALETTE[5],
+    PALETTE[6],
+    RGBColor(128, 128, 128),
+    RGBColor(140, 81, 10),
+    RGBColor(102, 141, 27),
+    RGBColor(118, 42, 131),
+    RGBColor(1, 102, 94),
+];
+
 /// One line of a line plot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -130,6 +147,14 @@ fn both(
     Ok(vec![png, svg])
 }
 
+/// A caption font size (22 px at most) at which `title` fits `width` pixels: long titles (a
+/// policy with many per-exit thresholds) shrink instead of running off both edges.
+fn caption_size(title: &str, width: u32) -> f64 {
+    let chars = title.chars().count().max(1) as f64;
+    (f64::from(width) * 1.75 / chars).clamp(12.0, 22.0)
+}
+
+/// Axis bounds around `values` with `pad` × their span on each side, clipped to `floor`/`ceil`.
 fn range(values: impl Iterator<Item = f64>, pad: f64, floor: Option<f64>, ceil: Option<f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -139,9 +164,16 @@ fn range(values: impl Iterator<Item = f64>, pad: f64, floor: Option<f64>, ceil: 
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let span = (hi - lo).max(1e-6);
-    lo -= pad * span;
-    hi += pad * span;
+    if hi - lo <= 1e-9 * hi.abs().max(1.0) {
+        // One value (a one-epoch run, a single point): a span around it that tick labels can
+        // tell apart, instead of a sliver where every tick shows the same number.
+        let half = (hi.abs() * 0.1).max(0.5);
+        (lo, hi) = (lo - half, hi + half);
+    } else {
+        let span = hi - lo;
+        lo -= pad * span;
+        hi += pad * span;
+    }
     if let Some(f) = floor {
         lo = lo.max(f);
     }
@@ -177,7 +209,7 @@ fn line_chart<DB: DrawingBackend>(
     let (x0, x1) = range(xs, 0.05, x_floor, None);
     let (y0, y1) = range(ys, 0.08, None, None);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, 22))
+        .caption(title, (FONT, caption_size(title, area.dim_in_pixel().0)))
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(70)
@@ -193,7 +225,7 @@ fn line_chart<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
         chart
             .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
             .map_err(err)?
@@ -306,7 +338,7 @@ pub fn panels(stem: &Path, panels: &[Panel]) -> Result<Vec<PathBuf>> {
                     x = 80;
                     y += 22;
                 }
-                let color = PALETTE[i % PALETTE.len()];
+                let color = LINE_COLORS[i % LINE_COLORS.len()];
                 strip
                     .draw(&PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)))
                     .map_err(err)?;
@@ -332,7 +364,7 @@ pub fn exit_distribution(stem: &Path, title: &str, bars: &[ExitBar]) -> Result<V
         let n = bars.len().max(1);
         let top = bars.iter().map(|b| b.share).fold(0.0, f64::max).max(1.0) * 1.15;
         let mut chart = ChartBuilder::on(a)
-            .caption(title, (FONT, 22))
+            .caption(title, (FONT, caption_size(title, a.dim_in_pixel().0)))
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(70)
@@ -629,4 +661,31 @@ pub fn gain_loss_panels(stem: &Path, title: &str, panels: &[GainLossPanel]) -> R
         |a| go(a, title, panels, cols, rows, header, colors),
         |a| go(a, title, panels, cols, rows, header, colors),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{caption_size, range};
+
+    #[test]
+    fn long_titles_get_a_smaller_caption() {
+        assert_eq!(caption_size("accuracy vs cost", 960), 22.0);
+        let long = "run: where samples leave, policy maxprob:0.968,0.979,0.950,0.744,0.679,0.840,0.912,0.931";
+        let size = caption_size(long, 960);
+        assert!((12.0..22.0).contains(&size), "{size}");
+        // About 0.57 em per character of the sans-serif font: the title fits the width.
+        assert!(long.chars().count() as f64 * size * 0.57 <= 960.0);
+    }
+
+    #[test]
+    fn a_single_value_gets_a_readable_span() {
+        // One epoch: the x axis must not collapse onto 1.0 (every tick labelled "1.0").
+        let (lo, hi) = range([1.0].into_iter(), 0.05, None, None);
+        assert!(lo <= 0.5 && hi >= 1.5, "{lo}..{hi}");
+        let (lo, hi) = range([0.779, 0.779].into_iter(), 0.05, Some(0.0), None);
+        assert!(lo >= 0.0 && hi - lo >= 0.5, "{lo}..{hi}");
+        // Several values: padded by their span.
+        let (lo, hi) = range([1.0, 3.0].into_iter(), 0.1, None, None);
+        assert!((lo - 0.8).abs() < 1e-12 && (hi - 3.2).abs() < 1e-12, "{lo}..{hi}");
+    }
 }
