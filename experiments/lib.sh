@@ -17,6 +17,12 @@ train() {
     echo "runs/$name: already trained ($(cat "runs/$name/wall_seconds") s)"
     return
   fi
+  # A trained run without its wall time (copied in by hand, or interrupted): never wipe it
+  # silently; `earlyexit train --force` below would.
+  if [ -z "${FORCE:-}" ] && [ -f "runs/$name/weights.safetensors" ]; then
+    echo "runs/$name holds weights but no wall_seconds: add that file (seconds) to keep it, or FORCE=1 to retrain" >&2
+    exit 1
+  fi
   local t0
   t0=$(date +%s)
   "$E" train --config "$config" --out "runs/$name" --force -q "$@"
