@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch side of scripts/gpu-bench: the same ResNet-56 (6n+2, CIFAR layout, 1x1-conv + BN
-projection shortcuts, as earlyexit builds it) with the same Pool exit heads, on random data.
+projection shortcuts, as earlyexit builds it) with the same Pool exit heads, on random data (the
+network: scripts/torch_resnet.py, which must sit beside this file).
 
 Measures, on one device (CUDA by default), with warm-up and torch.cuda.synchronize():
   forward      plain backbone, softmax, probabilities copied to the host, at --forward-batches
@@ -38,8 +39,8 @@ def main():
 
     try:
         import torch
-        import torch.nn as nn
         import torch.nn.functional as F
+        from torch_resnet import Net, forced_thresholds
     except ImportError as e:
         print(f"torch_bench: PyTorch is not installed ({e}); skipping the PyTorch side", file=sys.stderr)
         sys.exit(3)
@@ -58,76 +59,7 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    class Basic(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.short = None
-            if stride != 1 or cin != cout:
-                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-            return F.relu(y + (x if self.short is None else self.short(x)))
-
-    n = (a.depth - 2) // 6
-    blocks = [nn.Sequential(nn.Conv2d(c, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())]
-    widths = []
-    cin = 16
-    for stage, cout in enumerate([16, 32, 64]):
-        for i in range(n):
-            blocks.append(Basic(cin, cout, 2 if (stage > 0 and i == 0) else 1))
-            cin = cout
-    for b in blocks:
-        widths.append(b[0].out_channels if isinstance(b, nn.Sequential) else b.c2.out_channels)
-
-    class Head(nn.Module):
-        """EENets Pool head: global average pooling, then a classifier and a confidence branch."""
-
-        def __init__(self, cin, classes):
-            super().__init__()
-            self.fc = nn.Linear(cin, classes)
-            self.conf = nn.Linear(cin, 1)
-
-        def forward(self, x):
-            p = x.mean((2, 3))
-            return self.fc(p), self.conf(p)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.blocks = nn.ModuleList(blocks)
-            self.heads = nn.ModuleList([Head(widths[k], a.classes) for k in cuts])
-            self.fc = nn.Linear(64, a.classes)
-            bounds = [0] + [k + 1 for k in cuts] + [len(blocks)]
-            self.stages = [range(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-
-        def run_stage(self, k, x):
-            for i in self.stages[k]:
-                x = self.blocks[i](x)
-            return x
-
-        def final(self, x):
-            return self.fc(x.mean((2, 3)))
-
-        def backbone(self, x):
-            for b in self.blocks:
-                x = b(x)
-            return self.final(x)
-
-        def forward_all(self, x):
-            outs = []
-            for k in range(len(self.heads)):
-                x = self.run_stage(k, x)
-                outs.append(self.heads[k](x)[0])
-            x = self.run_stage(len(self.heads), x)
-            outs.append(self.final(x))
-            return outs
-
-    net = Net().to(dev)
+    net = Net(a.depth, cuts, a.classes, c).to(dev)
     result = {
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else a.device,
@@ -151,7 +83,7 @@ def main():
     with torch.inference_mode():
         for b in [int(v) for v in a.forward_batches.split(",") if v]:
             x = torch.randn(b, c, h, w, device=dev)
-            f = lambda: F.softmax(net.backbone(x), 1).cpu()
+            f = lambda: F.softmax(net(x), 1).cpu()
             for _ in range(a.warmup):
                 f()
             reps = a.reps * (20 if b == 1 else 1)
@@ -163,41 +95,10 @@ def main():
     eng = []
     with torch.inference_mode():
         pool = torch.randn(1024, c, h, w, device=dev)
-        outs = net.forward_all(pool)
-        alive = torch.ones(1024, dtype=torch.bool, device=dev)
-        thresholds = []
-        for k, s in enumerate(shares):
-            score = F.softmax(outs[k], 1).max(1).values
-            alive_scores = torch.sort(score[alive], descending=True).values.cpu().tolist()
-            take = min(round(s * 1024), len(alive_scores))
-            if not alive_scores:
-                t = float("inf")
-            elif take == 0:
-                t = alive_scores[0] + 1.0
-            elif take == len(alive_scores):
-                t = alive_scores[-1] - 1.0
-            else:
-                t = (alive_scores[take - 1] + alive_scores[take]) / 2
-            thresholds.append(t)
-            alive &= score < t
+        thresholds = forced_thresholds(net, pool, shares)
 
         def infer(x):
-            rows = torch.arange(x.shape[0], device=dev)
-            probs = torch.empty(x.shape[0], a.classes, device=dev)
-            exits = torch.full((x.shape[0],), len(cuts), device=dev, dtype=torch.long)
-            for k in range(len(cuts)):
-                x = net.run_stage(k, x)
-                p = F.softmax(net.heads[k](x)[0], 1)
-                leave = p.max(1).values >= thresholds[k]
-                probs[rows[leave]] = p[leave]
-                exits[rows[leave]] = k
-                stay = ~leave
-                x, rows = x[stay], rows[stay]
-                if rows.numel() == 0:
-                    break
-            if rows.numel() > 0:
-                x = net.run_stage(len(cuts), x)
-                probs[rows] = F.softmax(net.final(x), 1)
+            probs, exits = net.infer(x, thresholds)
             return probs.cpu(), exits.cpu()
 
         for b in [int(v) for v in a.engine_batches.split(",") if v]:
@@ -206,7 +107,7 @@ def main():
             for x in chunks:
                 for e in infer(x)[1].tolist():
                     counts[e] += 1
-            plain = lambda: [F.softmax(net.backbone(x), 1).cpu() for x in chunks]
+            plain = lambda: [F.softmax(net(x), 1).cpu() for x in chunks]
             engine = lambda: [infer(x) for x in chunks]
             for _ in range(a.warmup):
                 plain()
