@@ -28,6 +28,7 @@ use crate::bench::forced_thresholds;
 use crate::error::{Error, Result};
 use crate::infer::{CompiledNet, ConvKernel, MultiExitModel};
 use crate::model::{ModelDescription, Placement, Shape};
+use crate::train::native::NativeBackbone;
 use crate::train::objectives::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 
@@ -117,7 +118,8 @@ impl fmt::Display for Figure {
     }
 }
 
-/// Which inference path runs the forward and engine figures (training always runs on Burn).
+/// Which path runs the figures: for the training step, `compiled` is the native backbone pass
+/// ([`crate::train::native`]) and `compiled-gemm` falls back to Burn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InferPath {
@@ -246,12 +248,28 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
                 momentum: 0.9,
                 ..OptimizerConfig::sgd(0.1)
             })?;
+            // The earlyexit path trains as `train` does on the CPU: the native backbone pass.
+            let native = match path {
+                InferPath::Compiled => Some(NativeBackbone::check(net.as_ref().expect("built above"))?),
+                _ => None,
+            };
             timed(2, reps, || {
                 let n = net.take().expect("the network is put back after every step");
-                let loss = cross_entropy(n.forward_backbone(x.clone()), y.clone()).mean();
-                // As a training loop does (and PyTorch's `loss.item()`): read the loss.
-                std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
-                let grads = GradientsParams::from_grads(loss.backward(), &n);
+                let grads = match &native {
+                    Some(native) => {
+                        let (outs, pending) = native.forward(&n, x.clone())?;
+                        let logits = outs.into_iter().last().expect("the final classifier").logits;
+                        let loss = cross_entropy(logits, y.clone()).mean();
+                        std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
+                        pending.backward(loss.backward(), &n)?
+                    }
+                    None => {
+                        let loss = cross_entropy(n.forward_backbone(x.clone()), y.clone()).mean();
+                        // As a training loop does (and PyTorch's `loss.item()`): read the loss.
+                        std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
+                        GradientsParams::from_grads(loss.backward(), &n)
+                    }
+                };
                 // flex and LibTorch's CPU backend are eager: the update is done when `step` returns.
                 net = Some(opt.step(n, grads, |_| 0.1));
                 Ok(())
@@ -261,9 +279,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
     Ok(Measurement {
         figure: figure.to_string(),
         path: match figure {
-            Figure::TrainStep { .. } if matches!(path, InferPath::Compiled | InferPath::CompiledGemm) => {
-                InferPath::Burn
-            }
+            Figure::TrainStep { .. } if path == InferPath::CompiledGemm => InferPath::Burn,
             _ => path,
         },
         seconds: median(samples.clone()),

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use earlyexit::Error;
 use earlyexit::run::Run;
 use earlyexit::train::checkpoint::{last_checkpoint_path, load_checkpoint};
-use earlyexit::train::{DataSplit, EpochMetrics, Progress, TrainConfig, TrainOptions, train};
+use earlyexit::train::{DataSplit, EpochMetrics, Progress, TrainConfig, TrainOptions, TrainPath, train};
 
 fn config(extra: &[&str]) -> TrainConfig {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
@@ -226,4 +226,40 @@ fn every_scheme_trains_a_step() {
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_dir_all(base);
+}
+
+/// The native CPU backbone pass trains a ResNet as Burn does: the same training loss within float
+/// rounding over an epoch of real steps (and not bit for bit, so it did run).
+#[test]
+fn native_backbone_pass_trains_as_burn_does() {
+    let cfg = config(&[
+        "model.backbone=\"resnet20\"",
+        "model.exits=\"cuts:3,6\"",
+        "epochs=1",
+        "data.train_limit=256",
+        "data.val_limit=100",
+    ]);
+    let run = |path: TrainPath| {
+        let dir = tmp(&format!("native-{path:?}"));
+        let out = train(&cfg, &dir, &TrainOptions { path, ..opts() }).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        out.metrics
+    };
+    let (burn, native) = (run(TrainPath::Burn), run(TrainPath::Auto));
+    let (b, n) = (&burn[0], &native[0]);
+    assert_ne!(b.train_loss, n.train_loss, "the native pass did not run");
+    assert!(
+        (b.train_loss - n.train_loss).abs() < 1e-3 * b.train_loss,
+        "{} vs {}",
+        b.train_loss,
+        n.train_loss
+    );
+    // Validation runs the eval-mode network on running statistics blended from just two batches:
+    // it amplifies every rounding difference, so only the accuracy is compared, loosely.
+    assert!(
+        (b.val_accuracy - n.val_accuracy).abs() <= 0.05,
+        "{} vs {}",
+        b.val_accuracy,
+        n.val_accuracy
+    );
 }

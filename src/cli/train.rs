@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use earlyexit::train::{CONFIG_FILE, Progress, TrainConfig, TrainOptions, train};
+use earlyexit::train::{CONFIG_FILE, Progress, TrainConfig, TrainOptions, TrainPath, train};
 
 use super::common::DeviceArg;
 
@@ -39,6 +39,10 @@ pub struct Args {
     stop_after: Option<u64>,
     #[command(flatten)]
     device: DeviceArg,
+    /// Which code runs the backbone: `auto` (the native CPU pass on `flex` where the network
+    /// allows it, Burn otherwise) or `burn` (Burn's autodiff everywhere, the reference).
+    #[arg(long, value_enum, default_value = "auto")]
+    train_path: TrainPath,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -70,6 +74,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             progress,
             stop_after: a.stop_after,
             device: a.device.device()?,
+            path: a.train_path,
         },
     )
     .with_context(|| format!("training into {} failed", out.display()))?;

@@ -52,11 +52,11 @@ use crate::model::{ExitHead, ExitOutput, HeadKind, MacConvention, Shape};
 const MAX_TILE_ROWS: usize = 256;
 const MIN_TILE_ROWS: usize = 32;
 
-fn host(t: Tensor<1>) -> Vec<f32> {
+pub(crate) fn host(t: Tensor<1>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor")
 }
 
-fn host_param<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
+pub(crate) fn host_param<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
     p.val()
         .into_data()
         .convert::<f32>()
@@ -66,16 +66,16 @@ fn host_param<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
 
 /// Channels-last activations of a batch: `data[((s·h + y)·w + x)·c + ch]`.
 #[derive(Clone, Debug)]
-struct Act {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    data: Vec<f32>,
+pub(crate) struct Act {
+    pub(crate) n: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c: usize,
+    pub(crate) data: Vec<f32>,
 }
 
 impl Act {
-    fn sample_len(&self) -> usize {
+    pub(crate) fn sample_len(&self) -> usize {
         self.h * self.w * self.c
     }
 
@@ -112,15 +112,15 @@ impl Act {
 
 /// A convolution with its BatchNorm folded in; weights `[(kh·k + kw)·cin + ci][cout]`.
 #[derive(Clone, Debug)]
-struct Conv {
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    relu: bool,
+pub(crate) struct Conv {
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) w: Vec<f32>,
+    pub(crate) b: Vec<f32>,
+    pub(crate) relu: bool,
     /// `w` repacked for the direct AVX-512 kernel, where it runs this convolution.
     packed: Option<Vec<f32>>,
 }
@@ -193,26 +193,45 @@ impl Conv {
                 }
             }
         }
-        let packed = (kernel == ConvKernel::Auto && cout % direct_conv::LANES == 0 && direct_conv::available())
-            .then(|| direct_conv::pack(&w, k, cin, cout));
-        Ok(Self {
+        Ok(Self::from_host(cin, cout, k, conv.stride[0], pad, w, b, relu, kernel))
+    }
+
+    /// A convolution from host weights `w` (`[(kh·k + kw)·cin + ci][cout]`) and bias `b`.
+    #[allow(clippy::too_many_arguments)] // the full geometry of a convolution
+    pub(crate) fn from_host(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        relu: bool,
+        kernel: ConvKernel,
+    ) -> Self {
+        debug_assert_eq!(w.len(), k * k * cin * cout);
+        debug_assert_eq!(b.len(), cout);
+        let packed =
+            (kernel == ConvKernel::Auto && cout.is_multiple_of(direct_conv::LANES) && direct_conv::available())
+                .then(|| direct_conv::pack(&w, k, cin, cout));
+        Self {
             cin,
             cout,
             k,
-            stride: conv.stride[0],
+            stride,
             pad,
             w,
             b,
             relu,
             packed,
-        })
+        }
     }
 
     fn from_layer(l: &ConvBnAct, what: &str, kernel: ConvKernel) -> Result<Self> {
         Self::from_burn(&l.conv, l.bn.as_ref(), l.relu, what, kernel)
     }
 
-    fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+    pub(crate) fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         (
             (h + 2 * self.pad - self.k) / self.stride + 1,
             (w + 2 * self.pad - self.k) / self.stride + 1,
@@ -220,16 +239,22 @@ impl Conv {
     }
 
     /// `conv(x) + b + residual`, then ReLU if `relu`; `residual` has the output's shape.
-    fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
+    pub(crate) fn forward(&self, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
+        self.forward_into(x, residual, relu, Vec::new())
+    }
+
+    /// [`Self::forward`] writing into `out` (resized; its old values are all overwritten), so
+    /// that a caller can recycle its buffers.
+    pub(crate) fn forward_into(&self, x: &Act, residual: Option<&Act>, relu: bool, mut out: Vec<f32>) -> Act {
         debug_assert_eq!(x.c, self.cin);
-        if let Some(packed) = &self.packed {
-            return self.forward_direct(packed, x, residual, relu);
-        }
         let (oh, ow) = self.out_hw(x.h, x.w);
+        out.resize(x.n * oh * ow * self.cout, 0.0);
+        if let Some(packed) = &self.packed {
+            return self.forward_direct(packed, x, residual, relu, out);
+        }
         let per_sample = oh * ow;
         let rows = x.n * per_sample;
         let (cin, cout, k, kk) = (self.cin, self.cout, self.k, self.k * self.k * self.cin);
-        let mut out = vec![0.0f32; rows * cout];
         let threads = rayon::current_num_threads().max(1);
         let tile = rows.div_ceil(threads * 2).clamp(MIN_TILE_ROWS, MAX_TILE_ROWS);
         let direct = k == 1 && self.stride == 1 && self.pad == 0;
@@ -318,7 +343,7 @@ impl Conv {
 
     /// [`Conv::forward`] with the direct AVX-512 kernel: output rows (sample, y) split between
     /// the threads.
-    fn forward_direct(&self, packed: &[f32], x: &Act, residual: Option<&Act>, relu: bool) -> Act {
+    fn forward_direct(&self, packed: &[f32], x: &Act, residual: Option<&Act>, relu: bool, mut out: Vec<f32>) -> Act {
         let (oh, ow) = self.out_hw(x.h, x.w);
         let g = direct_conv::Geometry {
             cin: self.cin,
@@ -332,7 +357,7 @@ impl Conv {
         };
         let row_len = ow * self.cout;
         let rows = x.n * oh;
-        let mut out = vec![0.0f32; rows * row_len];
+        debug_assert_eq!(out.len(), rows * row_len);
         let threads = rayon::current_num_threads().max(1);
         // About four tasks per thread: enough to balance, few enough to amortise the hand-off.
         let per_task = rows.div_ceil(threads * 4).max(1);
@@ -357,7 +382,7 @@ impl Conv {
 
     /// Rows `r0..` of the im2col matrix (one row per output position of the batch, columns in
     /// `(kh, kw, ci)` order) into `col`; out-of-image taps stay zero.
-    fn im2col(&self, x: &Act, oh: usize, ow: usize, r0: usize, col: &mut [f32]) {
+    pub(crate) fn im2col(&self, x: &Act, oh: usize, ow: usize, r0: usize, col: &mut [f32]) {
         let (cin, k, s, p) = (self.cin, self.k, self.stride, self.pad as isize);
         let kk = k * k * cin;
         let per_sample = oh * ow;

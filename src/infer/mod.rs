@@ -1,13 +1,14 @@
 //! Inference: exit policies, the early-exit engine, calibration, evaluation and exit pruning.
 
 pub mod calibrate;
-mod compiled;
-mod direct_conv;
+pub(crate) mod compiled;
+pub(crate) mod direct_conv;
 mod engine;
 pub mod eval;
 mod policy;
 pub mod prune;
 mod runner;
+pub(crate) mod simd;
 mod table;
 
 pub use calibrate::{

@@ -9,9 +9,10 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::infer::Policy;
 use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
 use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
+use crate::train::native::NativeBackbone;
 
 /// File name of the resolved configuration inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -58,6 +60,19 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Where to train (without autodiff: [`train`] adds it). Default: the CPU (`flex`).
     pub device: Device,
+    /// Which code runs the backbone's forward and backward passes.
+    pub path: TrainPath,
+}
+
+/// Which code runs the backbone in a training step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainPath {
+    /// The native CPU pass ([`crate::train::native`]) when training on the CPU (`flex`), the
+    /// network is one it supports and every stage trains (joint objectives); Burn otherwise.
+    #[default]
+    Auto,
+    /// Burn's autodiff everywhere (the reference).
+    Burn,
 }
 
 impl Default for TrainOptions {
@@ -68,6 +83,7 @@ impl Default for TrainOptions {
             progress: Progress::default(),
             stop_after: None,
             device: Device::flex(),
+            path: TrainPath::Auto,
         }
     }
 }
@@ -135,6 +151,29 @@ fn lift(state: StageState) -> StageState {
         x: state.x.autodiff(),
         pooled: state.pooled.into_iter().map(|p| p.autodiff()).collect(),
     }
+}
+
+/// Reads every parameter, so that Burn's lazy initialisation draws it now.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let _ = p.val();
+    }
+}
+
+/// `arch`'s initial weights from `seed`, the same in every run.
+///
+/// Why: Burn's parameters are initialised lazily, at first use, from the device's global random
+/// generator; two trainings in one process (tests, sweeps) would otherwise interleave their draws.
+/// The seed and the draws happen together, under one lock, before training starts.
+fn init_seeded(arch: &Architecture, base: &Device, seed: u64) -> EarlyExitNet {
+    static SEEDED: Mutex<()> = Mutex::new(());
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    base.seed(seed);
+    let net = arch.init(&base.clone().autodiff());
+    net.visit(&mut Materialize);
+    net
 }
 
 /// The exits' outputs for one training step under `plan`.
@@ -273,9 +312,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     let total_steps = (steps_per_epoch * cfg.epochs) as u64;
 
     let base = opts.device.clone().without_autodiff();
-    base.seed(cfg.seed);
     let device = base.clone().autodiff();
-    let mut net = arch.init(&device);
+    let mut net = init_seeded(&arch, &base, cfg.seed);
     if let Some(from) = &cfg.init {
         net = init_backbone(net, &arch, from, &device)?;
     }
@@ -295,6 +333,17 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         save_model(dir, &cfg.model, &net.valid())?;
     }
 
+    // The native backbone pass where it can run; the reason it cannot is logged.
+    let native = match opts.path {
+        TrainPath::Auto if base == Device::flex() => match NativeBackbone::check(&net) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                info!(reason = %e, "training the backbone on Burn");
+                None
+            }
+        },
+        _ => None,
+    };
     let show_bar = opts.progress == Progress::Auto && std::io::stderr().is_terminal();
     let lines = opts.progress == Progress::Lines || (opts.progress == Progress::Auto && !show_bar);
     let n_exits = arch.num_exits();
@@ -329,7 +378,13 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             let step = batch.index;
             base.seed(mix(cfg.seed, state.iteration));
             let (x, y) = batch_tensors(&batch, &device);
-            let outs = forward(&net, x, plan);
+            let (outs, pending) = match (&native, plan) {
+                (Some(native), Plan::All) => {
+                    let (outs, pending) = native.forward(&net, x)?;
+                    (outs, Some(pending))
+                }
+                _ => (forward(&net, x, plan), None),
+            };
             let loss = objective.loss(&outs, y, ctx);
             let value = loss.clone().inner().into_scalar::<f32>() as f64;
             if !value.is_finite() {
@@ -349,7 +404,10 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 })
                 .collect();
             let (correct, cost) = batch_stats(&detached, &batch.labels, &policy, &costs, n_exits);
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            let grads = match pending {
+                Some(pending) => pending.backward(loss.backward(), &net)?,
+                None => GradientsParams::from_grads(loss.backward(), &net),
+            };
             let pos = Position {
                 epoch,
                 epochs: cfg.epochs,

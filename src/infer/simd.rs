@@ -1,0 +1,32 @@
+//! Wide vector code for plain Rust loops, chosen at run time.
+//!
+//! Why: the crate is compiled for the baseline x86-64 (SSE2) so that its binaries run on any
+//! x86-64 CPU; the elementwise passes of the CPU paths (BatchNorm, ReLU masks, col2im) would then
+//! run four floats at a time. [`wide`] runs a closure inlined into a function compiled for
+//! AVX-512 (or AVX2 + FMA) when the CPU has it, so the same loops vectorise 16 (or 8) wide.
+
+/// Runs `f` compiled for the widest vector extension this CPU has. Mark the closure
+/// `#[inline(always)]` so that its body is compiled inside the wide function.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
