@@ -5,7 +5,9 @@
 //! dense convolutions): a plain ResNet forward pass, the early-exit engine with forced exit
 //! shares, or one SGD training step. [`measure`] warms it up, then times it and reports the
 //! median seconds per iteration. Inference figures run on the compiled CPU path by default
-//! ([`CompiledNet`]), or on the Burn module ([`InferPath::Burn`]).
+//! ([`CompiledNet`]), or on the Burn module ([`InferPath::Burn`]); the training step on the native
+//! backbone pass that `earlyexit train` runs on the CPU ([`crate::train::native`]), or on Burn's
+//! autodiff ([`InferPath::Burn`]).
 //!
 //! ```
 //! use earlyexit::perf::{Figure, InferPath, measure};
@@ -124,12 +126,12 @@ impl fmt::Display for Figure {
 #[serde(rename_all = "kebab-case")]
 pub enum InferPath {
     /// [`CompiledNet`]: channels-last, BatchNorm folded, fused epilogues, the direct AVX-512
-    /// convolution where the CPU has it.
+    /// convolution where the CPU has it; for the training step, the native backbone pass.
     #[default]
     Compiled,
     /// [`CompiledNet`] with im2col + GEMM for every convolution ([`ConvKernel::Gemm`]).
     CompiledGemm,
-    /// The Burn module on the `flex` backend.
+    /// The Burn module on the `flex` backend (training: Burn's autodiff).
     Burn,
     /// The Burn module on Burn's LibTorch backend (CPU), feature `tch`.
     #[cfg(feature = "tch")]

@@ -12,7 +12,8 @@ pub struct Args {
     /// Timed iterations per figure (the median is reported).
     #[arg(long, default_value_t = 10)]
     reps: usize,
-    /// Inference path of the forward and engine figures.
+    /// The path timed: for the training step, `compiled` is the native backbone pass that `train`
+    /// runs on the CPU and `burn` is Burn's autodiff.
     #[arg(long, value_enum, default_value_t = InferPath::Compiled)]
     path: InferPath,
     /// Print JSON (one object per figure, every iteration's time included).

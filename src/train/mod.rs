@@ -7,6 +7,8 @@
 //! - [`config`]: the TOML [`TrainConfig`];
 //! - [`checkpoint`]: atomic single-file checkpoints for `--resume`;
 //! - [`metrics`]: per-epoch metrics and evaluation under an exit policy;
+//! - [`native`]: the backbone's forward and backward pass on the CPU without Burn's autodiff
+//!   (ResNets, 4–5× faster than `flex`), used by the loop where it can run;
 //! - [`trainer`]: the loop, [`train`].
 //!
 //! A run folder (see [`crate::run::Run`]) is what training leaves behind.
