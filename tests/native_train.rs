@@ -213,3 +213,25 @@ fn odd_sizes() {
     check("resnet20", Shape::new(3, 14, 14), "cuts:4", HeadKind::Pool, 3);
     check("resnet20", Shape::new(1, 9, 9), "cuts:4", HeadKind::Pool, 3);
 }
+
+#[test]
+fn wrong_inputs_and_networks_are_errors() {
+    let arch = ModelDescription::new("resnet20", Shape::new(3, 8, 8), 10, "cuts:2".parse().unwrap())
+        .resolve()
+        .unwrap();
+    let other = ModelDescription::new("resnet20", Shape::new(3, 8, 8), 10, "cuts:4".parse().unwrap())
+        .resolve()
+        .unwrap();
+    let ad = Device::flex().autodiff();
+    let (net, net2) = {
+        let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+        (arch.init(&ad), other.init(&ad))
+    };
+    let native = NativeBackbone::check(&net).unwrap();
+    let x = Tensor::<4>::zeros([2, 1, 8, 8], &ad);
+    let err = native.forward(&net, x).err().unwrap().to_string();
+    assert!(err.contains("1 channels") && err.contains("expects 3"), "{err}");
+    let x = Tensor::<4>::zeros([2, 3, 8, 8], &ad);
+    let err = native.forward(&net2, x).err().unwrap().to_string();
+    assert!(err.contains("cut points"), "{err}");
+}

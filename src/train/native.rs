@@ -8,8 +8,10 @@
 //! host buffers: convolutions on the direct AVX-512 kernel of the compiled inference path (or
 //! im2col + GEMM), BatchNorm statistics in one pass per chunk, normalisation fused with ReLU and
 //! the residual add, and a backward pass written out by hand: the input gradient of a stride-1
-//! convolution is the same direct kernel on flipped weights, weight gradients are GEMMs over
-//! im2col tiles, and the BatchNorm + ReLU backward is two fused passes.
+//! convolution is the same direct kernel on flipped weights (strided ones: a GEMM and col2im),
+//! weight gradients a direct AVX-512 kernel (im2col + GEMM where it cannot run), and the BatchNorm
+//! + ReLU backward two fused passes. Activation buffers are recycled from step to step. Measured
+//! (ResNet-20, batch 128, 2 threads): 0.98 s per step on `flex`, 0.20 s here, PyTorch 0.21 s.
 //!
 //! Only the backbone is native. The features at every cut point (and the end) become Burn
 //! autodiff leaves, so the heads, the final classifier and every objective of
@@ -41,12 +43,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::sync::{Arc, Mutex};
+
 use burn::module::{Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use std::sync::{Arc, Mutex};
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -99,7 +101,8 @@ impl Pool {
 }
 
 /// The backbone layout of a network the native path can train: per block, which of its layers
-/// are which. Holds no weights (they are read from the module at every step).
+/// are which, and the activation buffers it recycles. Holds no weights: they are read from the
+/// module at every step, so that the optimiser may update it freely.
 #[derive(Clone, Debug)]
 pub struct NativeBackbone {
     blocks: Vec<BlockKind>,
@@ -207,7 +210,21 @@ impl NativeBackbone {
     /// final classifier last (as [`EarlyExitNet::forward_all`]), and the pass waiting for the
     /// loss's gradients.
     pub fn forward(&self, net: &EarlyExitNet, x: Tensor<4>) -> Result<(Vec<ExitOutput>, PendingBackward)> {
+        if net.backbone.blocks.len() != self.blocks.len() || net.cuts() != self.cuts {
+            return Err(Error::invalid(
+                "model",
+                "not the network this native pass was checked for (blocks or cut points differ)",
+            ));
+        }
         let [n, c, h, w] = x.dims();
+        let stem = block_layers(&net.backbone.blocks[0], 0)?;
+        if stem.first().is_some_and(|l| l.conv.cin != c) {
+            return Err(Error::invalid(
+                "input",
+                format!("{c} channels, but the first convolution expects {}", stem[0].conv.cin),
+            ));
+        }
+        drop(stem);
         let device = x.device();
         let input = to_nhwc(
             &x.inner()
@@ -1160,18 +1177,7 @@ mod tests {
 #[cfg(test)]
 mod kernel_tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::infer::direct_conv::test_values as values;
 
     /// The definition: `dx[n][iy][ix][ci] = Σ dy[n][oy][ox][co]·w[tap][ci][co]` over the taps
     /// that map (oy, ox) onto (iy, ix).
@@ -1244,20 +1250,8 @@ mod kernel_tests {
                 worst < 1e-3,
                 "input grad n{n} h{h} {cin}->{cout} k{k} s{stride}: {worst}"
             );
-            // Weight gradient: direct kernel against the GEMM route.
+            // Weight gradient (the direct kernel where it runs) against the definition.
             let direct = conv_weight_grad(&conv, &x, &dc);
-            let gemm_conv = Conv::from_host(
-                cin,
-                cout,
-                k,
-                stride,
-                pad,
-                conv.w.clone(),
-                vec![0.0; cout],
-                false,
-                ConvKernel::Gemm,
-            );
-            let _ = gemm_conv;
             let mut want_w = vec![0.0f32; direct.len()];
             for nn in 0..n {
                 for oy in 0..oh {
