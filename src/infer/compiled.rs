@@ -748,7 +748,7 @@ impl CompiledNet {
             };
             let score = policy.score(&exit_out);
             let mask = policy.decide(k, &exit_out, &score, &mut pstate);
-            let mask: Vec<bool> = mask.into_data().try_to_vec::<bool>().expect("bool mask");
+            let mask = super::engine::host_mask(mask);
             if !mask.iter().any(|&b| b) {
                 continue;
             }

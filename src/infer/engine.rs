@@ -190,7 +190,7 @@ impl MultiExitModel {
         }
         let score = policy.score(&out);
         let mask = policy.decide(k, &out, &score, &mut pstate);
-        let mask: Vec<bool> = mask.into_data().try_to_vec::<bool>().expect("bool mask");
+        let mask = host_mask(mask);
         let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
         if leave.is_empty() {
             return Some(Part { state, pstate, rows });
@@ -448,6 +448,16 @@ impl<'m> Rebatcher<'m> {
     }
 }
 
+/// A device's bool tensor on the host, whatever its storage: backends keep booleans as native
+/// `bool` (`flex`) or as bytes (Vulkan), and [`TensorData::try_to_vec`] only takes the first.
+pub(crate) fn host_mask(mask: Tensor<1, burn::tensor::Bool>) -> Vec<bool> {
+    mask_values(&mask.into_data())
+}
+
+fn mask_values(data: &TensorData) -> Vec<bool> {
+    data.iter::<u8>().map(|b| b != 0).collect()
+}
+
 fn index_tensor(idx: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
     Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), device)
@@ -491,4 +501,23 @@ pub fn argmax(v: &[f32]) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+    use burn::tensor::{BoolStore, DType};
+
+    /// The Vulkan backend stores booleans as bytes (or words): the engine reads them all.
+    #[test]
+    fn masks_read_in_every_bool_storage() {
+        let want = vec![true, false, true, true];
+        let native = TensorData::new(want.clone(), [4]);
+        let bytes = TensorData::from_bytes_vec(vec![1, 0, 1, 1], [4], DType::Bool(BoolStore::U8));
+        let words: Vec<u8> = [1u32, 0, 1, 1].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let words = TensorData::from_bytes_vec(words, [4], DType::Bool(BoolStore::U32));
+        for data in [native, bytes, words] {
+            assert_eq!(mask_values(&data), want, "{:?}", data.dtype());
+        }
+    }
 }

@@ -336,7 +336,10 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     // The native backbone pass where it can run; the reason it cannot is logged.
     let native = match opts.path {
         TrainPath::Auto if base == Device::flex() => match NativeBackbone::check(&net) {
-            Ok(n) => Some(n),
+            Ok(n) => {
+                info!("training the backbone on the native CPU pass (joint plans)");
+                Some(n)
+            }
             Err(e) => {
                 info!(reason = %e, "training the backbone on Burn");
                 None
