@@ -263,7 +263,7 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
                         let logits = outs.into_iter().last().expect("the final classifier").logits;
                         let loss = cross_entropy(logits, y.clone()).mean();
                         std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
-                        pending.backward(loss.backward(), &n)?
+                        pending.backward(loss.backward())?
                     }
                     None => {
                         let loss = cross_entropy(n.forward_backbone(x.clone()), y.clone()).mean();

@@ -135,7 +135,7 @@ fn check(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize) {
 
     let native = NativeBackbone::check(&net).unwrap();
     let (outs, pending) = native.forward(&net, x_native).unwrap();
-    let ours = pending.backward(loss(&outs, &y).backward(), &net).unwrap();
+    let ours = pending.backward(loss(&outs, &y).backward()).unwrap();
     let after_native = running_stats(&net);
 
     let mut pairs = Pairs {

@@ -42,6 +42,7 @@ use rayon::prelude::*;
 
 use super::direct_conv;
 use super::engine::{Answers, MultiExitModel, argmax};
+use super::matmul::{MatRef, matmul};
 use super::policy::{Policy, PolicyState, max_prob};
 use crate::error::{Error, Result};
 use crate::model::layers::{Block, ConvBnAct};
@@ -276,31 +277,16 @@ impl Conv {
                 self.im2col(x, oh, ow, r0, &mut col);
                 &col
             };
-            // SAFETY: `lhs` is m×kk row-major, `self.w` kk×cout row-major and `dst` m×cout
-            // row-major, all within their slices.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    cout,
-                    kk,
-                    dst.as_mut_ptr(),
-                    1,
-                    cout as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    kk as isize,
-                    self.w.as_ptr(),
-                    1,
-                    cout as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
+            matmul(
+                dst,
+                m,
+                cout,
+                kk,
+                false,
+                MatRef::row_major(lhs, kk),
+                MatRef::row_major(&self.w, cout),
+                par,
+            );
             // One pass over the GEMM's output: bias, residual, ReLU (branches hoisted out of the
             // loops so that they vectorise).
             let b = &self.b[..];
@@ -518,31 +504,17 @@ impl Dense {
         for _ in 0..n {
             out.extend_from_slice(&self.b);
         }
-        // SAFETY: `z` is n×din, `self.w` din×dout and `out` n×dout, all row-major and within
-        // their slices. `out` starts as the bias (alpha = 1 accumulates onto it).
-        unsafe {
-            gemm::gemm(
-                n,
-                self.dout,
-                self.din,
-                out.as_mut_ptr(),
-                1,
-                self.dout as isize,
-                true,
-                z.as_ptr(),
-                1,
-                self.din as isize,
-                self.w.as_ptr(),
-                1,
-                self.dout as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // `out` starts as the bias: the product accumulates onto it.
+        matmul(
+            &mut out,
+            n,
+            self.dout,
+            self.din,
+            true,
+            MatRef::row_major(z, self.din),
+            MatRef::row_major(&self.w, self.dout),
+            gemm::Parallelism::None,
+        );
         out
     }
 }

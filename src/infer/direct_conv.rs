@@ -305,16 +305,26 @@ mod x86 {
         }
         for b in 0..NB {
             let sum = _mm512_add_ps(_mm512_add_ps(acc[0][b], acc[1][b]), _mm512_add_ps(acc[2][b], acc[3][b]));
-            let off = ox0 * g.cout + b * LANES;
-            let mut v = _mm512_add_ps(sum, unsafe { _mm512_loadu_ps(row.bias.add(b * LANES)) });
-            if !row.res.is_null() {
-                v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(row.res.add(off)) });
-            }
-            if row.relu {
-                v = _mm512_max_ps(v, _mm512_setzero_ps());
-            }
-            unsafe { _mm512_storeu_ps(row.out.add(off), v) };
+            let v = _mm512_add_ps(sum, unsafe { _mm512_loadu_ps(row.bias.add(b * LANES)) });
+            // SAFETY: as in `tile`: the output row holds `ow·cout` values.
+            unsafe { epilogue(row, ox0 * g.cout + b * LANES, v) };
         }
+    }
+
+    /// The end of every output vector: the residual at `off` added where there is one, ReLU if
+    /// asked, one store at `off` of the output row.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn epilogue(row: &Row, off: usize, mut v: __m512) {
+        if !row.res.is_null() {
+            // SAFETY: the residual row has the output row's length (checked by `conv_row`).
+            v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(row.res.add(off)) });
+        }
+        if row.relu {
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        // SAFETY: the caller passes an offset inside the output row.
+        unsafe { _mm512_storeu_ps(row.out.add(off), v) };
     }
 
     /// `P` adjacent output pixels × `NB` blocks of 16 output channels, starting at pixel `ox0`;
@@ -357,15 +367,8 @@ mod x86 {
         }
         for (p, a) in acc.iter().enumerate() {
             for (b, v) in a.iter().enumerate() {
-                let off = (ox0 + p) * g.cout + b * LANES;
-                let mut v = *v;
-                if !row.res.is_null() {
-                    v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(row.res.add(off)) });
-                }
-                if row.relu {
-                    v = _mm512_max_ps(v, _mm512_setzero_ps());
-                }
-                unsafe { _mm512_storeu_ps(row.out.add(off), v) };
+                // SAFETY: pixel ox0 + p < ow and block b < cout/16: inside the output row.
+                unsafe { epilogue(row, (ox0 + p) * g.cout + b * LANES, *v) };
             }
         }
     }

@@ -5,6 +5,7 @@ pub(crate) mod compiled;
 pub(crate) mod direct_conv;
 mod engine;
 pub mod eval;
+pub(crate) mod matmul;
 mod policy;
 pub mod prune;
 mod runner;

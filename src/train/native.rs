@@ -38,7 +38,7 @@
 //! let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3], [4]), &device);
 //! let (outs, pending) = NativeBackbone::check(&net)?.forward(&net, x)?;
 //! let loss = outs.iter().map(|o| cross_entropy(o.logits.clone(), y.clone()).mean()).reduce(|a, b| a + b).unwrap();
-//! let grads: GradientsParams = pending.backward(loss.backward(), &net)?;
+//! let grads: GradientsParams = pending.backward(loss.backward())?;
 //! assert!(grads.len() > 60); // every backbone weight and every head's
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -54,6 +54,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::infer::compiled::{Act, Conv, ConvKernel, host, host_param};
 use crate::infer::direct_conv;
+use crate::infer::matmul::{MatRef, matmul};
 use crate::infer::simd::wide;
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
@@ -114,8 +115,29 @@ pub struct NativeBackbone {
 enum BlockKind {
     /// Convolutions one after the other.
     Stack,
-    /// Convolutions, a shortcut, the sum, ReLU.
-    Residual,
+    /// Convolutions, a shortcut (a convolution, the last layer, or the identity), the sum, ReLU.
+    Residual { shortcut: bool },
+}
+
+/// A block's kind and its convolutions in order (a residual block's shortcut last); `None` for
+/// the blocks the native pass cannot run.
+fn block_parts(b: &Block) -> Option<(BlockKind, Vec<&ConvBnAct>)> {
+    Some(match b {
+        Block::Conv(s) if s.pool.is_none() => (BlockKind::Stack, s.layers.iter().collect()),
+        Block::Basic(b) => (
+            BlockKind::Residual {
+                shortcut: b.shortcut.is_some(),
+            },
+            [&b.conv1, &b.conv2].into_iter().chain(&b.shortcut).collect(),
+        ),
+        Block::Bottleneck(b) => (
+            BlockKind::Residual {
+                shortcut: b.shortcut.is_some(),
+            },
+            [&b.conv1, &b.conv2, &b.conv3].into_iter().chain(&b.shortcut).collect(),
+        ),
+        _ => return None,
+    })
 }
 
 /// One convolution with its optional BatchNorm and ReLU, weights read from the module.
@@ -150,10 +172,13 @@ struct BlockTape {
     out: Act,
 }
 
-/// The forward pass of a step, waiting for the gradients of its outputs.
-pub struct PendingBackward {
+/// The forward pass of a step on `net`, waiting for the gradients of its outputs.
+pub struct PendingBackward<'a> {
+    net: &'a EarlyExitNet,
     backbone: NativeBackbone,
     input: Act,
+    /// Per block, the weights the forward pass read (the backward pass uses the same).
+    weights: Vec<Vec<Layer<'a>>>,
     tapes: Vec<BlockTape>,
     /// The autodiff leaves the heads read, per stage (cut points, then the backbone's end).
     leaves: Vec<Tensor<4>>,
@@ -162,6 +187,12 @@ pub struct PendingBackward {
 
 fn unsupported(why: String) -> Error {
     Error::invalid("model", format!("{why}; the native CPU training path cannot run it"))
+}
+
+fn unsupported_block(i: usize) -> Error {
+    unsupported(format!(
+        "block {i} (a pooled convolution stack, pre-activation or dense block)"
+    ))
 }
 
 impl NativeBackbone {
@@ -174,28 +205,10 @@ impl NativeBackbone {
         }
         let mut blocks = Vec::with_capacity(net.backbone.blocks.len());
         for (i, b) in net.backbone.blocks.iter().enumerate() {
-            let layers: Vec<&ConvBnAct> = match b {
-                Block::Conv(s) if s.pool.is_none() => {
-                    blocks.push(BlockKind::Stack);
-                    s.layers.iter().collect()
-                }
-                Block::Basic(b) => {
-                    blocks.push(BlockKind::Residual);
-                    [&b.conv1, &b.conv2].into_iter().chain(&b.shortcut).collect()
-                }
-                Block::Bottleneck(b) => {
-                    blocks.push(BlockKind::Residual);
-                    [&b.conv1, &b.conv2, &b.conv3].into_iter().chain(&b.shortcut).collect()
-                }
-                _ => {
-                    return Err(unsupported(format!(
-                        "block {i} (a pooled convolution stack, pre-activation or dense block)"
-                    )));
-                }
-            };
-            for l in layers {
-                Layer::read(l, i)?;
-            }
+            let (kind, _) = block_parts(b).ok_or_else(|| unsupported_block(i))?;
+            // Reads every weight once, so that an unsupported convolution is refused now.
+            block_layers(b, i)?;
+            blocks.push(kind);
         }
         Ok(Self {
             blocks,
@@ -204,12 +217,21 @@ impl NativeBackbone {
         })
     }
 
+    /// The last block of every stage: the cut points, then the backbone's end.
+    fn stage_ends(&self) -> Vec<usize> {
+        self.cuts
+            .iter()
+            .copied()
+            .chain(std::iter::once(self.blocks.len() - 1))
+            .collect()
+    }
+
     /// The training forward pass of `net` on `x` (`[N, C, H, W]`, on an autodiff device): the
     /// backbone runs here, in training mode (batch statistics; the module's running statistics
     /// are updated), every head and the final classifier on Burn. Returns every exit's output,
     /// final classifier last (as [`EarlyExitNet::forward_all`]), and the pass waiting for the
     /// loss's gradients.
-    pub fn forward(&self, net: &EarlyExitNet, x: Tensor<4>) -> Result<(Vec<ExitOutput>, PendingBackward)> {
+    pub fn forward<'a>(&self, net: &'a EarlyExitNet, x: Tensor<4>) -> Result<(Vec<ExitOutput>, PendingBackward<'a>)> {
         if net.backbone.blocks.len() != self.blocks.len() || net.cuts() != self.cuts {
             return Err(Error::invalid(
                 "model",
@@ -217,14 +239,21 @@ impl NativeBackbone {
             ));
         }
         let [n, c, h, w] = x.dims();
-        let stem = block_layers(&net.backbone.blocks[0], 0)?;
-        if stem.first().is_some_and(|l| l.conv.cin != c) {
+        let weights = net
+            .backbone
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block_layers(b, i))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(first) = weights.first().and_then(|ls| ls.first())
+            && first.conv.cin != c
+        {
             return Err(Error::invalid(
                 "input",
-                format!("{c} channels, but the first convolution expects {}", stem[0].conv.cin),
+                format!("{c} channels, but the first convolution expects {}", first.conv.cin),
             ));
         }
-        drop(stem);
         let device = x.device();
         let input = to_nhwc(
             &x.inner()
@@ -238,20 +267,14 @@ impl NativeBackbone {
             w,
         );
         let mut tapes: Vec<BlockTape> = Vec::with_capacity(self.blocks.len());
-        for (i, (kind, block)) in self.blocks.iter().zip(&net.backbone.blocks).enumerate() {
-            let layers = block_layers(block, i)?;
+        for (kind, layers) in self.blocks.iter().zip(&weights) {
             let x = tapes.last().map_or(&input, |t| &t.out);
-            tapes.push(match kind {
-                BlockKind::Stack => forward_stack(&layers, x, &self.pool),
-                BlockKind::Residual => forward_residual(&layers, block_has_shortcut(block), x, &self.pool),
+            tapes.push(match *kind {
+                BlockKind::Stack => forward_stack(layers, x, &self.pool),
+                BlockKind::Residual { shortcut } => forward_residual(layers, shortcut, x, &self.pool),
             });
         }
-        let stage_ends: Vec<usize> = self
-            .cuts
-            .iter()
-            .copied()
-            .chain(std::iter::once(self.blocks.len() - 1))
-            .collect();
+        let stage_ends = self.stage_ends();
         let mut outs = Vec::with_capacity(stage_ends.len());
         let mut leaves = Vec::with_capacity(stage_ends.len());
         for (k, &b) in stage_ends.iter().enumerate() {
@@ -268,8 +291,10 @@ impl NativeBackbone {
         Ok((
             outs,
             PendingBackward {
+                net,
                 backbone: self.clone(),
                 input,
+                weights,
                 tapes,
                 leaves,
                 device,
@@ -278,11 +303,12 @@ impl NativeBackbone {
     }
 }
 
-impl PendingBackward {
-    /// The gradients of every parameter of `net` that the loss depends on: those of the heads
-    /// and the classifier from Burn's `grads`, those of the backbone from the native backward
-    /// pass. `net` must be the module the forward pass ran.
-    pub fn backward(self, mut grads: Gradients, net: &EarlyExitNet) -> Result<GradientsParams> {
+impl PendingBackward<'_> {
+    /// The gradients of every parameter of the network that the loss depends on: those of the
+    /// heads and the classifier from Burn's `grads`, those of the backbone from the native
+    /// backward pass.
+    pub fn backward(self, mut grads: Gradients) -> Result<GradientsParams> {
+        let net = self.net;
         let leaf_grads: Vec<Option<Vec<f32>>> = self
             .leaves
             .iter()
@@ -294,16 +320,9 @@ impl PendingBackward {
             .collect::<Result<_>>()?;
         let mut params = GradientsParams::from_grads(grads, net);
         let inner = self.device.clone().inner();
-        let stage_ends: Vec<usize> = self
-            .backbone
-            .cuts
-            .iter()
-            .copied()
-            .chain(std::iter::once(self.backbone.blocks.len() - 1))
-            .collect();
+        let stage_ends = self.backbone.stage_ends();
         let mut d_out: Option<Act> = None;
         for i in (0..self.backbone.blocks.len()).rev() {
-            let block = &net.backbone.blocks[i];
             let tape = &self.tapes[i];
             // The gradient reaching this block's output: from the next block and from a head.
             if let Some(k) = stage_ends.iter().position(|&e| e == i)
@@ -321,7 +340,7 @@ impl PendingBackward {
             }
             let Some(dy) = d_out.take() else { continue };
             let x = if i == 0 { &self.input } else { &self.tapes[i - 1].out };
-            let layers = block_layers(block, i)?;
+            let layers = &self.weights[i];
             let need_dx = i > 0;
             let mut sink = Sink {
                 params: &mut params,
@@ -329,9 +348,9 @@ impl PendingBackward {
                 pool: &self.backbone.pool,
             };
             d_out = match self.backbone.blocks[i] {
-                BlockKind::Stack => backward_stack(&layers, tape, x, dy, need_dx, &mut sink),
-                BlockKind::Residual => {
-                    backward_residual(&layers, block_has_shortcut(block), tape, x, dy, need_dx, &mut sink)
+                BlockKind::Stack => backward_stack(layers, tape, x, dy, need_dx, &mut sink),
+                BlockKind::Residual { shortcut } => {
+                    backward_residual(layers, shortcut, tape, x, dy, need_dx, &mut sink)
                 }
             };
         }
@@ -353,22 +372,9 @@ fn data_err(e: impl std::fmt::Debug) -> Error {
     Error::invalid("tensor", format!("not readable as f32: {e:?}"))
 }
 
-fn block_has_shortcut(b: &Block) -> bool {
-    match b {
-        Block::Basic(b) => b.shortcut.is_some(),
-        Block::Bottleneck(b) => b.shortcut.is_some(),
-        _ => false,
-    }
-}
-
 /// The block's layers with their current weights; a residual block's shortcut comes last.
 fn block_layers(b: &Block, i: usize) -> Result<Vec<Layer<'_>>> {
-    let srcs: Vec<&ConvBnAct> = match b {
-        Block::Conv(s) => s.layers.iter().collect(),
-        Block::Basic(b) => [&b.conv1, &b.conv2].into_iter().chain(&b.shortcut).collect(),
-        Block::Bottleneck(b) => [&b.conv1, &b.conv2, &b.conv3].into_iter().chain(&b.shortcut).collect(),
-        _ => return Err(unsupported(format!("block {i}"))),
-    };
+    let (_, srcs) = block_parts(b).ok_or_else(|| unsupported_block(i))?;
     srcs.into_iter().map(|l| Layer::read(l, i)).collect()
 }
 
@@ -821,31 +827,17 @@ fn conv_weight_grad(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
                     &col
                 };
                 let dy = &dc.data[s * p * cout..(s + 1) * p * cout];
-                // SAFETY: dW (kk×cout, row-major) += colᵀ (kk×p: element (i, j) at col[j·kk + i])
-                // · dy (p×cout, row-major); every index stays within the slices.
-                unsafe {
-                    gemm::gemm(
-                        kk,
-                        cout,
-                        p,
-                        dw.as_mut_ptr(),
-                        1,
-                        cout as isize,
-                        true,
-                        lhs.as_ptr(),
-                        kk as isize,
-                        1,
-                        dy.as_ptr(),
-                        1,
-                        cout as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                // dW (kk×cout) += colᵀ (kk×p) · dy (p×cout).
+                matmul(
+                    &mut dw,
+                    kk,
+                    cout,
+                    p,
+                    true,
+                    MatRef::transposed(lhs, kk),
+                    MatRef::row_major(dy, cout),
+                    gemm::Parallelism::None,
+                );
             }
             dw
         })
@@ -951,31 +943,17 @@ fn conv_input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&
                 #[inline(always)]
                 || {
                     let dy = &dc.data[n * p * cout..(n + 1) * p * cout];
-                    // SAFETY: col (p×kk, row-major) = dy (p×cout, row-major) · Wᵀ (cout×kk: element (i, j) at
-                    // w[j·cout + i]); every index stays within the slices.
-                    unsafe {
-                        gemm::gemm(
-                            p,
-                            kk,
-                            cout,
-                            col.as_mut_ptr(),
-                            1,
-                            kk as isize,
-                            false,
-                            dy.as_ptr(),
-                            1,
-                            cout as isize,
-                            conv.w.as_ptr(),
-                            cout as isize,
-                            1,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+                    // col (p×kk) = dy (p×cout) · Wᵀ (cout×kk).
+                    matmul(
+                        col,
+                        p,
+                        kk,
+                        cout,
+                        false,
+                        MatRef::row_major(dy, cout),
+                        MatRef::transposed(&conv.w, cout),
+                        gemm::Parallelism::None,
+                    );
                     for (pos, row) in col.chunks_exact(kk).enumerate() {
                         let (oy, ox) = ((pos / ow) as isize, (pos % ow) as isize);
                         for ky in 0..k {

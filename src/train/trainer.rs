@@ -408,7 +408,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 .collect();
             let (correct, cost) = batch_stats(&detached, &batch.labels, &policy, &costs, n_exits);
             let grads = match pending {
-                Some(pending) => pending.backward(loss.backward(), &net)?,
+                Some(pending) => pending.backward(loss.backward())?,
                 None => GradientsParams::from_grads(loss.backward(), &net),
             };
             let pos = Position {
