@@ -28,11 +28,13 @@ pub use earlyexit_data as data;
 
 pub mod bench;
 pub mod classexit;
+mod cpu;
 pub mod device;
 pub mod error;
 pub mod infer;
 pub mod model;
 pub mod perf;
+pub mod policy;
 pub mod quickstart;
 pub mod report;
 pub mod run;

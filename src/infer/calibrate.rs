@@ -35,9 +35,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Policy, Thresholds};
-use super::table::{ExitTable, Outcome, ScoreKind, SplitKind};
 use crate::error::{Error, Result};
+use crate::policy::{ExitTable, Outcome, ScoreKind, SplitKind};
+use crate::policy::{Policy, Thresholds};
 
 /// File name of the calibrated policy inside a run folder.
 pub const POLICY_FILE: &str = "policy.json";

@@ -8,9 +8,9 @@
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::policy::{Policy, PolicyState, max_prob};
 use crate::error::Result;
 use crate::model::{Architecture, EarlyExitNet, MacConvention, StageState, check_input};
+use crate::policy::{Policy, PolicyState, argmax, max_prob};
 
 /// Per-sample answers of [`MultiExitModel::infer`], in input order.
 #[derive(Clone, Debug, PartialEq)]
@@ -490,17 +490,6 @@ fn assemble(n: usize, classes: usize, answered: Vec<Answered>, macs_of: impl Fn(
         }
     }
     out
-}
-
-/// Index of the largest value (first on ties), as `argmax` on the device does.
-pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 #[cfg(test)]

@@ -24,11 +24,12 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Answers, MultiExitModel};
-use super::policy::Policy;
 use super::runner::{Runner, RunnerChoice};
-use super::table::{ExitTable, LabelledData, SplitKind};
+use super::table::LabelledData;
 use crate::error::{Error, Result};
 use crate::model::MacConvention;
+use crate::policy::Policy;
+use crate::policy::{ExitTable, SplitKind};
 
 /// Number of equal-width confidence bins of [`ece`].
 pub const ECE_BINS: usize = 15;

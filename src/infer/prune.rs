@@ -22,10 +22,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Policy, Thresholds};
-use super::table::{ExitTable, Outcome};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, MacConvention};
+use crate::policy::{ExitTable, Outcome};
+use crate::policy::{Policy, Thresholds};
 
 /// Survey eq. 4: exit `i` improves efficiency iff `(γ_{i+1} − γ_i)(I_i − I_{i+1}) > γ_i I_{i+1}`.
 pub fn efficiency_condition(gamma_i: f64, gamma_next: f64, reach_i: f64, reach_next: f64) -> bool {

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::compiled::CompiledNet;
 use super::engine::{Answers, MultiExitModel};
-use super::policy::Policy;
 use crate::error::Result;
+use crate::policy::Policy;
 
 /// What [`Runner::new`] may choose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

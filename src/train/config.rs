@@ -41,8 +41,8 @@ use super::optim::OptimizerConfig;
 use super::schedule::ScheduleConfig;
 use crate::data::DatasetKind;
 use crate::error::{Error, Result};
-use crate::infer::{Policy, Thresholds};
 use crate::model::{Architecture, MacConvention, ModelDescription};
+use crate::policy::{Policy, Thresholds};
 
 fn eval_batch() -> usize {
     500

@@ -10,8 +10,8 @@ use super::data::batch_tensors;
 use super::objectives::{LossContext, Objective, log_mixtures};
 use crate::data::Loader;
 use crate::error::{Error, Result};
-use crate::infer::{Policy, argmax};
 use crate::model::EarlyExitNet;
+use crate::policy::{Policy, argmax};
 
 /// File name of the metrics inside a run folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";

@@ -26,9 +26,9 @@ use super::objectives::{LossContext, Objective, ObjectiveKind};
 use super::optim::Optimizer;
 use super::schedule::Position;
 use crate::error::{Error, Result};
-use crate::infer::Policy;
 use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
 use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
+use crate::policy::Policy;
 use crate::train::native::NativeBackbone;
 
 /// File name of the resolved configuration inside a run folder.
@@ -548,7 +548,7 @@ fn batch_stats(outs: &[ExitOutput], labels: &[u32], policy: &Policy, costs: &[f6
         let correct = v
             .chunks(c)
             .zip(labels)
-            .filter(|(row, l)| crate::infer::argmax(row) == **l as usize)
+            .filter(|(row, l)| crate::policy::argmax(row) == **l as usize)
             .count();
         return (correct, costs[k]);
     }

@@ -1,12 +1,20 @@
-//! The in-memory [`Dataset`], the dataset kinds and the `load` entry point that finds each dataset's
-//! standard files in a folder.
+//! The data types every reader builds on: the in-memory [`Dataset`], [`DatasetKind`], [`Split`] and
+//! [`Cifar100Label`].
+//!
+//! Readers import this module and nothing imports a reader back into it, so there is no cycle;
+//! finding and dispatching to a reader lives in `locate.rs`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::{cifar, digits, folder, idx, mat, names};
+
+// The digits sizes live here, not in `digits.rs`, because `DatasetKind::official_counts` needs them
+// and this module must not import a reader; `digits` re-exports them.
+/// Samples in the scikit-learn digits set.
+pub const DIGITS_TOTAL: usize = 1797;
+/// Samples in the digits train half ([`Split::Train`]).
+pub const DIGITS_TRAIN: usize = 898;
 
 /// A labelled image dataset held in memory: `u8` pixels, channel-major (CHW) per sample, samples
 /// one after the other; one `u32` label per sample, in `0..classes`.
@@ -214,12 +222,6 @@ impl Dataset {
         self.labels.extend_from_slice(&other.labels);
         Ok(())
     }
-
-    /// Loads one split of a dataset from its standard files in `dir` (or a standard subfolder of
-    /// `dir`); see [`load`].
-    pub fn load(kind: DatasetKind, dir: &Path, split: Split) -> Result<Dataset> {
-        load(kind, dir, split)
-    }
 }
 
 /// Which labels to use for CIFAR-100.
@@ -327,7 +329,7 @@ impl DatasetKind {
             DatasetKind::Cifar10 | DatasetKind::Cifar100 { .. } => Some((50_000, 10_000)),
             DatasetKind::Svhn => Some((73_257, 26_032)),
             DatasetKind::TinyImageNet => Some((100_000, 10_000)),
-            DatasetKind::Digits => Some((digits::DIGITS_TRAIN, digits::DIGITS_TOTAL - digits::DIGITS_TRAIN)),
+            DatasetKind::Digits => Some((DIGITS_TRAIN, DIGITS_TOTAL - DIGITS_TRAIN)),
             DatasetKind::ImageFolder => None,
         }
     }
@@ -394,206 +396,4 @@ impl fmt::Display for Split {
             Split::Test => "test",
         })
     }
-}
-
-/// Subfolders, besides `dir` itself, where each kind's files are looked for.
-pub(crate) fn candidate_subdirs(kind: DatasetKind) -> &'static [&'static str] {
-    match kind {
-        DatasetKind::Mnist => &["mnist", "MNIST", "MNIST/raw", "mnist/raw"],
-        DatasetKind::FashionMnist => &[
-            "fashion-mnist",
-            "fashion_mnist",
-            "FashionMNIST",
-            "FashionMNIST/raw",
-            "fashion-mnist/raw",
-        ],
-        DatasetKind::Cifar10 => &[
-            "cifar-10-batches-bin",
-            "cifar10",
-            "cifar-10",
-            "cifar10/cifar-10-batches-bin",
-            "cifar-10/cifar-10-batches-bin",
-        ],
-        DatasetKind::Cifar100 { .. } => &[
-            "cifar-100-binary",
-            "cifar100",
-            "cifar-100",
-            "cifar100/cifar-100-binary",
-            "cifar-100/cifar-100-binary",
-        ],
-        DatasetKind::Svhn => &["svhn", "SVHN"],
-        DatasetKind::TinyImageNet => &[
-            "tiny-imagenet-200",
-            "tiny-imagenet",
-            "tinyimagenet",
-            "tiny-imagenet/tiny-imagenet-200",
-        ],
-        DatasetKind::ImageFolder => &["cinic-10", "cinic10", "CINIC-10"],
-        DatasetKind::Digits => &["digits"],
-    }
-}
-
-/// Returns the first existing file among `names` in `dir`, trying each name with `.gz` too when
-/// `gz` is set.
-pub(crate) fn find_file(dir: &Path, names: &[&str], gz: bool) -> Option<PathBuf> {
-    for n in names {
-        let p = dir.join(n);
-        if p.is_file() {
-            return Some(p);
-        }
-        if gz {
-            let p = dir.join(format!("{n}.gz"));
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-pub(crate) fn idx_files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
-    let (img, lab): (&[&str], &[&str]) = match split {
-        Split::Train => (
-            &["train-images-idx3-ubyte", "train-images.idx3-ubyte"],
-            &["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"],
-        ),
-        Split::Test => (
-            &["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"],
-            &["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"],
-        ),
-    };
-    Some((find_file(dir, img, true)?, find_file(dir, lab, true)?))
-}
-
-/// True if `dir` holds the files that `kind` needs for `split` (without reading them).
-pub(crate) fn has_files(kind: DatasetKind, dir: &Path, split: Split) -> bool {
-    match kind {
-        DatasetKind::Mnist | DatasetKind::FashionMnist => idx_files(dir, split).is_some(),
-        DatasetKind::Cifar10 => match split {
-            Split::Train => dir.join("data_batch_1.bin").is_file(),
-            Split::Test => dir.join("test_batch.bin").is_file(),
-        },
-        DatasetKind::Cifar100 { .. } => dir.join(format!("{split}.bin")).is_file(),
-        DatasetKind::Svhn => dir.join(format!("{split}_32x32.mat")).is_file(),
-        DatasetKind::TinyImageNet => {
-            dir.join("wnids.txt").is_file()
-                && match split {
-                    Split::Train => dir.join("train").is_dir(),
-                    Split::Test => dir.join("val").join("val_annotations.txt").is_file(),
-                }
-        }
-        DatasetKind::ImageFolder => folder::folder_split_dir(dir, split).is_some(),
-        DatasetKind::Digits => find_file(dir, &["digits.csv"], true).is_some(),
-    }
-}
-
-/// Finds the folder holding `kind`'s files for `split`: `dir` itself or one of the standard
-/// subfolder names (`mnist/`, `cifar-10-batches-bin/`, `tiny-imagenet-200/`, ...).
-pub fn find_dataset_dir(kind: DatasetKind, dir: &Path, split: Split) -> Result<PathBuf> {
-    if !dir.is_dir() {
-        return Err(Error::missing(dir, "data folder does not exist or is not a folder"));
-    }
-    // Image folders are recognised by their train/test subfolders, which other layouts also have,
-    // so only the standard names are tried for them before `dir` itself.
-    let subs = candidate_subdirs(kind);
-    for s in subs {
-        let d = dir.join(s);
-        if d.is_dir() && has_files(kind, &d, split) {
-            return Ok(d);
-        }
-    }
-    if has_files(kind, dir, split) {
-        return Ok(dir.to_path_buf());
-    }
-    Err(Error::missing(
-        dir,
-        format!("no {kind} {split} files here {}", expected_files(kind, split, subs)),
-    ))
-}
-
-fn expected_files(kind: DatasetKind, split: Split, subs: &[&str]) -> String {
-    let files = match (kind, split) {
-        (DatasetKind::Mnist | DatasetKind::FashionMnist, Split::Train) => {
-            "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]"
-        }
-        (DatasetKind::Mnist | DatasetKind::FashionMnist, Split::Test) => {
-            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
-        }
-        (DatasetKind::Cifar10, Split::Train) => "data_batch_1.bin .. data_batch_5.bin",
-        (DatasetKind::Cifar10, Split::Test) => "test_batch.bin",
-        (DatasetKind::Cifar100 { .. }, Split::Train) => "train.bin",
-        (DatasetKind::Cifar100 { .. }, Split::Test) => "test.bin",
-        (DatasetKind::Svhn, Split::Train) => "train_32x32.mat",
-        (DatasetKind::Svhn, Split::Test) => "test_32x32.mat",
-        (DatasetKind::TinyImageNet, Split::Train) => "wnids.txt and train/<wnid>/images/",
-        (DatasetKind::TinyImageNet, Split::Test) => "wnids.txt and val/val_annotations.txt",
-        (DatasetKind::ImageFolder, Split::Train) => "train/<class>/<images> (or <class>/<images>)",
-        (DatasetKind::ImageFolder, Split::Test) => "test/<class>/<images> (or val/, valid/)",
-        (DatasetKind::Digits, _) => "digits.csv[.gz]",
-    };
-    format!("(expected {files}, in this folder or in one of: {})", subs.join(", "))
-}
-
-/// Loads one split of a dataset from its standard files in `dir` or a standard subfolder of `dir`
-/// (see [`find_dataset_dir`]). The dataset's name is the kind's CLI name; class names are attached
-/// where known.
-pub fn load(kind: DatasetKind, dir: &Path, split: Split) -> Result<Dataset> {
-    let d = find_dataset_dir(kind, dir, split)?;
-    let ds = match kind {
-        DatasetKind::Mnist | DatasetKind::FashionMnist => {
-            let (img, lab) = idx_files(&d, split).ok_or_else(|| Error::missing(&d, "IDX files vanished"))?;
-            let names = if kind == DatasetKind::Mnist {
-                names::digits()
-            } else {
-                names::strings(&names::FASHION_MNIST)
-            };
-            idx::mnist_idx(&img, &lab)?.with_class_names(names)
-        }
-        DatasetKind::Cifar10 => {
-            let files: Vec<PathBuf> = match split {
-                Split::Train => (1..=5).map(|i| d.join(format!("data_batch_{i}.bin"))).collect(),
-                Split::Test => vec![d.join("test_batch.bin")],
-            };
-            let names =
-                cifar::read_names(&d.join("batches.meta.txt"), 10).unwrap_or_else(|| names::strings(&names::CIFAR10));
-            cifar::cifar10_files(&files)?.with_class_names(names)
-        }
-        DatasetKind::Cifar100 { label } => {
-            let (file, n, default): (_, _, &[&str]) = match label {
-                Cifar100Label::Fine => ("fine_label_names.txt", 100, &names::CIFAR100_FINE),
-                Cifar100Label::Coarse => ("coarse_label_names.txt", 20, &names::CIFAR100_COARSE),
-            };
-            let names = cifar::read_names(&d.join(file), n).unwrap_or_else(|| names::strings(default));
-            cifar::cifar100_file(&d.join(format!("{split}.bin")), label)?.with_class_names(names)
-        }
-        DatasetKind::Svhn => mat::svhn_mat(&d.join(format!("{split}_32x32.mat")))?,
-        DatasetKind::TinyImageNet => folder::tiny_imagenet(&d, split)?,
-        DatasetKind::ImageFolder => {
-            let root = folder::folder_split_dir(&d, split)
-                .ok_or_else(|| Error::missing(&d, format!("no {split} folder of class folders")))?;
-            // The test split takes its class list from the train split so that labels agree.
-            let classes = match split {
-                Split::Test => folder::folder_split_dir(&d, Split::Train)
-                    .filter(|t| t != &root)
-                    .map(|t| folder::class_dirs(&t))
-                    .transpose()?,
-                Split::Train => None,
-            };
-            folder::image_folder(&root, classes.as_deref())?
-        }
-        DatasetKind::Digits => {
-            let f = find_file(&d, &["digits.csv"], true).ok_or_else(|| Error::missing(&d, "digits.csv vanished"))?;
-            digits::digits_split(&digits::digits_csv(&f)?, split)?
-        }
-    };
-    Ok(match kind {
-        // A user's folder keeps its own name (e.g. `cinic-10`).
-        DatasetKind::ImageFolder => {
-            let name = d
-                .file_name()
-                .map_or_else(|| "folder".into(), |n| n.to_string_lossy().into_owned());
-            ds.with_name(name)
-        }
-        _ => ds.with_name(kind.cli_name()),
-    })
 }

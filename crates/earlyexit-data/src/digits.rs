@@ -8,14 +8,10 @@
 
 use std::path::Path;
 
+pub use crate::dataset::{DIGITS_TOTAL, DIGITS_TRAIN};
 use crate::dataset::{Dataset, Split};
 use crate::error::{Error, Result, mem, read_file};
 use crate::gz::maybe_gunzip;
-
-/// Samples in the scikit-learn digits set.
-pub const DIGITS_TOTAL: usize = 1797;
-/// Samples in the train half ([`Split::Train`]).
-pub const DIGITS_TRAIN: usize = 898;
 
 fn parse_at(bytes: &[u8], path: &Path) -> Result<Dataset> {
     let bytes = maybe_gunzip(bytes, path)?;

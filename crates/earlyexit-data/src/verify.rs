@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::cifar;
-use crate::dataset::{self, Cifar100Label, Dataset, DatasetKind, Split};
+use crate::dataset::{Cifar100Label, Dataset, DatasetKind, Split};
 use crate::error::{Error, Result, read_file};
 use crate::gz::maybe_gunzip;
-use crate::{digits, folder, idx, mat, names};
+use crate::{digits, folder, idx, locate, mat, names};
 
 /// sha256 of the canonical uncompressed IDX files: (dataset, file, sum).
 pub const KNOWN_SHA256: [(DatasetKind, &str, &str); 8] = [
@@ -250,7 +250,7 @@ fn is_image_folder(dir: &Path) -> bool {
 /// The dataset kinds whose files are in `dir` itself.
 fn detect(dir: &Path) -> Vec<DatasetKind> {
     let mut kinds = Vec::new();
-    let either = |k| dataset::has_files(k, dir, Split::Train) || dataset::has_files(k, dir, Split::Test);
+    let either = |k| locate::has_files(k, dir, Split::Train) || locate::has_files(k, dir, Split::Test);
     if either(DatasetKind::Mnist) {
         kinds.push(DatasetKind::Mnist); // or Fashion-MNIST: decided by the checksums
     }
@@ -337,7 +337,7 @@ fn check_dataset(kind: DatasetKind, dir: &Path) -> DatasetCheck {
     let cinic = c.name.to_ascii_lowercase().contains("cinic");
     let mut train_classes = None;
     for split in [Split::Train, Split::Test] {
-        if !dataset::has_files(kind, dir, split) {
+        if !locate::has_files(kind, dir, split) {
             if kind != DatasetKind::ImageFolder {
                 c.check(format!("{split} split"), false, "files missing");
             }
@@ -357,7 +357,7 @@ fn check_dataset(kind: DatasetKind, dir: &Path) -> DatasetCheck {
             }
             DatasetKind::Svhn => mat::svhn_mat(&dir.join(format!("{split}_32x32.mat"))),
             DatasetKind::TinyImageNet => folder::tiny_imagenet(dir, split),
-            DatasetKind::Digits => dataset::find_file(dir, &["digits.csv"], true)
+            DatasetKind::Digits => locate::find_file(dir, &["digits.csv"], true)
                 .ok_or_else(|| Error::missing(dir, "digits.csv vanished"))
                 .and_then(|f| digits::digits_csv(&f))
                 .and_then(|all| {
@@ -425,7 +425,7 @@ fn check_idx(c: &mut DatasetCheck, dir: &Path) {
     // Read and hash every file first: the sums decide MNIST or Fashion-MNIST.
     let mut parts = Vec::new();
     for split in [Split::Train, Split::Test] {
-        let Some((img, lab)) = dataset::idx_files(dir, split) else {
+        let Some((img, lab)) = locate::idx_files(dir, split) else {
             c.check(format!("{split} split"), false, "IDX files missing");
             continue;
         };

@@ -4,20 +4,46 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The shared real-data folder: `$EARLYEXIT_SHARED_DATA`, else `<crate>/../../../shared/data`
-/// (CI lays `shared/` beside the clone). Panics with a clear message when it is absent, so that the
-/// real-data tests fail loudly instead of passing without data.
+/// What `shared_data()` requires inside the shared folder.
+const SHARED_ENTRIES: [&str; 4] = ["mnist", "fashion-mnist", "digits", "samples"];
+
+/// The shared real-data folder: `$EARLYEXIT_SHARED_DATA`, else `<repo>/../shared/data` (CI lays
+/// `shared/` beside the clone). The tests that call it are `#[ignore = "needs ../shared/data"]`, so a
+/// bare clone reports them as ignored; run with `--include-ignored`, it panics naming the path it
+/// looked at, so a missing folder is a failure, never a silent pass.
 pub fn shared_data() -> PathBuf {
-    let p = std::env::var_os("EARLYEXIT_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    assert!(
-        p.join("mnist").is_dir() && p.join("samples").is_dir(),
-        "the shared real-data folder was not found at {} (expected mnist/, fashion-mnist/, digits/, samples/); \
-         lay ../shared beside the repository or set EARLYEXIT_SHARED_DATA",
-        p.display()
+    let (p, from) = match std::env::var_os("EARLYEXIT_SHARED_DATA") {
+        Some(v) => (PathBuf::from(v), "$EARLYEXIT_SHARED_DATA"),
+        None => (
+            // <repo>/crates/earlyexit-data -> <repo>/.. ; ancestors keep the message free of `..`.
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .nth(3)
+                .expect("the crate sits at <repo>/crates/earlyexit-data")
+                .join("shared/data"),
+            "<repo>/../shared/data",
+        ),
+    };
+    let problem = if !p.is_dir() {
+        "does not exist".to_string()
+    } else {
+        let missing: Vec<String> = SHARED_ENTRIES
+            .iter()
+            .filter(|e| !p.join(e).is_dir())
+            .map(|e| format!("{e}/"))
+            .collect();
+        if missing.is_empty() {
+            return p;
+        }
+        format!("lacks {}", missing.join(", "))
+    };
+    panic!(
+        "this test needs the shared real-data folder ../shared/data (with {}/), but {} (from {from}) {problem}; \
+         lay ../shared beside the clone or set EARLYEXIT_SHARED_DATA, or run without --include-ignored to skip \
+         the data tests",
+        SHARED_ENTRIES.join("/, "),
+        p.display(),
     );
-    p
 }
 
 /// A fresh temporary folder, removed when dropped.

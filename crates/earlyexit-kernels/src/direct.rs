@@ -12,10 +12,10 @@
 //! (checked at run time); the GEMM route stays for the others and as the portable reference.
 
 /// Output channels per vector register.
-pub(crate) const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// Whether this CPU can run the kernel.
-pub(crate) fn available() -> bool {
+pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -28,7 +28,7 @@ pub(crate) fn available() -> bool {
 
 /// Weights `[(ky·k + kx)·cin + ci][cout]` repacked as `[cout/16][ky·k + kx][cin][16]`, so that a
 /// block of 16 output channels reads its weights contiguously.
-pub(crate) fn pack(w: &[f32], k: usize, cin: usize, cout: usize) -> Vec<f32> {
+pub fn pack(w: &[f32], k: usize, cin: usize, cout: usize) -> Vec<f32> {
     debug_assert_eq!(cout % LANES, 0);
     let taps = k * k;
     let mut out = vec![0.0f32; w.len()];
@@ -46,14 +46,20 @@ pub(crate) fn pack(w: &[f32], k: usize, cin: usize, cout: usize) -> Vec<f32> {
 
 /// The shape of one convolution over one NHWC sample.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Geometry {
+pub struct Geometry {
+    /// Input channels.
     pub cin: usize,
+    /// Output channels (a multiple of [`LANES`]).
     pub cout: usize,
+    /// Kernel size (square).
     pub k: usize,
+    /// Stride (both axes).
     pub stride: usize,
+    /// Zero padding (every side).
     pub pad: usize,
-    /// Input height and width.
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
     /// Output width.
     pub ow: usize,
@@ -67,7 +73,7 @@ pub(crate) struct Geometry {
 /// If the slices are shorter than the geometry says, or the CPU lacks AVX-512F (check
 /// [`available`] first).
 #[allow(clippy::too_many_arguments)] // one row of one convolution: every argument is needed
-pub(crate) fn conv_row(
+pub fn conv_row(
     g: &Geometry,
     x: &[f32],
     oy: usize,
@@ -94,21 +100,26 @@ pub(crate) fn conv_row(
 
 /// The shape of one convolution's weight gradient over one sample, input zero-padded.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct GradGeometry {
+pub struct GradGeometry {
+    /// Input channels (a multiple of [`LANES`]).
     pub cin: usize,
+    /// Output channels (even).
     pub cout: usize,
+    /// Kernel size: 1 or 3.
     pub k: usize,
+    /// Stride (both axes).
     pub stride: usize,
     /// Width of the padded input (`w + 2·pad`).
     pub wp: usize,
-    /// Output height and width.
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
 }
 
 /// Whether [`weight_grad`] runs this geometry: AVX-512F, 16·j input channels, an even number of
 /// output channels and a 1×1 or 3×3 kernel.
-pub(crate) fn weight_grad_runs(cin: usize, cout: usize, k: usize) -> bool {
+pub fn weight_grad_runs(cin: usize, cout: usize, k: usize) -> bool {
     available() && cin.is_multiple_of(LANES) && cout.is_multiple_of(2) && (k == 1 || k == 3)
 }
 
@@ -124,7 +135,7 @@ pub(crate) fn weight_grad_runs(cin: usize, cout: usize, k: usize) -> bool {
 ///
 /// # Panics
 /// If [`weight_grad_runs`] is false for the geometry or a slice is shorter than it says.
-pub(crate) fn weight_grad(g: &GradGeometry, xp: &[f32], dy: &[f32], dwt: &mut [f32]) {
+pub fn weight_grad(g: &GradGeometry, xp: &[f32], dy: &[f32], dwt: &mut [f32]) {
     assert!(weight_grad_runs(g.cin, g.cout, g.k), "weight_grad cannot run {g:?}");
     let hp_needed = (g.oh - 1) * g.stride + g.k;
     let wp_needed = (g.ow - 1) * g.stride + g.k;
@@ -407,185 +418,6 @@ mod x86 {
                             let o = unsafe { out.add((t * cout + co + j) * cin + cb) };
                             unsafe { _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), a)) };
                         }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Deterministic values in [-1, 1) for the kernels' tests (an xorshift stream).
-#[cfg(test)]
-pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use test_values as values;
-
-    /// A plain loop over NHWC: the definition the kernel must meet.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        g: &Geometry,
-        x: &[f32],
-        w: &[f32],
-        bias: &[f32],
-        res: Option<&[f32]>,
-        relu: bool,
-        oh: usize,
-    ) -> Vec<f32> {
-        let mut out = vec![0.0f32; oh * g.ow * g.cout];
-        for oy in 0..oh {
-            for ox in 0..g.ow {
-                for o in 0..g.cout {
-                    let mut a = bias[o];
-                    for ky in 0..g.k {
-                        for kx in 0..g.k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                continue;
-                            }
-                            for ci in 0..g.cin {
-                                a += x[(iy as usize * g.w + ix as usize) * g.cin + ci]
-                                    * w[((ky * g.k + kx) * g.cin + ci) * g.cout + o];
-                            }
-                        }
-                    }
-                    let i = (oy * g.ow + ox) * g.cout + o;
-                    if let Some(r) = res {
-                        a += r[i];
-                    }
-                    out[i] = if relu { a.max(0.0) } else { a };
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn matches_the_definition_on_every_tile_and_border_shape() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (the compiled path uses im2col + GEMM here)");
-            return;
-        }
-        // (cin, cout, k, stride, pad, h, w): stem-like cin 3, 1, 2 and 4 channel blocks, stride
-        // 2, 1×1 shortcuts, odd sizes, widths that leave partial tiles, and a kernel larger than
-        // part of the image.
-        let cases = [
-            (3, 16, 3, 1, 1, 9, 21),
-            (16, 16, 3, 1, 1, 7, 7),
-            (16, 32, 3, 2, 1, 11, 13),
-            (32, 64, 3, 1, 1, 5, 17),
-            (16, 48, 1, 2, 0, 8, 9),
-            (8, 64, 1, 1, 0, 3, 31),
-            (5, 32, 5, 1, 2, 6, 4),
-            (4, 16, 3, 1, 1, 1, 2),
-        ];
-        for (i, &(cin, cout, k, stride, pad, h, w)) in cases.iter().enumerate() {
-            let oh = (h + 2 * pad - k) / stride + 1;
-            let ow = (w + 2 * pad - k) / stride + 1;
-            let g = Geometry {
-                cin,
-                cout,
-                k,
-                stride,
-                pad,
-                h,
-                w,
-                ow,
-            };
-            let x = values(h * w * cin, i as u32);
-            let wt = values(k * k * cin * cout, 100 + i as u32);
-            let bias = values(cout, 200 + i as u32);
-            let res = values(oh * ow * cout, 300 + i as u32);
-            let packed = pack(&wt, k, cin, cout);
-            for (residual, relu) in [(false, false), (true, true), (false, true)] {
-                let r = residual.then_some(&res[..]);
-                let want = reference(&g, &x, &wt, &bias, r, relu, oh);
-                let mut got = vec![f32::NAN; oh * ow * cout];
-                for oy in 0..oh {
-                    let row = oy * ow * cout..(oy + 1) * ow * cout;
-                    let rr = r.map(|r| &r[row.clone()]);
-                    conv_row(&g, &x, oy, &packed, &bias, rr, relu, &mut got[row]);
-                }
-                let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-                assert!(
-                    worst <= 1e-4,
-                    "case {i} {g:?} residual {residual} relu {relu}: max difference {worst}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn weight_grad_matches_the_definition() {
-        if !available() {
-            return; // nothing to test on this CPU: the GEMM route runs instead
-        }
-        for &(cin, cout, k, stride, pad, h, w) in &[
-            (16, 16, 3, 1, 1, 7, 9),
-            (32, 6, 3, 2, 1, 8, 7),
-            (16, 4, 1, 2, 0, 6, 6),
-            (48, 2, 1, 1, 0, 3, 5),
-        ] {
-            let oh = (h + 2 * pad - k) / stride + 1;
-            let ow = (w + 2 * pad - k) / stride + 1;
-            let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-            let x = values(h * w * cin, 3);
-            let mut xp = vec![0.0f32; hp * wp * cin];
-            for y in 0..h {
-                for xx in 0..w {
-                    let at = ((y + pad) * wp + xx + pad) * cin;
-                    xp[at..at + cin].copy_from_slice(&x[(y * w + xx) * cin..(y * w + xx + 1) * cin]);
-                }
-            }
-            let dy = values(oh * ow * cout, 4);
-            let mut got = values(k * k * cout * cin, 5); // accumulates onto what is there
-            let start = got.clone();
-            let g = GradGeometry {
-                cin,
-                cout,
-                k,
-                stride,
-                wp,
-                oh,
-                ow,
-            };
-            weight_grad(&g, &xp, &dy, &mut got);
-            for t in 0..k * k {
-                let (ky, kx) = (t / k, t % k);
-                for co in 0..cout {
-                    for ci in 0..cin {
-                        let mut want = start[(t * cout + co) * cin + ci] as f64;
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let (iy, ix) = (
-                                    (oy * stride + ky) as isize - pad as isize,
-                                    (ox * stride + kx) as isize - pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
-                                }
-                                want += (x[(iy as usize * w + ix as usize) * cin + ci] * dy[(oy * ow + ox) * cout + co])
-                                    as f64;
-                            }
-                        }
-                        let v = got[(t * cout + co) * cin + ci] as f64;
-                        assert!(
-                            (v - want).abs() < 1e-4,
-                            "{cin}/{cout}/k{k}/s{stride}: tap {t} co {co} ci {ci}: {v} vs {want}"
-                        );
                     }
                 }
             }

@@ -7,7 +7,7 @@
 
 /// A read-only matrix operand: its values and the strides between rows and between columns.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MatRef<'a> {
+pub struct MatRef<'a> {
     data: &'a [f32],
     row_stride: usize,
     col_stride: usize,
@@ -15,7 +15,7 @@ pub(crate) struct MatRef<'a> {
 
 impl<'a> MatRef<'a> {
     /// A row-major matrix whose rows hold `row_len` values.
-    pub(crate) fn row_major(data: &'a [f32], row_len: usize) -> Self {
+    pub fn row_major(data: &'a [f32], row_len: usize) -> Self {
         Self {
             data,
             row_stride: row_len,
@@ -25,7 +25,7 @@ impl<'a> MatRef<'a> {
 
     /// The transpose of a row-major matrix whose rows hold `row_len` values: element `(i, j)` is
     /// `data[j·row_len + i]`.
-    pub(crate) fn transposed(data: &'a [f32], row_len: usize) -> Self {
+    pub fn transposed(data: &'a [f32], row_len: usize) -> Self {
         Self {
             data,
             row_stride: 1,
@@ -51,7 +51,7 @@ impl<'a> MatRef<'a> {
 /// # Panics
 /// If an operand or `dst` is shorter than its shape says.
 #[allow(clippy::too_many_arguments)] // the three sizes, the output and its mode, two operands, threads
-pub(crate) fn matmul(
+pub fn matmul(
     dst: &mut [f32],
     m: usize,
     n: usize,

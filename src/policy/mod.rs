@@ -1,8 +1,10 @@
-//! Exit policies: when is an exit's answer good enough?
+//! Exit policies and score tables: when is an exit's answer good enough?
 //!
 //! A policy turns one exit's output into a per-sample score and an exit decision. It never
 //! touches the model. The same rules are available on device tensors (for the engine) and on
 //! host vectors ([`Policy::simulate`], for calibration sweeps and as the engine's reference).
+//! Training (validation under the eval policy) and inference both use this module; it imports
+//! neither.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +14,9 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::ExitOutput;
+
+mod table;
+pub use table::*;
 
 /// One threshold for every exit, or one per exit.
 #[derive(Clone, Debug, PartialEq)]
@@ -326,6 +331,17 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// Index of the largest value (first on ties), as `argmax` on the device does.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 #[cfg(test)]

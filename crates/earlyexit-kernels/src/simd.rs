@@ -8,7 +8,7 @@
 /// Runs `f` compiled for the widest vector extension this CPU has. Mark the closure
 /// `#[inline(always)]` so that its body is compiled inside the wide function.
 #[inline(always)]
-pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx2,fma")]

@@ -1,0 +1,122 @@
+//! Channels-last (NHWC) activations of a batch on the host.
+
+use rayon::prelude::*;
+
+/// Channels-last activations of a batch: `data[((s·h + y)·w + x)·c + ch]`.
+///
+/// Why channels-last: a pixel's channels are contiguous, so a convolution tap is one contiguous
+/// read and 16 output channels fill one AVX-512 register.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Act {
+    /// Samples.
+    pub n: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+    /// `n·h·w·c` values, channels fastest.
+    pub data: Vec<f32>,
+}
+
+impl Act {
+    /// Values per sample (`h·w·c`).
+    pub fn sample_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// From channels-first values `[n][c][h][w]` (Burn's and PyTorch's layout).
+    ///
+    /// # Panics
+    /// If `nchw` does not hold `n·c·h·w` values.
+    pub fn from_nchw(nchw: &[f32], n: usize, c: usize, h: usize, w: usize) -> Self {
+        assert_eq!(
+            nchw.len(),
+            n * c * h * w,
+            "Act::from_nchw: {n}×{c}×{h}×{w} values expected"
+        );
+        let hw = h * w;
+        let mut data = vec![0.0f32; nchw.len()];
+        if hw * c > 0 {
+            data.par_chunks_mut(hw * c).enumerate().for_each(|(s, dst)| {
+                let src = &nchw[s * c * hw..(s + 1) * c * hw];
+                for ch in 0..c {
+                    for p in 0..hw {
+                        dst[p * c + ch] = src[ch * hw + p];
+                    }
+                }
+            });
+        }
+        Self { n, h, w, c, data }
+    }
+
+    /// The values channels-first, `[n][c][h][w]`.
+    pub fn to_nchw(&self) -> Vec<f32> {
+        let (hw, c) = (self.h * self.w, self.c);
+        let mut v = vec![0.0f32; self.data.len()];
+        if hw * c > 0 {
+            v.par_chunks_mut(hw * c).enumerate().for_each(|(s, dst)| {
+                let src = &self.data[s * c * hw..(s + 1) * c * hw];
+                for p in 0..hw {
+                    for ch in 0..c {
+                        dst[ch * hw + p] = src[p * c + ch];
+                    }
+                }
+            });
+        }
+        v
+    }
+
+    /// Keeps the samples at `rows` (in that order): the compaction step of per-sample exits.
+    pub fn select(&self, rows: &[usize]) -> Act {
+        let len = self.sample_len();
+        let mut data = Vec::with_capacity(rows.len() * len);
+        for &r in rows {
+            data.extend_from_slice(&self.data[r * len..(r + 1) * len]);
+        }
+        Act {
+            n: rows.len(),
+            data,
+            ..*self
+        }
+    }
+
+    /// Global average pool: `[n][c]`, row-major.
+    pub fn global_avg_pool(&self) -> Vec<f32> {
+        let (hw, c) = (self.h * self.w, self.c);
+        let mut out = vec![0.0f32; self.n * c];
+        if c == 0 {
+            return out;
+        }
+        for (s, o) in out.chunks_mut(c).enumerate() {
+            for p in self.data[s * hw * c..(s + 1) * hw * c].chunks(c) {
+                for (a, v) in o.iter_mut().zip(p) {
+                    *a += v;
+                }
+            }
+            let inv = 1.0 / hw as f32;
+            o.iter_mut().for_each(|a| *a *= inv);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_round_trip_and_pool_averages() {
+        let nchw: Vec<f32> = (0..2 * 3 * 2 * 2).map(|v| v as f32).collect();
+        let a = Act::from_nchw(&nchw, 2, 3, 2, 2);
+        // Sample 0, pixel (0, 1), channel 2 is NCHW index 2·4 + 1.
+        assert_eq!(a.data[3 + 2], 9.0);
+        assert_eq!(a.to_nchw(), nchw);
+        let pooled = a.global_avg_pool();
+        assert_eq!(&pooled[..3], &[1.5, 5.5, 9.5]);
+        let b = a.select(&[1]);
+        assert_eq!(b.n, 1);
+        assert_eq!(b.data, a.data[12..]);
+    }
+}

@@ -1,0 +1,86 @@
+//! The CPU kernels' view of a Burn model: weights read to the host and laid out for
+//! [`earlyexit_kernels`], shared by the compiled inference path ([`crate::infer::CompiledNet`])
+//! and the native training pass ([`crate::train::native`]).
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::tensor::Tensor;
+use earlyexit_kernels::{Conv, ConvKernel, Dense, oihw_to_taps};
+
+/// A tensor's values on the host, as `f32`.
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("an f32 tensor converts to f32")
+}
+
+/// A parameter's values on the host, as `f32`.
+pub(crate) fn host_param<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
+    host(p.val())
+}
+
+/// BatchNorm in eval mode as `x·scale + shift`.
+pub(crate) fn bn_affine(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
+    let gamma = host_param(&bn.gamma);
+    let beta = host_param(&bn.beta);
+    let mean = host(bn.running_mean.value());
+    let var = host(bn.running_var.value());
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
+/// The square geometry the kernels run: `(cout, cin, k, stride, pad)`, or why `conv` has none.
+fn conv_geometry(conv: &Conv2d) -> std::result::Result<(usize, usize, usize, usize, usize), &'static str> {
+    let [cout, cin, kh, kw] = conv.weight.val().dims();
+    if kh != kw || conv.stride[0] != conv.stride[1] || conv.groups != 1 || conv.dilation != [1, 1] {
+        return Err("not a square, ungrouped, undilated convolution");
+    }
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
+        PaddingConfig2d::Valid => 0,
+        _ => return Err("asymmetric or `same` padding"),
+    };
+    Ok((cout, cin, kh, conv.stride[0], pad))
+}
+
+/// `conv` for the kernels, with `bn` (eval mode) folded into its weights and bias when given;
+/// `relu` records whether a ReLU follows. Errors say why the kernels cannot run it.
+pub(crate) fn conv_from_burn(
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    relu: bool,
+    kernel: ConvKernel,
+) -> std::result::Result<Conv, &'static str> {
+    let (cout, cin, k, stride, pad) = conv_geometry(conv)?;
+    let mut w = oihw_to_taps(&host_param(&conv.weight), cout, cin, k);
+    let mut b = conv.bias.as_ref().map_or_else(|| vec![0.0; cout], host_param);
+    if let Some(bn) = bn {
+        let (scale, shift) = bn_affine(bn);
+        for row in w.chunks_mut(cout) {
+            row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
+        }
+        for o in 0..cout {
+            b[o] = b[o] * scale[o] + shift[o];
+        }
+    }
+    Ok(Conv::from_host(cin, cout, k, stride, pad, w, b, relu, kernel))
+}
+
+/// `l` for the kernels.
+pub(crate) fn dense_from_burn(l: &Linear) -> Dense {
+    let [din, dout] = l.weight.val().dims();
+    let b = l.bias.as_ref().map_or_else(|| vec![0.0; dout], host_param);
+    Dense::from_host(din, dout, host_param(&l.weight), b)
+}
