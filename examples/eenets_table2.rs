@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use earlyexit::quickstart::test_run;
 use earlyexit::run::Run;
-use earlyexit::train::{Progress, TrainConfig, TrainOptions, train};
+use earlyexit::train::{Observer, TrainConfig, TrainEvent, TrainOptions, train};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut epochs = 3usize;
@@ -61,7 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &dir,
             &TrainOptions {
                 force: true,
-                progress: Progress::Lines,
+                observer: Observer::new(|e| {
+                    if let TrainEvent::EpochDone { metrics, epochs } = e {
+                        eprintln!("{}", metrics.summary(*epochs));
+                    }
+                }),
                 ..TrainOptions::default()
             },
         )?;

@@ -27,6 +27,7 @@
 pub use earlyexit_data as data;
 
 pub mod bench;
+pub mod choice;
 pub mod classexit;
 mod cpu;
 pub mod device;
@@ -42,4 +43,5 @@ pub mod run;
 pub mod serve;
 pub mod train;
 
+pub use choice::Choice;
 pub use error::{Error, Result};

@@ -122,7 +122,7 @@ impl fmt::Display for Figure {
 
 /// Which path runs the figures: for the training step, `compiled` is the native backbone pass
 /// ([`crate::train::native`]) and `compiled-gemm` falls back to Burn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InferPath {
     /// [`CompiledNet`]: channels-last, BatchNorm folded, fused epilogues, the direct AVX-512
@@ -136,6 +136,17 @@ pub enum InferPath {
     /// The Burn module on Burn's LibTorch backend (CPU), feature `tch`.
     #[cfg(feature = "tch")]
     Libtorch,
+}
+
+impl crate::Choice for InferPath {
+    const WHAT: &'static str = "path";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("compiled", Self::Compiled),
+        ("compiled-gemm", Self::CompiledGemm),
+        ("burn", Self::Burn),
+        #[cfg(feature = "tch")]
+        ("libtorch", Self::Libtorch),
+    ];
 }
 
 /// What [`measure`] found.

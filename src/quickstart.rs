@@ -16,7 +16,7 @@ use crate::infer::{MultiExitModel, Policy};
 use crate::model::MacConvention;
 use crate::run::Run;
 use crate::train::data::batch_tensors;
-use crate::train::{DataSplit, Progress, TrainConfig, TrainOptions, train};
+use crate::train::{DataSplit, Observer, TrainConfig, TrainOptions, train};
 
 /// The quickstart's configuration (`configs/quickstart.toml`).
 pub const QUICKSTART_CONFIG: &str = include_str!("../configs/quickstart.toml");
@@ -30,8 +30,8 @@ pub struct QuickstartOptions {
     pub out: PathBuf,
     /// Epochs (default: the configuration's).
     pub epochs: Option<usize>,
-    /// Progress reporting.
-    pub progress: Progress,
+    /// Receives the training's progress events (default: none).
+    pub observer: Observer,
     /// Where to train and test.
     pub device: Device,
 }
@@ -178,7 +178,7 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         &opts.out,
         &TrainOptions {
             force: true,
-            progress: opts.progress,
+            observer: opts.observer.clone(),
             device: opts.device.clone(),
             ..TrainOptions::default()
         },

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use earlyexit::Error;
 use earlyexit::run::Run;
 use earlyexit::train::checkpoint::{last_checkpoint_path, load_checkpoint};
-use earlyexit::train::{DataSplit, EpochMetrics, Progress, TrainConfig, TrainOptions, TrainPath, train};
+use earlyexit::train::{DataSplit, EpochMetrics, TrainConfig, TrainOptions, TrainPath, train};
 
 fn config(extra: &[&str]) -> TrainConfig {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
@@ -41,10 +41,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn opts() -> TrainOptions {
-    TrainOptions {
-        progress: Progress::Quiet,
-        ..TrainOptions::default()
-    }
+    TrainOptions::default()
 }
 
 /// Everything but the wall-clock seconds.

@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::policy::Policy;
 
 /// What [`Runner::new`] may choose.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunnerChoice {
     /// The compiled CPU path where the device is the CPU and the model is supported; the Burn
@@ -38,6 +38,11 @@ pub enum RunnerChoice {
     Auto,
     /// Always the Burn module (on whatever device it lives).
     Burn,
+}
+
+impl crate::Choice for RunnerChoice {
+    const WHAT: &'static str = "timing path";
+    const NAMES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("burn", Self::Burn)];
 }
 
 /// The code that answers batches.

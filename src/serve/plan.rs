@@ -262,13 +262,18 @@ pub struct Problem {
 }
 
 /// What a plan minimises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 pub enum Objective {
     /// Expected end-to-end latency per sample.
     #[default]
     Latency,
     /// Expected bytes per sample over all links (ties broken by latency).
     Bytes,
+}
+
+impl crate::Choice for Objective {
+    const WHAT: &'static str = "objective";
+    const NAMES: &'static [(&'static str, Self)] = &[("latency", Self::Latency), ("bytes", Self::Bytes)];
 }
 
 /// One tier's share of a plan.

@@ -50,6 +50,31 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+impl EpochMetrics {
+    /// One line for a log: `epoch 2/3: loss …, train acc …, val acc … (policy), exits […], cost …,
+    /// per-exit acc […], 12s`.
+    pub fn summary(&self, epochs: usize) -> String {
+        let per_exit: Vec<String> = self
+            .val_exit_accuracy
+            .iter()
+            .map(|a| format!("{:.2}%", 100.0 * a))
+            .collect();
+        format!(
+            "epoch {}/{}: loss {:.4}, train acc {:.2}%, val acc {:.2}% ({}), exits {:?}, cost {:.3}, per-exit acc [{}], {:.0}s",
+            self.epoch,
+            epochs,
+            self.train_loss,
+            100.0 * self.train_accuracy,
+            100.0 * self.val_accuracy,
+            self.policy,
+            self.val_exit_counts,
+            self.val_expected_cost,
+            per_exit.join(", "),
+            self.seconds
+        )
+    }
+}
+
 /// Reads `metrics.jsonl`.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

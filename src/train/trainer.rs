@@ -7,15 +7,13 @@
 //! Per epoch: evaluate on the validation split under the eval policy, keep the best model, write
 //! the checkpoint, rewrite `metrics.jsonl`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, info_span};
 
 use super::checkpoint::{Best, TrainState, last_checkpoint_path, load_checkpoint, save_checkpoint};
@@ -34,16 +32,87 @@ use crate::train::native::NativeBackbone;
 /// File name of the resolved configuration inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// How much the trainer tells.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Progress {
-    /// A progress bar on a terminal, one line per epoch on stderr otherwise.
-    #[default]
-    Auto,
-    /// One line per epoch on stderr, no bar.
-    Lines,
-    /// Nothing (tracing events only).
-    Quiet,
+/// What the trainer reports while it runs, to its [`Observer`].
+#[derive(Clone, Debug)]
+pub enum TrainEvent<'a> {
+    /// An epoch begins at step `first_step` (not 0 when a run resumes mid-epoch).
+    EpochStarted {
+        /// 0-based epoch.
+        epoch: usize,
+        /// Epochs in the run.
+        epochs: usize,
+        /// Steps (batches) per epoch.
+        steps: usize,
+        /// The first step this call runs.
+        first_step: usize,
+    },
+    /// A step finished; the figures are running means over the epoch so far.
+    Step {
+        /// Steps of this epoch done.
+        done: usize,
+        /// Mean training loss.
+        loss: f64,
+        /// Training accuracy under the eval policy.
+        accuracy: f64,
+        /// This batch's mean relative cost under the eval policy.
+        cost: f64,
+    },
+    /// An epoch was validated (the metrics are already in `metrics.jsonl`'s order).
+    EpochDone {
+        /// The epoch's metrics.
+        metrics: &'a EpochMetrics,
+        /// Epochs in the run.
+        epochs: usize,
+    },
+    /// Training stops inside an epoch: [`TrainOptions::stop_after`] or an error.
+    Stopped,
+}
+
+/// Receives [`TrainEvent`]s: the CLI draws a progress bar from them, a sweep may log them.
+///
+/// Why a callback: the library never prints; what a user sees is the caller's business.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use earlyexit::train::{Observer, TrainEvent};
+///
+/// let epochs = Arc::new(AtomicUsize::new(0));
+/// let seen = epochs.clone();
+/// let observer = Observer::new(move |e| {
+///     if let TrainEvent::EpochDone { .. } = e {
+///         seen.fetch_add(1, Ordering::Relaxed);
+///     }
+/// });
+/// # let _ = observer;
+/// ```
+#[derive(Clone, Default)]
+pub struct Observer(Option<Arc<ObserverFn>>);
+
+/// The callback an [`Observer`] holds.
+type ObserverFn = dyn Fn(&TrainEvent<'_>) + Send + Sync;
+
+impl Observer {
+    /// An observer that calls `f` with every event.
+    pub fn new(f: impl Fn(&TrainEvent<'_>) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn notify(&self, event: TrainEvent<'_>) {
+        if let Some(f) = &self.0 {
+            f(&event);
+        }
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(..)"
+        } else {
+            "Observer(none)"
+        })
+    }
 }
 
 /// Options of [`train`] that are not part of the configuration.
@@ -53,8 +122,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Start over in a folder that already holds a run (its checkpoint, metrics and model go).
     pub force: bool,
-    /// Progress reporting.
-    pub progress: Progress,
+    /// Receives progress events (default: none).
+    pub observer: Observer,
     /// Stop (as if killed) after this many iterations in total, right after writing a checkpoint
     /// there: for tests of `--resume`.
     pub stop_after: Option<u64>,
@@ -65,7 +134,7 @@ pub struct TrainOptions {
 }
 
 /// Which code runs the backbone in a training step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TrainPath {
     /// The native CPU pass ([`crate::train::native`]) when training on the CPU (`flex`), the
     /// network is one it supports and every stage trains (joint objectives); Burn otherwise.
@@ -75,12 +144,17 @@ pub enum TrainPath {
     Burn,
 }
 
+impl crate::Choice for TrainPath {
+    const WHAT: &'static str = "training path";
+    const NAMES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("burn", Self::Burn)];
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             resume: false,
             force: false,
-            progress: Progress::default(),
+            observer: Observer::default(),
             stop_after: None,
             device: Device::flex(),
             path: TrainPath::Auto,
@@ -240,12 +314,6 @@ fn init_backbone(net: EarlyExitNet, arch: &Architecture, from: &Path, device: &D
     Ok(net)
 }
 
-fn style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
-        .expect("static template")
-        .progress_chars("=> ")
-}
-
 /// Trains the network of `cfg` and writes the run to `dir`:
 /// `config.toml` (resolved), `model.json` + `weights.safetensors` (best by validation accuracy
 /// under the eval policy), `checkpoints/last.safetensors`, `metrics.jsonl`.
@@ -347,8 +415,6 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         },
         _ => None,
     };
-    let show_bar = opts.progress == Progress::Auto && std::io::stderr().is_terminal();
-    let lines = opts.progress == Progress::Lines || (opts.progress == Progress::Auto && !show_bar);
     let n_exits = arch.num_exits();
     let cuts = arch.cuts.clone();
     let mut last_ckpt = Instant::now();
@@ -368,14 +434,12 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 iterations: total_steps,
             },
         );
-        let bar = if show_bar {
-            ProgressBar::with_draw_target(Some(steps_per_epoch as u64), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(style());
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
-        bar.set_position(state.batch as u64);
+        opts.observer.notify(TrainEvent::EpochStarted {
+            epoch,
+            epochs: cfg.epochs,
+            steps: steps_per_epoch,
+            first_step: state.batch,
+        });
 
         for batch in loader.epoch_from(epoch, state.batch) {
             let step = batch.index;
@@ -391,7 +455,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             let loss = objective.loss(&outs, y, ctx);
             let value = loss.clone().inner().into_scalar::<f32>() as f64;
             if !value.is_finite() {
-                bar.abandon();
+                opts.observer.notify(TrainEvent::Stopped);
                 return Err(Error::NonFiniteLoss {
                     epoch: epoch + 1,
                     step: step + 1,
@@ -430,13 +494,12 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             state.loss_batches += 1;
             state.correct += correct as u64;
             state.seen += batch.n as u64;
-            bar.set_position(state.batch as u64);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}% cost {:.3}",
-                state.loss_sum / state.loss_batches as f64,
-                100.0 * state.correct as f64 / state.seen.max(1) as f64,
-                cost
-            ));
+            opts.observer.notify(TrainEvent::Step {
+                done: state.batch,
+                loss: state.loss_sum / state.loss_batches as f64,
+                accuracy: state.correct as f64 / state.seen.max(1) as f64,
+                cost,
+            });
             let stop = opts.stop_after.is_some_and(|s| state.iteration >= s);
             let by_steps = cfg
                 .checkpoint
@@ -453,7 +516,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             }
             if stop && state.batch < steps_per_epoch {
                 interrupted = true;
-                bar.abandon();
+                opts.observer.notify(TrainEvent::Stopped);
                 break 'epochs;
             }
         }
@@ -476,32 +539,16 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             lr: lr_epoch,
             seconds: epoch_started.elapsed().as_secs_f64(),
         };
-        bar.finish_and_clear();
-        let line = format!(
-            "epoch {}/{}: loss {:.4}, train acc {:.2}%, val acc {:.2}% ({policy}), exits {:?}, cost {:.3}, per-exit acc [{}], {:.0}s",
-            m.epoch,
-            cfg.epochs,
-            m.train_loss,
-            100.0 * m.train_accuracy,
-            100.0 * m.val_accuracy,
-            m.val_exit_counts,
-            m.val_expected_cost,
-            m.val_exit_accuracy
-                .iter()
-                .map(|a| format!("{:.2}%", 100.0 * a))
-                .collect::<Vec<_>>()
-                .join(", "),
-            m.seconds
-        );
         info!(
             epoch = m.epoch,
             val_accuracy = m.val_accuracy,
             cost = m.val_expected_cost,
             "epoch done"
         );
-        if show_bar || lines {
-            eprintln!("{line}");
-        }
+        opts.observer.notify(TrainEvent::EpochDone {
+            metrics: &m,
+            epochs: cfg.epochs,
+        });
         // Layer-wise training is judged on the last phase only: earlier phases leave later
         // exits untrained.
         let eligible = objective.phase(epoch).is_none_or(|p| p == n_exits);

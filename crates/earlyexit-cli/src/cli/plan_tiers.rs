@@ -8,7 +8,7 @@ use earlyexit::serve::plan::{
 use earlyexit::train::DataSplit;
 use earlyexit::train::data::batch_tensors;
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, choice};
 use super::serving::ModelArgs;
 
 /// Arguments of `plan-tiers`.
@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     rates: Option<Vec<f64>>,
     /// What to minimise.
-    #[arg(long, value_enum, default_value = "latency")]
+    #[arg(long, default_value = "latency", value_parser = choice::<Objective>())]
     objective: Objective,
     /// Bytes per input as clients send it (e.g. the mean PNG size); default: a raw f32 tensor.
     #[arg(long)]

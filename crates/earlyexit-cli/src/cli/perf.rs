@@ -2,6 +2,8 @@
 
 use earlyexit::perf::{Figure, InferPath, measure};
 
+use super::common::choice;
+
 /// Arguments of `perf`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,7 +16,7 @@ pub struct Args {
     reps: usize,
     /// The path timed: for the training step, `compiled` is the native backbone pass that `train`
     /// runs on the CPU and `burn` is Burn's autodiff.
-    #[arg(long, value_enum, default_value_t = InferPath::Compiled)]
+    #[arg(long, default_value = "compiled", value_parser = choice::<InferPath>())]
     path: InferPath,
     /// Print JSON (one object per figure, every iteration's time included).
     #[arg(long)]

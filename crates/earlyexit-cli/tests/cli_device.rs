@@ -1,14 +1,9 @@
 //! `--device`: every computing command takes it; a bad value or an unavailable GPU is a clear
 //! error with a non-zero exit, never a panic. The small benches run on the CPU.
 
-use std::process::Command;
+mod common;
 
-fn earlyexit(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_earlyexit"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+use common::earlyexit;
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -1,13 +1,8 @@
 //! `earlyexit inspect`: the JSON contract and clear errors with a non-zero exit.
 
-use std::process::Command;
+mod common;
 
-fn earlyexit(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_earlyexit"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+use common::earlyexit;
 
 #[test]
 fn json_has_the_documented_fields() {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::Device;
+use earlyexit::Choice;
 use earlyexit::device::DeviceSpec;
 use earlyexit::infer::{
     Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, RunnerChoice, SplitKind,
@@ -86,7 +87,7 @@ pub struct TimingArgs {
     pub large_batch: usize,
     /// The code timed: `auto` runs the compiled CPU path where it supports the model on the CPU,
     /// `burn` always the Burn module.
-    #[arg(long, value_enum, default_value_t = RunnerChoice::Auto)]
+    #[arg(long, default_value = "auto", value_parser = choice::<RunnerChoice>())]
     pub timing_path: RunnerChoice,
 }
 
@@ -202,4 +203,12 @@ pub fn parse_split(s: &str) -> Result<SplitKind, String> {
 
 pub fn parse_policy(s: &str) -> Result<Policy, String> {
     s.parse::<Policy>().map_err(|e| e.to_string())
+}
+
+/// A parser for a library enum named by [`Choice::NAMES`]: `--help` lists the names and any other
+/// value is rejected by clap with that list.
+pub fn choice<T: Choice + Send + Sync + Clone>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    let names = T::NAMES.iter().map(|(n, _)| *n);
+    clap::builder::PossibleValuesParser::new(names).try_map(|s: String| T::parse(&s))
 }

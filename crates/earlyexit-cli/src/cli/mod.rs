@@ -15,6 +15,7 @@ mod inspect;
 mod perf;
 #[cfg(feature = "serve")]
 mod plan_tiers;
+mod progress;
 mod prune_exits;
 mod quickstart;
 mod report;

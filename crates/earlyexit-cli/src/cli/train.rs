@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use earlyexit::train::{CONFIG_FILE, Progress, TrainConfig, TrainOptions, TrainPath, train};
+use earlyexit::train::{CONFIG_FILE, TrainConfig, TrainOptions, TrainPath, train};
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, choice};
+use super::progress::training_observer;
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
@@ -41,7 +42,7 @@ pub struct Args {
     device: DeviceArg,
     /// Which code runs the backbone: `auto` (the native CPU pass on `flex` where the network
     /// allows it, Burn otherwise) or `burn` (Burn's autodiff everywhere, the reference).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = choice::<TrainPath>())]
     train_path: TrainPath,
 }
 
@@ -64,14 +65,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read the configuration of the run in {}", out.display()))?,
         None => bail!("--config is required unless --resume"),
     };
-    let progress = if a.quiet { Progress::Quiet } else { Progress::Auto };
     let outcome = train(
         &cfg,
         &out,
         &TrainOptions {
             resume: a.resume,
             force: a.force,
-            progress,
+            observer: training_observer(a.quiet),
             stop_after: a.stop_after,
             device: a.device.device()?,
             path: a.train_path,

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use earlyexit::quickstart::{QuickstartOptions, quickstart};
-use earlyexit::train::Progress;
 
 use super::common::DeviceArg;
+use super::progress::training_observer;
 
 /// Arguments of `quickstart`.
 #[derive(clap::Args, Debug)]
@@ -39,7 +39,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         data_dir: a.data,
         out: a.out,
         epochs: a.epochs,
-        progress: if a.quiet { Progress::Quiet } else { Progress::Auto },
+        observer: training_observer(a.quiet),
         device: a.device.device()?,
     })?;
     if a.json {

@@ -2,49 +2,11 @@
 //! are corrupted after training**: calibration, sweeps on validation and exit pruning must still
 //! work, because they never read the test split; `eval --split test` must fail on them.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 use burn::tensor::Device;
+use common::{earlyexit_text, write_idx};
 use earlyexit::model::io;
-
-fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        images.extend(d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend((n as u32).to_be_bytes());
-    let mut s = seed;
-    for i in 0..n {
-        let label = (i % 10) as u8;
-        labels.push(label);
-        for p in 0..784 {
-            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            // A faint class signal (a bright row per class) plus noise.
-            let row = p / 28;
-            let v = if row == 2 + 2 * label as usize {
-                200
-            } else {
-                (s >> 24) as u8 / 4
-            };
-            images.push(v);
-        }
-    }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-}
-
-fn earlyexit(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 #[test]
 fn run_commands_work_without_ever_reading_the_test_split() {
@@ -53,8 +15,8 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     let run = root.join("run");
     std::fs::create_dir_all(&data).unwrap();
     // 1200 official training samples: the MNIST split holds out 1/12 of them (100) for validation.
-    write_idx(&data, "train", 1200, 7);
-    write_idx(&data, "t10k", 50, 9);
+    write_idx(&data, "train", 1200, 7, 200);
+    write_idx(&data, "t10k", 50, 9, 200);
     let config = root.join("tiny.toml");
     std::fs::write(
         &config,
@@ -67,7 +29,7 @@ fn run_commands_work_without_ever_reading_the_test_split() {
         ),
     )
     .unwrap();
-    let (ok, out) = earlyexit(&[
+    let (ok, out) = earlyexit_text(&[
         "train",
         "--config",
         config.to_str().unwrap(),
@@ -82,7 +44,7 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     let device = Device::flex();
     let r = run.to_str().unwrap();
 
-    let (ok, out) = earlyexit(&[
+    let (ok, out) = earlyexit_text(&[
         "calibrate",
         "--run",
         r,
@@ -103,10 +65,10 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     let full = policy["full_accuracy"].as_f64().unwrap();
     assert!(val_acc >= full - 0.01 - 1e-12);
 
-    let (ok, out) = earlyexit(&["sweep", "--run", r, "--steps", "5"]);
+    let (ok, out) = earlyexit_text(&["sweep", "--run", r, "--steps", "5"]);
     assert!(ok, "{out}");
     let pruned = root.join("pruned");
-    let (ok, out) = earlyexit(&[
+    let (ok, out) = earlyexit_text(&[
         "prune-exits",
         "--run",
         r,
@@ -123,7 +85,7 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     assert!(pruned.join("config.toml").exists() && pruned.join("policy.json").exists());
 
     // `eval` on validation picks up policy.json and reports the required JSON fields.
-    let (ok, out) = earlyexit(&[
+    let (ok, out) = earlyexit_text(&[
         "eval",
         "--run",
         r,
@@ -151,12 +113,12 @@ fn run_commands_work_without_ever_reading_the_test_split() {
     assert!((v["accuracy"].as_f64().unwrap() - val_acc).abs() < 1e-9);
 
     // The test split really is unreadable, and the error names the file.
-    let (ok, out) = earlyexit(&["eval", "--run", r, "--split", "test"]);
+    let (ok, out) = earlyexit_text(&["eval", "--run", r, "--split", "test"]);
     assert!(!ok && out.contains("t10k-images"), "{out}");
     // Bad arguments name the flag and the value.
-    let (ok, out) = earlyexit(&["calibrate", "--run", r, "--budget", "-2"]);
+    let (ok, out) = earlyexit_text(&["calibrate", "--run", r, "--budget", "-2"]);
     assert!(!ok && out.contains("--budget") && out.contains("-2"), "{out}");
-    let (ok, out) = earlyexit(&[
+    let (ok, out) = earlyexit_text(&[
         "calibrate",
         "--run",
         r,
