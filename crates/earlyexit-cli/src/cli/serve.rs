@@ -8,7 +8,7 @@ use earlyexit::serve::server::{NetOptions, run_blocking};
 use earlyexit::serve::tier::{Limits, StageRange, TierOptions};
 
 use super::common::DeviceArg;
-use super::serving::{ModelArgs, ServerSecurity};
+use super::serving::{ModelArgs, ServerSecurity, announce};
 
 /// Batching, limits and listening options shared by `serve` and `tier`.
 #[derive(clap::Args, Debug, Clone)]
@@ -96,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let l = a.model.load(&device)?;
     let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);
     opts.normalize = l.normalize;
+    let ready = announce(&opts);
     run_blocking(
         l.model,
         l.id,
@@ -103,6 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts,
         a.serving.net(&a.security),
         a.serving.threads,
+        ready,
     )?;
     Ok(())
 }

@@ -8,7 +8,8 @@ use earlyexit::data::{DatasetKind, Normalize};
 use earlyexit::infer::{MultiExitModel, Policy};
 use earlyexit::run::Run;
 use earlyexit::serve::client::ConnectOptions;
-use earlyexit::serve::server::model_id;
+use earlyexit::serve::server::{Served, model_id};
+use earlyexit::serve::tier::TierOptions;
 use earlyexit::train::CONFIG_FILE;
 
 /// Which model to serve and with which policy.
@@ -129,5 +130,19 @@ impl ClientSecurity {
             token,
             connect_timeout: None,
         }
+    }
+}
+
+/// Prints where a server listens once it is ready (scripts and tests wait for this line).
+pub fn announce(opts: &TierOptions) -> impl FnOnce(&Served) + use<> {
+    let (name, stages) = (opts.name.clone(), opts.stages);
+    move |served| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {} (tier {name}, stages {stages})", served.addr);
+        if let Some(m) = served.metrics_addr {
+            let _ = writeln!(out, "metrics on http://{m}/metrics");
+        }
+        let _ = out.flush();
     }
 }

@@ -8,7 +8,7 @@ use earlyexit::serve::server::run_blocking;
 use earlyexit::serve::tier::{NextTier, StageRange};
 
 use super::serve::ServingArgs;
-use super::serving::{ClientSecurity, ModelArgs, ServerSecurity};
+use super::serving::{ClientSecurity, ModelArgs, ServerSecurity, announce};
 
 /// Arguments of `tier`.
 #[derive(clap::Args, Debug)]
@@ -70,6 +70,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         retries: a.retries,
         backoff: Duration::from_millis(a.backoff_ms),
     });
-    run_blocking(model, id, device, opts, a.serving.net(&a.security), a.serving.threads)?;
+    let ready = announce(&opts);
+    run_blocking(
+        model,
+        id,
+        device,
+        opts,
+        a.serving.net(&a.security),
+        a.serving.threads,
+        ready,
+    )?;
     Ok(())
 }

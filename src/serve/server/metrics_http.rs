@@ -1,0 +1,69 @@
+//! The optional plain-HTTP `GET /metrics` endpoint (Prometheus text), for scrapers that do
+//! not speak gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+#[cfg(test)]
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+
+use crate::serve::error::{ServeError, ServeResult};
+use crate::serve::metrics::Metrics;
+
+/// Serves `GET /metrics` (Prometheus text) over plain HTTP/1.1 on `addr`; every other path is
+/// 404. Returns the bound address (port 0 picks a free one).
+pub(super) async fn serve_metrics_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    name: String,
+) -> ServeResult<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Setup(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| ServeError::Setup(e.to_string()))?;
+    let render = move || {
+        let body = metrics.render(&name);
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+    };
+    let app = Router::new().route("/metrics", get(render));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the /metrics endpoint on {local} stopped: {e}");
+        }
+    });
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_path_serves_prometheus_text_and_others_are_404() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.request("classify", "OK", Duration::from_millis(3));
+        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics, "edge".into())
+            .await
+            .unwrap();
+        let ok = http_get(addr, "/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("text/plain; version=0.0.4"), "{ok}");
+        assert!(ok.contains("earlyexit_requests_total"), "{ok}");
+        assert!(ok.contains("tier=\"edge\""), "{ok}");
+        let missing = http_get(addr, "/other").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    }
+}

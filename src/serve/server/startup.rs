@@ -1,0 +1,319 @@
+//! Start-up and shutdown: loading a model folder for serving, checking a tier's settings,
+//! binding, the model worker thread, TLS, and stopping with requests in flight answered.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use burn::tensor::Device;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use super::metrics_http::serve_metrics_http;
+use super::middleware::{OversizedIsInvalid, TokenCheck};
+use super::service::{Shared, Svc};
+use crate::infer::{CompiledNet, MultiExitModel, Policy};
+use crate::model::{MacConvention, io};
+use crate::serve::batcher::queue;
+use crate::serve::client::TierClient;
+use crate::serve::error::{ServeError, ServeResult};
+use crate::serve::metrics::Metrics;
+use crate::serve::proto::early_exit_server::EarlyExitServer;
+use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, stage_inputs, worker_loop};
+
+/// Network settings of a server.
+#[derive(Clone, Debug)]
+pub struct NetOptions {
+    /// Address to listen on (port 0: any free port; see [`Served::addr`]).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key; set: serve TLS only.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Shared token every request must carry (`authorization: Bearer TOKEN`).
+    pub token: Option<String>,
+    /// Where to serve `GET /metrics` over plain HTTP, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for NetOptions {
+    /// Loopback, port 7070, no TLS, no token, no HTTP metrics.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            tls: None,
+            token: None,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// An identifier of a model folder: the first 16 hex digits of SHA-256 over its description and
+/// weights. Tiers refuse activations computed by another model.
+pub fn model_id(dir: &Path) -> ServeResult<String> {
+    let mut h = Sha256::new();
+    for f in [io::DESCRIPTION_FILE, io::WEIGHTS_FILE] {
+        let p = dir.join(f);
+        let bytes = std::fs::read(&p).map_err(|e| crate::Error::io(&p, e))?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Loads a model folder for serving (BatchNorm folded) with its id.
+pub fn load_for_serving(dir: &Path, device: &Device) -> ServeResult<(MultiExitModel, String)> {
+    let (arch, net) = io::load_model(dir, device)?;
+    let model = MultiExitModel { arch, net }.fold_bn();
+    Ok((model, model_id(dir)?))
+}
+
+/// A running server.
+pub struct Served {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The address of the HTTP `/metrics` endpoint, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    name: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    worker: std::thread::JoinHandle<()>,
+}
+
+impl Served {
+    /// Prometheus text of this server's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.name)
+    }
+
+    /// Stops accepting, lets requests in flight finish, stops the worker.
+    pub async fn stop(mut self) -> ServeResult<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server ends (after [`Self::stop`] or a transport failure).
+    pub async fn wait(self) -> ServeResult<()> {
+        let r = self.server.await;
+        let worker = self.worker;
+        // The service (and with it the queue's sender) is gone: the worker drains and ends.
+        tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))?
+            .map_err(|_| ServeError::Internal("the model worker panicked".into()))?;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Unavailable(format!("transport: {e}"))),
+            Err(e) => Err(ServeError::Internal(e.to_string())),
+        }
+    }
+}
+
+/// Starts serving `model` in the current tokio runtime: binds, spawns the model worker thread
+/// and the gRPC server, and returns at once.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use burn::tensor::Device;
+/// use earlyexit::infer::MultiExitModel;
+/// use earlyexit::model::{ModelDescription, Shape};
+/// use earlyexit::serve::client::{ConnectOptions, TierClient, tensor_image};
+/// use earlyexit::serve::server::{NetOptions, start};
+/// use earlyexit::serve::tier::TierOptions;
+/// use earlyexit::serve::proto::ClassifyRequest;
+///
+/// let desc = ModelDescription::new("lenet5", Shape::new(1, 28, 28), 10, "cuts:1".parse()?);
+/// let device = Device::flex();
+/// let model = MultiExitModel::new(desc.resolve()?, &device);
+/// let net = NetOptions { listen: "127.0.0.1:0".parse()?, ..Default::default() };
+/// let served = start(model, "doc".into(), device, TierOptions::whole("maxprob:0.5".parse()?), net).await?;
+///
+/// let client = TierClient::connect(&served.addr.to_string(), &ConnectOptions::default())?;
+/// let image = tensor_image(&vec![0.5; 28 * 28], [1, 28, 28], Default::default());
+/// let resp = client.classify(ClassifyRequest { images: vec![image] }, std::time::Duration::from_secs(5)).await?;
+/// assert_eq!(resp.answers.len(), 1);
+/// assert_eq!(resp.answers[0].tier, "serve");
+/// served.stop().await?;
+/// # Ok(()) }
+/// ```
+pub async fn start(
+    model: MultiExitModel,
+    model_id: String,
+    device: Device,
+    opts: TierOptions,
+    net: NetOptions,
+) -> ServeResult<Served> {
+    let num_stages = model.net.num_stages();
+    let range = opts.stages.resolve(num_stages)?;
+    let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
+    opts.policy.check(model.net.num_exits(), has_conf)?;
+    let whole = range == (0..num_stages);
+    if range.end < num_stages && opts.next.is_none() {
+        return Err(ServeError::invalid(format!(
+            "stages {}..{} stop before the last stage ({num_stages}): give the next tier",
+            range.start, range.end
+        )));
+    }
+    if range.end == num_stages && opts.next.is_some() {
+        return Err(ServeError::invalid(
+            "this tier holds the last stage: it has no next tier",
+        ));
+    }
+    if !whole && matches!(opts.policy, Policy::Ensemble) {
+        return Err(ServeError::invalid(
+            "the ensemble policy mixes every exit and cannot be split across tiers",
+        ));
+    }
+    if let Some(n) = &opts.normalize
+        && n.mean.len() != model.arch.description.input.c
+    {
+        return Err(ServeError::invalid(format!(
+            "normalisation has {} channels, the model takes {}",
+            n.mean.len(),
+            model.arch.description.input.c
+        )));
+    }
+    if opts.batch.max_batch == 0 {
+        return Err(ServeError::invalid("max batch must be at least 1"));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let exit_macs = model.arch.cost.exit_macs(MacConvention::All);
+    let next_client = match &opts.next {
+        Some(n) => Some((TierClient::connect(&n.addr, &n.connect)?, n.clone())),
+        None => None,
+    };
+    let fwd = Arc::new(Forwarding {
+        next: next_client,
+        metrics: metrics.clone(),
+        name: opts.name.clone(),
+        exit_macs: exit_macs.clone(),
+        failing: Default::default(),
+    });
+    let (batcher, gatherer) = queue::<Job>(opts.batch);
+    let shared = Shared {
+        name: opts.name.clone(),
+        range: range.clone(),
+        num_stages,
+        classes: model.arch.description.classes,
+        input: model.arch.description.input,
+        stage_in: stage_inputs(&model)[range.start].clone(),
+        model_id: model_id.clone(),
+        model_json: serde_json::to_string(&model.arch.description).expect("descriptions serialise"),
+        policy: opts.policy.clone(),
+        next: opts.next.as_ref().map(|n| n.addr.clone()).unwrap_or_default(),
+        batcher,
+        metrics: metrics.clone(),
+        opts: opts.clone(),
+    };
+    let compiled = if whole && device == Device::flex() {
+        match CompiledNet::compile(&model) {
+            Ok(c) => {
+                tracing::info!("{}: answering on the compiled CPU path", opts.name);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::info!("{}: answering on the Burn module ({e})", opts.name);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let engine = Engine {
+        compiled,
+        model,
+        range,
+        policy: opts.policy.clone(),
+        name: opts.name.clone(),
+        exit_macs,
+        device,
+        wire: opts.next.as_ref().map(|n| n.wire).unwrap_or_default(),
+        model_id,
+        whole,
+    };
+    let listener = tokio::net::TcpListener::bind(net.listen)
+        .await
+        .map_err(|e| ServeError::Setup(format!("cannot listen on {}: {e}", net.listen)))?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Setup(e.to_string()))?;
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .initial_connection_window_size(Some(8 << 20))
+        .initial_stream_window_size(Some(4 << 20));
+    if let Some((cert, key)) = &net.tls {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{}: {e}", p.display())));
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Setup(format!("TLS: {e}")))?;
+    }
+    let svc = EarlyExitServer::new(Svc(Arc::new(shared)))
+        .max_decoding_message_size(opts.limits.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let svc = OversizedIsInvalid(tonic::service::interceptor::InterceptedService::new(
+        svc,
+        TokenCheck {
+            expected: net.token.as_ref().map(|t| Arc::from(t.as_bytes())),
+            metrics: metrics.clone(),
+        },
+    ));
+    let rt = tokio::runtime::Handle::current();
+    let worker = std::thread::Builder::new()
+        .name(format!("earlyexit-{}", opts.name))
+        .spawn(move || worker_loop(engine, gatherer, fwd, rt))
+        .map_err(|e| ServeError::Setup(format!("cannot start the model worker: {e}")))?;
+    let metrics_addr = match net.metrics_listen {
+        Some(a) => Some(serve_metrics_http(a, metrics.clone(), opts.name.clone()).await?),
+        None => None,
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(builder.add_service(svc).serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    Ok(Served {
+        addr,
+        metrics_addr,
+        metrics,
+        name: opts.name,
+        shutdown: Some(tx),
+        server,
+        worker,
+    })
+}
+
+/// Serves `model` on a runtime of its own until SIGINT or SIGTERM, then stops with the requests
+/// in flight answered. `on_ready` runs once the server listens (the CLI prints the addresses
+/// there). What `earlyexit serve` and `earlyexit tier` run; `model` must live on `device`.
+pub fn run_blocking(
+    model: MultiExitModel,
+    model_id: String,
+    device: Device,
+    opts: TierOptions,
+    net: NetOptions,
+    threads: usize,
+    on_ready: impl FnOnce(&Served),
+) -> ServeResult<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Setup(format!("tokio runtime: {e}")))?;
+    rt.block_on(async move {
+        let served = start(model, model_id, device, opts, net).await?;
+        on_ready(&served);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| ServeError::Setup(e.to_string()))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        served.stop().await
+    })
+}
