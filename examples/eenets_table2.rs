@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let train_s = t.elapsed().as_secs_f64();
         let run = Run::open(&dir)?;
-        let report = test_run(&run, &run.policy()?, 1000, 1, &device)?;
+        let report = test_run(&run, &run.policy()?, 1000, 1, &device, earlyexit::ExecChoice::Auto)?;
         rows.push((kind.clone(), o[1..].join(" "), report, train_s));
     }
     let costs = &rows[0].2.exit_costs;

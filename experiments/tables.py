@@ -218,7 +218,7 @@ Reproduce: `experiments/resnet20-fashion.sh` (`EXITS={x.rsplit('-', 1)[1]}`; `PL
   55,000 training images, no augmentation, seed 1; {load(f"{p}-wall_seconds.txt")} s of training (on a loaded machine).
 - **With exits**: {VARIANTS[x]}; {load(f"{x}-wall_seconds.txt")} s of training.
 - Validation: 5,000 images held out of the official training set (all calibration happens there);
-  test: the 10,000 official test images. Measured speed-ups: the engine on the {ex.get('timing_path') or 'burn'} path
+  test: the 10,000 official test images. Measured speed-ups: the engine on the {ex.get('implementation') or ex.get('timing_path') or 'burn'} path
   against the same weights without exits (`never`), 2 threads; the machine's other work adds noise.
 
 ## Goal: within 0.5 points of the plain network at relative cost ≤ 0.45 — {verdict}

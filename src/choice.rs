@@ -5,12 +5,11 @@
 //! builds its parsers from [`Choice::NAMES`].
 //!
 //! ```
-//! use earlyexit::Choice;
-//! use earlyexit::train::TrainPath;
+//! use earlyexit::{Choice, ExecChoice};
 //!
-//! assert_eq!(TrainPath::parse("burn")?, TrainPath::Burn);
-//! assert_eq!(TrainPath::Burn.name(), "burn");
-//! assert!(TrainPath::parse("torch").unwrap_err().to_string().contains("auto, burn"));
+//! assert_eq!(ExecChoice::parse("burn")?, ExecChoice::Burn);
+//! assert_eq!(ExecChoice::CompiledGemm.name(), "compiled-gemm");
+//! assert!(ExecChoice::parse("torch").unwrap_err().to_string().contains("auto, compiled"));
 //! # Ok::<(), earlyexit::Error>(())
 //! ```
 
@@ -45,5 +44,53 @@ pub trait Choice: Copy + PartialEq + 'static {
             .find(|(_, v)| *v == self)
             .map(|(n, _)| *n)
             .expect("every value is listed in NAMES")
+    }
+}
+
+/// Which code runs a network: the one option (`--path` on every command) that selects an
+/// implementation. [`crate::infer::Executor::new`] decides for inference and the trainer for
+/// training; nothing else chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecChoice {
+    /// The fastest implementation that runs the model on its device: the compiled CPU path (for
+    /// training, the native backbone pass) where the device is the CPU and the model is one it
+    /// supports; the Burn module otherwise, with the reason kept.
+    #[default]
+    Auto,
+    /// The compiled CPU path (training: the native backbone pass), or an error naming what it
+    /// cannot run.
+    Compiled,
+    /// The compiled CPU path with im2col + GEMM for every convolution instead of the direct
+    /// kernels (inference only).
+    CompiledGemm,
+    /// The Burn module on whatever device it lives (training: Burn's autodiff).
+    Burn,
+    /// The Burn module on Burn's LibTorch CPU backend (feature `tch`).
+    #[cfg(feature = "tch")]
+    Libtorch,
+}
+
+impl Choice for ExecChoice {
+    const WHAT: &'static str = "path";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", Self::Auto),
+        ("compiled", Self::Compiled),
+        ("compiled-gemm", Self::CompiledGemm),
+        ("burn", Self::Burn),
+        #[cfg(feature = "tch")]
+        ("libtorch", Self::Libtorch),
+    ];
+}
+
+impl ExecChoice {
+    /// The device a model must live on for this choice: LibTorch's CPU device for
+    /// [`ExecChoice::Libtorch`], `requested` otherwise.
+    pub fn device(self, requested: &burn::tensor::Device) -> burn::tensor::Device {
+        match self {
+            #[cfg(feature = "tch")]
+            Self::Libtorch => burn::tensor::Device::libtorch(),
+            _ => requested.clone(),
+        }
     }
 }

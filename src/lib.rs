@@ -34,7 +34,6 @@ pub mod device;
 pub mod error;
 pub mod infer;
 pub mod model;
-pub mod perf;
 pub mod policy;
 pub mod quickstart;
 pub mod report;
@@ -43,5 +42,5 @@ pub mod run;
 pub mod serve;
 pub mod train;
 
-pub use choice::Choice;
+pub use choice::{Choice, ExecChoice};
 pub use error::{Error, Result};

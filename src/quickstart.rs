@@ -2,7 +2,8 @@
 //! per-sample exits and measure the speed-up over the same network without exits.
 //!
 //! Also the building block for any "test this run" report: [`test_run`] evaluates a run's best
-//! model on its test split with [`MultiExitModel::infer`] and times it against [`Policy::Never`].
+//! model on its test split with real per-sample exits ([`Executor::infer`]) and times it against
+//! [`Policy::Never`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use std::time::Instant;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
-use crate::infer::{MultiExitModel, Policy};
+use crate::infer::{Executor, Policy};
 use crate::model::MacConvention;
 use crate::run::Run;
 use crate::train::data::batch_tensors;
@@ -34,6 +36,9 @@ pub struct QuickstartOptions {
     pub observer: Observer,
     /// Where to train and test.
     pub device: Device,
+    /// Which code trains and runs the network ([`ExecChoice::Auto`]: the fastest that supports
+    /// it).
+    pub path: ExecChoice,
 }
 
 /// Test-set results with real per-sample exits.
@@ -61,6 +66,9 @@ pub struct TestReport {
     pub speedup: f64,
     /// Batch size of the timing.
     pub batch_size: usize,
+    /// The code that was timed ([`Executor::describe`]).
+    #[serde(default)]
+    pub implementation: String,
 }
 
 /// What the quickstart did.
@@ -81,8 +89,16 @@ pub struct QuickstartReport {
 }
 
 /// Evaluates the run's best model on its test split with real per-sample exits under `policy`,
-/// and times it against the same weights without exits (same batches, best of `reps`).
-pub fn test_run(run: &Run, policy: &Policy, batch_size: usize, reps: usize, device: &Device) -> Result<TestReport> {
+/// and times it against the same weights without exits (same batches, best of `reps`), on the
+/// implementation `path` selects.
+pub fn test_run(
+    run: &Run,
+    policy: &Policy,
+    batch_size: usize,
+    reps: usize,
+    device: &Device,
+    path: ExecChoice,
+) -> Result<TestReport> {
     let data = run.data()?;
     let loader = run.loader(&data, DataSplit::Test, batch_size)?;
     let mut model = run.load_model(device)?;
@@ -94,23 +110,25 @@ pub fn test_run(run: &Run, policy: &Policy, batch_size: usize, reps: usize, devi
             (x, y, b.labels)
         })
         .collect();
-    test_batches(&model, &batches, policy, batch_size, reps)
+    let exec = Executor::new(model, device, path)?;
+    test_batches(&exec, &batches, policy, batch_size, reps)
 }
 
 fn test_batches(
-    model: &MultiExitModel,
+    exec: &Executor,
     batches: &[(Tensor<4>, Tensor<1, Int>, Vec<u32>)],
     policy: &Policy,
     batch_size: usize,
     reps: usize,
 ) -> Result<TestReport> {
+    let model = exec.model();
     let n_out = model.net.num_exits() + 1;
     let backbone_macs = model.arch.cost.backbone.macs(MacConvention::All) as f64;
     let run_all = |p: &Policy| -> Result<(f64, Vec<crate::infer::Answers>)> {
         let t = Instant::now();
         let answers = batches
             .iter()
-            .map(|(x, _, _)| model.infer(x.clone(), p))
+            .map(|(x, _, _)| exec.infer(x.clone(), p))
             .collect::<Result<Vec<_>>>()?;
         Ok((t.elapsed().as_secs_f64(), answers))
     };
@@ -146,6 +164,7 @@ fn test_batches(
         seconds_no_exits: t_without,
         speedup: t_without / t_with,
         batch_size,
+        implementation: exec.describe(),
     })
 }
 
@@ -180,13 +199,14 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             force: true,
             observer: opts.observer.clone(),
             device: opts.device.clone(),
+            path: opts.path,
             ..TrainOptions::default()
         },
     )?;
     let train_seconds = outcome.seconds;
     let run = Run::open(&opts.out)?;
     let policy = run.policy()?;
-    let test = test_run(&run, &policy, 1000, 2, &opts.device)?;
+    let test = test_run(&run, &policy, 1000, 2, &opts.device, opts.path)?;
     Ok(QuickstartReport {
         run: opts.out.clone(),
         epochs: cfg.epochs,
@@ -233,7 +253,8 @@ impl fmt::Display for TestReport {
             f,
             "measured speed-up {:.2}x  ({:.3} s with exits vs {:.3} s without, batch {}, best of repeated runs)",
             self.speedup, self.seconds_exits, self.seconds_no_exits, self.batch_size
-        )
+        )?;
+        write!(f, "\ntimed on: {}", self.implementation)
     }
 }
 

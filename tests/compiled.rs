@@ -168,21 +168,24 @@ fn the_models_here_have_non_trivial_batchnorm_statistics() {
 }
 
 #[test]
-fn the_runner_picks_the_compiled_path_only_where_it_runs_the_model() {
-    use earlyexit::infer::{Runner, RunnerChoice};
+fn the_executor_picks_the_compiled_path_only_where_it_runs_the_model() {
+    use earlyexit::ExecChoice;
+    use earlyexit::infer::{Executor, Implementation};
     let device = Device::flex();
     let shape = Shape::new(3, 32, 32);
     let m = model("resnet20", shape, "pareto:2", HeadKind::Pool);
     let x = input(6, shape, 9);
     let policy = median_thresholds(&m, x.clone());
-    let auto = Runner::new(&m, &device, RunnerChoice::Auto);
-    assert_eq!(auto.describe(), "compiled (CPU)");
-    let burn = Runner::new(&m, &device, RunnerChoice::Burn);
-    assert_eq!(burn.describe(), "burn");
+    let auto = Executor::new(m.clone(), &device, ExecChoice::Auto).unwrap();
+    assert_eq!(auto.implementation(), Implementation::Compiled);
+    let burn = Executor::new(m, &device, ExecChoice::Burn).unwrap();
+    assert_eq!(burn.implementation(), Implementation::Burn);
     let (a, b) = (auto.infer(x.clone(), &policy).unwrap(), burn.infer(x, &policy).unwrap());
     assert_eq!(a.exit, b.exit);
     close(&a.probs, &b.probs, 1e-4);
-    // A backbone the compiled path does not know falls back to the Burn module.
+    // A backbone the compiled path does not know falls back to the Burn module, saying why.
     let e = model("eenet8", Shape::new(1, 28, 28), "cuts:1", HeadKind::Pool);
-    assert_eq!(Runner::new(&e, &device, RunnerChoice::Auto).describe(), "burn");
+    let fell_back = Executor::new(e, &device, ExecChoice::Auto).unwrap();
+    assert_eq!(fell_back.implementation(), Implementation::Burn);
+    assert!(fell_back.fallback().is_some());
 }

@@ -7,9 +7,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use burn::tensor::Device;
 use earlyexit::Error;
+use earlyexit::ExecChoice;
 use earlyexit::run::Run;
 use earlyexit::train::checkpoint::{last_checkpoint_path, load_checkpoint};
-use earlyexit::train::{DataSplit, EpochMetrics, TrainConfig, TrainOptions, TrainPath, train};
+use earlyexit::train::{DataSplit, EpochMetrics, TrainConfig, TrainOptions, train};
 
 fn config(extra: &[&str]) -> TrainConfig {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
@@ -250,13 +251,13 @@ fn native_backbone_pass_trains_as_burn_does() {
         "data.train_limit=256",
         "data.val_limit=100",
     ]);
-    let run = |path: TrainPath| {
+    let run = |path: ExecChoice| {
         let dir = tmp(&format!("native-{path:?}"));
         let out = train(&cfg, &dir, &TrainOptions { path, ..opts() }).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         out.metrics
     };
-    let (burn, native) = (run(TrainPath::Burn), run(TrainPath::Auto));
+    let (burn, native) = (run(ExecChoice::Burn), run(ExecChoice::Auto));
     let (b, n) = (&burn[0], &native[0]);
     assert_ne!(b.train_loss, n.train_loss, "the native pass did not run");
     assert!(

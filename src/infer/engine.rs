@@ -60,7 +60,7 @@ impl Answers {
 
 /// A network together with its resolved architecture: what inference, calibration and serving
 /// work with.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MultiExitModel {
     /// Shapes, cut points and costs.
     pub arch: Architecture,

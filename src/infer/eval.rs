@@ -24,8 +24,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Answers, MultiExitModel};
-use super::runner::{Runner, RunnerChoice};
+use super::executor::Executor;
 use super::table::LabelledData;
+use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::model::MacConvention;
 use crate::policy::Policy;
@@ -79,8 +80,8 @@ pub struct EvalOptions {
     pub fold_bn: bool,
     /// Which code is timed (the policy and the plain network alike): by default the compiled
     /// CPU path where it runs the model, as a CPU deployment would.
-    #[serde(default)]
-    pub timing_path: RunnerChoice,
+    #[serde(default, alias = "timing_path")]
+    pub path: ExecChoice,
 }
 
 impl Default for EvalOptions {
@@ -92,7 +93,7 @@ impl Default for EvalOptions {
             large_batch_samples: 2048,
             repeats: 3,
             fold_bn: true,
-            timing_path: RunnerChoice::Auto,
+            path: ExecChoice::Auto,
         }
     }
 }
@@ -156,9 +157,9 @@ pub struct EvalReport {
     pub measured_speedup_large: f64,
     /// Timings, batch 1 first.
     pub timing: Vec<Timing>,
-    /// The code that was timed ([`Runner::describe`]).
-    #[serde(default)]
-    pub timing_path: String,
+    /// The code that was timed ([`Executor::describe`]).
+    #[serde(default, alias = "timing_path")]
+    pub implementation: String,
     /// Expected calibration error of the answers (15 bins, confidence = largest probability).
     pub ece: f64,
     /// Samples an earlier exit had right and the final classifier gets wrong.
@@ -208,7 +209,7 @@ pub fn answer_all(
 /// Microseconds per sample of `policy` over the first `samples` samples at `batch`, fastest of
 /// `repeats`.
 pub fn time_policy(
-    runner: &Runner,
+    exec: &Executor,
     data: &dyn LabelledData,
     policy: &Policy,
     batch: usize,
@@ -229,12 +230,12 @@ pub fn time_policy(
         .map(|c| data.batch(c, device))
         .collect::<Result<_>>()?;
     // Warm-up (allocations, kernels).
-    runner.infer(batches[0].0.clone(), policy)?;
+    exec.infer(batches[0].0.clone(), policy)?;
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
         for (x, _) in &batches {
-            let a = runner.infer(x.clone(), policy)?;
+            let a = exec.infer(x.clone(), policy)?;
             std::hint::black_box(&a);
         }
         best = best.min(start.elapsed().as_secs_f64());
@@ -258,22 +259,17 @@ pub fn evaluate(
     let (answers, labels) = answer_all(model, data, policy, opts.batch, device)?;
     let table = ExitTable::collect(model, data, opts.batch, device)?;
     let mut report = report_from(&answers, &labels, &table, policy);
-    let folded;
     let timed = if opts.fold_bn {
-        folded = MultiExitModel {
-            arch: model.arch.clone(),
-            net: model.net.clone().fold_bn(),
-        };
-        &folded
+        model.clone().fold_bn()
     } else {
-        model
+        model.clone()
     };
-    let runner = Runner::new(timed, device, opts.timing_path);
+    let exec = Executor::new(timed, device, opts.path)?;
     let mut timing = Vec::new();
     for (batch, samples) in [(1, opts.timing_samples), (opts.large_batch, opts.large_batch_samples)] {
         let samples = samples.max(batch).min(data.len());
-        let (p, n) = time_policy(&runner, data, policy, batch, samples, opts.repeats, device)?;
-        let (b, _) = time_policy(&runner, data, &Policy::Never, batch, samples, opts.repeats, device)?;
+        let (p, n) = time_policy(&exec, data, policy, batch, samples, opts.repeats, device)?;
+        let (b, _) = time_policy(&exec, data, &Policy::Never, batch, samples, opts.repeats, device)?;
         timing.push(Timing {
             batch,
             samples: n,
@@ -285,7 +281,7 @@ pub fn evaluate(
     report.measured_speedup = timing[0].speedup;
     report.measured_speedup_large = timing[1].speedup;
     report.timing = timing;
-    report.timing_path = runner.describe().to_string();
+    report.implementation = exec.describe();
     Ok(report)
 }
 
@@ -323,7 +319,7 @@ pub fn report_from(answers: &Answers, labels: &[usize], table: &ExitTable, polic
         measured_speedup: f64::NAN,
         measured_speedup_large: f64::NAN,
         timing: vec![],
-        timing_path: String::new(),
+        implementation: String::new(),
         ece: ece(&top, &correct, ECE_BINS),
         overthinking: table.overthinking(),
         overthinking_answered,

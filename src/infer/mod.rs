@@ -5,8 +5,8 @@ pub mod calibrate;
 pub(crate) mod compiled;
 mod engine;
 pub mod eval;
+mod executor;
 pub mod prune;
-mod runner;
 mod table;
 
 pub use crate::policy::*;
@@ -18,6 +18,6 @@ pub use compiled::CompiledNet;
 pub use earlyexit_kernels::ConvKernel;
 pub use engine::*;
 pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate};
+pub use executor::{Executor, Implementation};
 pub use prune::{ExitCheck, PrunePlan, efficiency_condition, greedy_keep_value, prune_plan, restrict_policy};
-pub use runner::{Runner, RunnerChoice};
 pub use table::{InMemorySplit, LabelledData};

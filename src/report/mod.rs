@@ -74,8 +74,8 @@ pub fn eval_text(r: &EvalReport) -> String {
             t.batch, t.policy_us, t.plain_us, t.speedup
         );
     }
-    if !r.timing_path.is_empty() {
-        let _ = writeln!(s, "timed on the {} path", r.timing_path);
+    if !r.implementation.is_empty() {
+        let _ = writeln!(s, "timed on the {} path", r.implementation);
     }
     let _ = writeln!(
         s,
@@ -132,8 +132,8 @@ pub fn eval_markdown(r: &EvalReport) -> String {
             t.batch, t.speedup, t.policy_us, t.plain_us
         );
     }
-    if !r.timing_path.is_empty() {
-        let _ = writeln!(s, "| timed on | {} |", r.timing_path);
+    if !r.implementation.is_empty() {
+        let _ = writeln!(s, "| timed on | {} |", r.implementation);
     }
     let _ = writeln!(s, "| ECE (15 bins) | {:.4} |", r.ece);
     let _ = writeln!(

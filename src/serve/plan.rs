@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::codec::WireDType;
 use crate::error::{Error, Result};
-use crate::infer::{MultiExitModel, Policy};
+use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{Architecture, HeadKind, MacConvention, StageState};
 
 /// How fast a tier computes.
@@ -571,7 +571,8 @@ impl fmt::Display for Plan {
 }
 
 /// Measured seconds per stage (blocks and exit head) for one sample on this machine: the
-/// median of `reps` runs after a warm-up.
+/// median of `reps` runs after a warm-up. Timed on the Burn module's stage slices, which is
+/// what a tier runs.
 pub fn measure_stage_seconds(model: &MultiExitModel, reps: usize, device: &Device) -> Vec<f64> {
     let shape = model.arch.description.input;
     let x = Tensor::<4>::random([1, shape.c, shape.h, shape.w], Distribution::Normal(0.0, 1.0), device);
@@ -590,24 +591,14 @@ pub fn measure_stage_seconds(model: &MultiExitModel, reps: usize, device: &Devic
             }
         }
     }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-            t[t.len() / 2]
-        })
-        .collect()
+    times.into_iter().map(crate::bench::median).collect()
 }
 
 /// Share of samples leaving at each exit (final last) under `policy`, over `batches`.
-pub fn exit_rates(
-    model: &MultiExitModel,
-    policy: &Policy,
-    batches: impl IntoIterator<Item = Tensor<4>>,
-) -> Result<Vec<f64>> {
-    let mut counts = vec![0usize; model.net.num_stages()];
+pub fn exit_rates(exec: &Executor, policy: &Policy, batches: impl IntoIterator<Item = Tensor<4>>) -> Result<Vec<f64>> {
+    let mut counts = vec![0usize; exec.model().net.num_stages()];
     for x in batches {
-        for &e in &model.infer(x, policy)?.exit {
+        for &e in &exec.infer(x, policy)?.exit {
             counts[e] += 1;
         }
     }
@@ -620,21 +611,15 @@ pub fn exit_rates(
 
 /// Exit rates of `policy` on `samples` standard-normal inputs: only a stand-in when neither
 /// calibrated rates nor data are at hand.
-pub fn estimate_rates(
-    model: &MultiExitModel,
-    policy: &Policy,
-    samples: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<f64>> {
-    let shape = model.arch.description.input;
+pub fn estimate_rates(exec: &Executor, policy: &Policy, samples: usize, seed: u64) -> Result<Vec<f64>> {
+    let (shape, device) = (exec.model().arch.description.input, exec.device());
     device.seed(seed);
     let x = Tensor::<4>::random(
         [samples.max(1), shape.c, shape.h, shape.w],
         Distribution::Normal(0.0, 1.0),
         device,
     );
-    exit_rates(model, policy, [x])
+    exit_rates(exec, policy, [x])
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use super::codec::{WireFormat, encode};
 use super::error::{ServeError, ServeResult};
 use super::metrics::Metrics;
 use super::proto;
-use crate::infer::{CompiledNet, MultiExitModel, Policy, PolicyState, argmax, max_prob};
+use crate::choice::ExecChoice;
+use crate::infer::{Executor, MultiExitModel, Policy, PolicyState, argmax, max_prob};
 use crate::model::{HeadKind, Shape, StageState};
 
 /// A half-open range of stages: `A..B`, or `A..` to the last stage.
@@ -155,6 +156,9 @@ pub struct TierOptions {
     /// Per-channel normalisation applied to decoded PNG/JPEG images after scaling to `[0, 1]`
     /// (the training run's); tensors are taken as they come.
     pub normalize: Option<crate::data::Normalize>,
+    /// Which code answers ([`ExecChoice::Auto`]: the compiled CPU path where it runs a whole
+    /// model; tiers run stage slices on the Burn module).
+    pub path: ExecChoice,
 }
 
 impl TierOptions {
@@ -169,6 +173,7 @@ impl TierOptions {
             next: None,
             default_deadline: Duration::from_secs(30),
             normalize: None,
+            path: ExecChoice::Auto,
         }
     }
 }
@@ -239,7 +244,8 @@ pub(crate) struct Outcome {
 
 /// The model slice a worker runs.
 pub(crate) struct Engine {
-    pub model: MultiExitModel,
+    /// The model and the code that runs it (for a tier, the Burn module: stage slices).
+    pub exec: Executor,
     pub range: Range<usize>,
     pub policy: Policy,
     pub name: String,
@@ -247,11 +253,8 @@ pub(crate) struct Engine {
     pub device: Device,
     pub wire: WireFormat,
     pub model_id: String,
-    /// Holds every stage and forwards nothing: the engine's `infer` answers Classify.
+    /// Holds every stage and forwards nothing: the executor's `infer` answers Classify.
     pub whole: bool,
-    /// The compiled CPU copy of a `whole` model on the CPU, where it supports the model: it
-    /// answers Classify instead of the Burn module (same answers, several times faster).
-    pub compiled: Option<CompiledNet>,
 }
 
 fn host_f32(t: Tensor<2>) -> Vec<f32> {
@@ -265,7 +268,7 @@ fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
 
 impl Engine {
     pub fn num_exits(&self) -> usize {
-        self.model.net.num_exits()
+        self.exec.model().net.num_exits()
     }
 
     fn answer(&self, id: u64, exit: usize, probs: Vec<f32>, confidence: f32) -> proto::Answer {
@@ -323,10 +326,7 @@ impl Engine {
         let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
 
         if self.whole && start == 0 {
-            let a = match &self.compiled {
-                Some(c) => c.infer(x, &self.policy)?,
-                None => self.model.infer(x, &self.policy)?,
-            };
+            let a = self.exec.infer(x, &self.policy)?;
             for (i, &(j, s)) in rows.iter().enumerate() {
                 let mut ans = self.answer(ids[i], a.exit[i], a.probs_of(i).to_vec(), a.confidence[i]);
                 ans.class = a.class[i] as u32;
@@ -363,10 +363,10 @@ impl Engine {
         let mut state = StageState { x, pooled };
         let mut alive: Vec<usize> = (0..n).collect();
         let num_exits = self.num_exits();
-        let classes = self.model.arch.description.classes;
+        let classes = self.exec.model().arch.description.classes;
         for k in self.range.clone() {
-            state = self.model.net.run_stage(k, state);
-            let out = self.model.net.exit(k, &state);
+            state = self.exec.model().net.run_stage(k, state);
+            let out = self.exec.model().net.exit(k, &state);
             if k == num_exits {
                 let score: Vec<f32> = max_prob(&out.logits).into_data().try_into_vec_as::<f32>().expect("f32");
                 let probs = host_f32(softmax(out.logits, 1));

@@ -29,4 +29,4 @@ pub use metrics::{EpochMetrics, Evaluation};
 pub use objectives::{Objective, ObjectiveConfig, ObjectiveKind};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 pub use schedule::{ScheduleConfig, ScheduleKind};
-pub use trainer::{CONFIG_FILE, Observer, TrainEvent, TrainOptions, TrainOutcome, TrainPath, train};
+pub use trainer::{CONFIG_FILE, Observer, TrainEvent, TrainOptions, TrainOutcome, train};

@@ -23,6 +23,7 @@ use super::metrics::{EpochMetrics, METRICS_FILE, decide, evaluate, exit_cost, wr
 use super::objectives::{LossContext, Objective, ObjectiveKind};
 use super::optim::Optimizer;
 use super::schedule::Position;
+use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
 use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
@@ -129,24 +130,11 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Where to train (without autodiff: [`train`] adds it). Default: the CPU (`flex`).
     pub device: Device,
-    /// Which code runs the backbone's forward and backward passes.
-    pub path: TrainPath,
-}
-
-/// Which code runs the backbone in a training step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TrainPath {
-    /// The native CPU pass ([`crate::train::native`]) when training on the CPU (`flex`), the
-    /// network is one it supports and every stage trains (joint objectives); Burn otherwise.
-    #[default]
-    Auto,
-    /// Burn's autodiff everywhere (the reference).
-    Burn,
-}
-
-impl crate::Choice for TrainPath {
-    const WHAT: &'static str = "training path";
-    const NAMES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("burn", Self::Burn)];
+    /// Which code runs the backbone's forward and backward passes: `auto` the native CPU pass
+    /// ([`crate::train::native`]) when training on the CPU (`flex`) a network it supports (Burn
+    /// otherwise, the reason logged), `compiled` the native pass or an error, `burn` Burn's
+    /// autodiff everywhere (the reference). `compiled-gemm` is an inference path: an error here.
+    pub path: ExecChoice,
 }
 
 impl Default for TrainOptions {
@@ -157,7 +145,7 @@ impl Default for TrainOptions {
             observer: Observer::default(),
             stop_after: None,
             device: Device::flex(),
-            path: TrainPath::Auto,
+            path: ExecChoice::Auto,
         }
     }
 }
@@ -403,7 +391,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
 
     // The native backbone pass where it can run; the reason it cannot is logged.
     let native = match opts.path {
-        TrainPath::Auto if base == Device::flex() => match NativeBackbone::check(&net) {
+        ExecChoice::Auto if base == Device::flex() => match NativeBackbone::check(&net) {
             Ok(n) => {
                 info!("training the backbone on the native CPU pass (joint plans)");
                 Some(n)
@@ -413,6 +401,19 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 None
             }
         },
+        ExecChoice::Compiled if base == Device::flex() => Some(NativeBackbone::check(&net)?),
+        ExecChoice::Compiled => {
+            return Err(Error::invalid(
+                "path",
+                "the native training pass runs on the CPU (`flex`)",
+            ));
+        }
+        ExecChoice::CompiledGemm => {
+            return Err(Error::invalid(
+                "path",
+                "`compiled-gemm` is an inference path; train with `auto`, `compiled` or `burn`",
+            ));
+        }
         _ => None,
     };
     let n_exits = arch.num_exits();

@@ -36,9 +36,11 @@ impl<'a> MatRef<'a> {
     /// Panics unless a `rows × cols` matrix with these strides lies within `data`.
     fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
-            let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+            let last = (rows - 1)
+                .checked_mul(self.row_stride)
+                .and_then(|r| (cols - 1).checked_mul(self.col_stride)?.checked_add(r));
             assert!(
-                last < self.data.len(),
+                last.is_some_and(|l| l < self.data.len()),
                 "matmul: {what} ({rows}×{cols}) exceeds its slice"
             );
         }
@@ -61,11 +63,23 @@ pub fn matmul(
     b: MatRef,
     par: gemm::Parallelism,
 ) {
-    assert!(dst.len() >= m * n, "matmul: the output ({m}×{n}) exceeds its slice");
+    assert!(
+        m.checked_mul(n).is_some_and(|len| dst.len() >= len),
+        "matmul: the output ({m}×{n}) exceeds its slice"
+    );
     a.check(m, k, "the left operand");
     b.check(k, n, "the right operand");
-    // SAFETY: every element the strides address lies within its slice (checked above), and
-    // `dst` is a unique borrow, so it overlaps neither operand.
+    // SAFETY: `gemm::gemm` reads `lhs[i·rs + j·cs]` for `i < m, j < k`, `rhs[i·rs + j·cs]` for
+    // `i < k, j < n`, and reads and writes `dst[i·n + j]` for `i < m, j < n`; it does nothing
+    // when `m` or `n` is 0 and reads neither operand when `k` is 0.
+    // `MatRef::check` asserted above that the last element `(rows-1)·row_stride +
+    // (cols-1)·col_stride` of `a` (`m × k`) and of `b` (`k × n`) is inside its slice whenever both
+    // dimensions are non-zero, and `dst.len() ≥ m·n` covers `(m-1)·n + n-1`. Those in-bounds
+    // offsets are below `isize::MAX`, so the `as isize` stride casts are exact for every stride
+    // that multiplies a non-zero index. `dst` is a unique borrow, so it overlaps neither `a.data`
+    // nor `b.data`, and all three are initialised `f32`, a type `gemm` supports. The sizes in
+    // these checks are computed with `checked_mul`/`checked_add`: a size that would wrap `usize`
+    // fails the assert instead of passing it.
     unsafe {
         gemm::gemm(
             m,
@@ -141,6 +155,24 @@ mod tests {
             false,
             MatRef::row_major(&a, 3),
             MatRef::row_major(&a, 2),
+            gemm::Parallelism::None,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds its slice")]
+    fn sizes_whose_product_wraps_are_refused() {
+        // 2³² × 2³² wraps to 0 in a release build: the check must not read it as "fits".
+        let mut dst: Vec<f32> = Vec::new();
+        let big = 1usize << 32;
+        matmul(
+            &mut dst,
+            big,
+            big,
+            0,
+            false,
+            MatRef::row_major(&[], 0),
+            MatRef::row_major(&[], big),
             gemm::Parallelism::None,
         );
     }

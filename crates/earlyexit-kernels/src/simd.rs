@@ -20,11 +20,15 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
+            // SAFETY: `avx512` is compiled for `avx512f,avx2,fma`. The CPU has AVX-512F (checked
+            // just above), and rustc's target-feature model has `avx512f` imply `avx2` and `fma`
+            // (`rustc --print cfg -C target-feature=+avx512f` lists both; every AVX-512F CPU has
+            // them), so no instruction it may contain is missing. `f` itself is safe code.
             return unsafe { avx512(f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            // SAFETY: `avx2` is compiled for `avx2,fma`, and the CPU has AVX2 and FMA (both
+            // checked just above). `f` itself is safe code.
             return unsafe { avx2(f) };
         }
     }

@@ -15,7 +15,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use super::metrics_http::serve_metrics_http;
 use super::middleware::{OversizedIsInvalid, TokenCheck};
 use super::service::{Shared, Svc};
-use crate::infer::{CompiledNet, MultiExitModel, Policy};
+use crate::choice::ExecChoice;
+use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{MacConvention, io};
 use crate::serve::batcher::queue;
 use crate::serve::client::TierClient;
@@ -210,23 +211,22 @@ pub async fn start(
         metrics: metrics.clone(),
         opts: opts.clone(),
     };
-    let compiled = if whole && device == Device::flex() {
-        match CompiledNet::compile(&model) {
-            Ok(c) => {
-                tracing::info!("{}: answering on the compiled CPU path", opts.name);
-                Some(c)
-            }
-            Err(e) => {
-                tracing::info!("{}: answering on the Burn module ({e})", opts.name);
-                None
-            }
+    // A whole model answers Classify with the per-sample exit loop on the chosen executor; a
+    // tier runs stage slices, which only the Burn module offers yet.
+    let choice = match (whole, opts.path) {
+        (true, path) => path,
+        (false, ExecChoice::Auto | ExecChoice::Burn) => ExecChoice::Burn,
+        (false, other) => {
+            return Err(ServeError::invalid(format!(
+                "path `{}`: a tier runs stage slices, which only the Burn module offers yet (use `auto` or `burn`)",
+                crate::Choice::name(other)
+            )));
         }
-    } else {
-        None
     };
+    let exec = Executor::new(model, &device, choice)?;
+    tracing::info!("{}: answering on {}", opts.name, exec.describe());
     let engine = Engine {
-        compiled,
-        model,
+        exec,
         range,
         policy: opts.policy.clone(),
         name: opts.name.clone(),

@@ -3,10 +3,10 @@
 use anyhow::Context;
 use burn::tensor::Device;
 use earlyexit::bench::{EngineBench, RebatchBench, run_engine_bench, run_rebatch_bench, time_forward, time_train_step};
-use earlyexit::infer::MultiExitModel;
+use earlyexit::infer::{Executor, MultiExitModel};
 use earlyexit::model::{HeadKind, ModelDescription, Placement, Shape};
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, PathArg};
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
@@ -62,6 +62,8 @@ pub struct Args {
     warmup: usize,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    path: PathArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -89,8 +91,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = MultiExitModel::new(arch, &device);
+    if a.rebatch {
+        return rebatch(&a, &model, &device);
+    }
+    let exec = Executor::new(model, &device, a.path.path)?;
+    eprintln!("timing on: {}", exec.describe());
     if a.forward {
-        let rows = time_forward(&model, &a.batch, a.warmup, a.reps, &device)?;
+        let rows = time_forward(&exec, &a.batch, a.warmup, a.reps)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
@@ -104,9 +111,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if a.rebatch {
-        return rebatch(&a, &model, &device);
-    }
     let cfg = EngineBench {
         shares: a.shares.clone(),
         batches: a.batch.clone(),
@@ -114,7 +118,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         reps: a.reps,
         seed: a.seed,
     };
-    let rows = run_engine_bench(&model, &cfg, &device)?;
+    let rows = run_engine_bench(&exec, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -123,9 +127,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "{} {} with {} {} exits at cuts {:?}; forced shares {:?}",
         a.model,
         a.input,
-        model.net.num_exits(),
+        exec.model().net.num_exits(),
         a.head,
-        model.net.cuts(),
+        exec.model().net.cuts(),
         cfg.shares
     );
     println!(

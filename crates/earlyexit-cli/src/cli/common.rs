@@ -4,14 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::Device;
-use earlyexit::Choice;
 use earlyexit::device::DeviceSpec;
-use earlyexit::infer::{
-    Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, RunnerChoice, SplitKind,
-};
+use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
 use earlyexit::model::io;
 use earlyexit::run::Run;
 use earlyexit::train::{DataSplit, RunData};
+use earlyexit::{Choice, ExecChoice};
 
 /// `--run DIR` (and `--device`).
 #[derive(clap::Args, Debug, Clone)]
@@ -85,10 +83,18 @@ pub struct TimingArgs {
     /// The large timing batch.
     #[arg(long, default_value_t = 256)]
     pub large_batch: usize,
-    /// The code timed: `auto` runs the compiled CPU path where it supports the model on the CPU,
-    /// `burn` always the Burn module.
-    #[arg(long, default_value = "auto", value_parser = choice::<RunnerChoice>())]
-    pub timing_path: RunnerChoice,
+    #[command(flatten)]
+    pub path: PathArg,
+}
+
+/// `--path`: which code runs the model, the same option on every command.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PathArg {
+    /// Which code runs the model: `auto` (the compiled CPU path, or for training the native
+    /// pass, where it supports the model on the CPU; the Burn module otherwise), `compiled`,
+    /// `compiled-gemm` (im2col + GEMM convolutions), `burn` (the Burn module on `--device`).
+    #[arg(long = "path", default_value = "auto", value_parser = choice::<ExecChoice>(), alias = "timing-path")]
+    pub path: ExecChoice,
 }
 
 impl TimingArgs {
@@ -98,7 +104,7 @@ impl TimingArgs {
             timing_samples: self.timing_samples,
             large_batch: self.large_batch,
             large_batch_samples: (8 * self.large_batch).max(2048),
-            timing_path: self.timing_path,
+            path: self.path.path,
             ..EvalOptions::default()
         }
     }

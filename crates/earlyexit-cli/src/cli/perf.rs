@@ -1,8 +1,8 @@
 //! `earlyexit perf`: time one standard figure, for `scripts/bench-vs-torch`.
 
-use earlyexit::perf::{Figure, InferPath, measure};
+use earlyexit::bench::{Figure, measure};
 
-use super::common::choice;
+use super::common::PathArg;
 
 /// Arguments of `perf`.
 #[derive(clap::Args, Debug)]
@@ -14,10 +14,10 @@ pub struct Args {
     /// Timed iterations per figure (the median is reported).
     #[arg(long, default_value_t = 10)]
     reps: usize,
-    /// The path timed: for the training step, `compiled` is the native backbone pass that `train`
-    /// runs on the CPU and `burn` is Burn's autodiff.
-    #[arg(long, default_value = "compiled", value_parser = choice::<InferPath>())]
-    path: InferPath,
+    /// The code timed; for the training step, `auto` and `compiled` are the native backbone
+    /// pass that `train` runs on the CPU, the others Burn's autodiff.
+    #[command(flatten)]
+    path: PathArg,
     /// Print JSON (one object per figure, every iteration's time included).
     #[arg(long)]
     json: bool,
@@ -25,7 +25,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     for f in &a.figure {
-        let m = measure(f, a.reps, a.path)?;
+        let m = measure(f, a.reps, a.path.path)?;
         if a.json {
             println!("{}", serde_json::to_string(&m)?);
         } else {

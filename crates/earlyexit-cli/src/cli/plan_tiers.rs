@@ -1,6 +1,7 @@
 //! `earlyexit plan-tiers`: where to split the network across tiers.
 
 use anyhow::{Context, bail};
+use earlyexit::infer::Executor;
 use earlyexit::serve::codec::WireDType;
 use earlyexit::serve::plan::{
     LinkSpec, Objective, Problem, StageCosts, TierSpec, TierSpeed, estimate_rates, exit_rates, measure_stage_seconds,
@@ -8,7 +9,7 @@ use earlyexit::serve::plan::{
 use earlyexit::train::DataSplit;
 use earlyexit::train::data::batch_tensors;
 
-use super::common::{DeviceArg, choice};
+use super::common::{DeviceArg, PathArg, choice};
 use super::serving::ModelArgs;
 
 /// Arguments of `plan-tiers`.
@@ -52,6 +53,9 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     device: DeviceArg,
+    /// Which code measures the exit rates (the stage times are the Burn module's, as tiers run).
+    #[command(flatten)]
+    path: PathArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = a.device.device()?;
     let loaded = a.model.load(&device)?;
     let (model, policy) = (&loaded.model, &loaded.policy);
+    let exec = Executor::new(model.clone(), &device, a.path.path)?;
     let (rates, source) = match (&a.rates, a.model.calibrated_rates()?, &loaded.run) {
         (Some(r), _, _) => (r.clone(), "given".to_string()),
         (None, Some(r), _) => (r, "calibrated (policy.json)".to_string()),
@@ -73,11 +78,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let data = run.data().context("reading the run's data for exit rates")?;
             let loader = run.loader(&data, DataSplit::Val, 500)?;
             let batches = loader.epoch(0).map(|b| batch_tensors(&b, &device).0);
-            let r = exit_rates(model, policy, batches)?;
+            let r = exit_rates(&exec, policy, batches)?;
             (r, format!("measured on the validation split with {policy}"))
         }
         (None, None, None) => {
-            let r = estimate_rates(model, policy, 512, 0, &device)?;
+            let r = estimate_rates(&exec, policy, 512, 0)?;
             eprintln!("warning: exit rates estimated on random inputs with {policy}; give --rates or use a run");
             (r, format!("estimated on random inputs ({policy})"))
         }

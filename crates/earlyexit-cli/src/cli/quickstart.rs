@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use earlyexit::quickstart::{QuickstartOptions, quickstart};
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, PathArg};
 use super::progress::training_observer;
 
 /// Arguments of `quickstart`.
@@ -28,6 +28,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    path: PathArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -41,6 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         epochs: a.epochs,
         observer: training_observer(a.quiet),
         device: a.device.device()?,
+        path: a.path.path,
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

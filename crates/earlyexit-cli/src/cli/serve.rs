@@ -7,7 +7,7 @@ use earlyexit::serve::batcher::BatchConfig;
 use earlyexit::serve::server::{NetOptions, run_blocking};
 use earlyexit::serve::tier::{Limits, StageRange, TierOptions};
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, PathArg};
 use super::serving::{ModelArgs, ServerSecurity, announce};
 
 /// Batching, limits and listening options shared by `serve` and `tier`.
@@ -42,6 +42,8 @@ pub struct ServingArgs {
     pub threads: usize,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub path: PathArg,
 }
 
 impl ServingArgs {
@@ -63,6 +65,7 @@ impl ServingArgs {
             next: None,
             default_deadline: Duration::from_millis(self.deadline_ms),
             normalize: None,
+            path: self.path.path,
         }
     }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use earlyexit::train::{CONFIG_FILE, TrainConfig, TrainOptions, TrainPath, train};
+use earlyexit::ExecChoice;
+use earlyexit::train::{CONFIG_FILE, TrainConfig, TrainOptions, train};
 
 use super::common::{DeviceArg, choice};
 use super::progress::training_observer;
@@ -40,10 +41,10 @@ pub struct Args {
     stop_after: Option<u64>,
     #[command(flatten)]
     device: DeviceArg,
-    /// Which code runs the backbone: `auto` (the native CPU pass on `flex` where the network
-    /// allows it, Burn otherwise) or `burn` (Burn's autodiff everywhere, the reference).
-    #[arg(long, default_value = "auto", value_parser = choice::<TrainPath>())]
-    train_path: TrainPath,
+    /// `auto`: the native CPU pass on `flex` where the network allows it, Burn otherwise;
+    /// `compiled`: the native pass or an error; `burn`: Burn's autodiff (the reference).
+    #[arg(long = "path", default_value = "auto", value_parser = choice::<ExecChoice>(), alias = "train-path")]
+    path: ExecChoice,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -74,7 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             observer: training_observer(a.quiet),
             stop_after: a.stop_after,
             device: a.device.device()?,
-            path: a.train_path,
+            path: a.path,
         },
     )
     .with_context(|| format!("training into {} failed", out.display()))?;

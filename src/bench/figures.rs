@@ -1,22 +1,14 @@
 //! Standard performance figures, each matched one-to-one by `scripts/torch_perf.py`, so that
-//! `scripts/bench-vs-torch` can time the same work in earlyexit and in PyTorch side by side.
+//! `scripts/bench-vs-torch` can time the same work in earlyexit and in PyTorch side by side,
+//! and the user-sized timings of `earlyexit bench --forward` / `--train-step`.
 //!
 //! A figure is a fixed piece of work on random data (weights and inputs do not change the cost of
 //! dense convolutions): a plain ResNet forward pass, the early-exit engine with forced exit
 //! shares, or one SGD training step. [`measure`] warms it up, then times it and reports the
-//! median seconds per iteration. Inference figures run on the compiled CPU path by default
-//! ([`CompiledNet`]), or on the Burn module ([`InferPath::Burn`]); the training step on the native
-//! backbone pass that `earlyexit train` runs on the CPU ([`crate::train::native`]), or on Burn's
-//! autodiff ([`InferPath::Burn`]).
-//!
-//! ```
-//! use earlyexit::perf::{Figure, InferPath, measure};
-//!
-//! let fig: Figure = "resnet20-forward-b1".parse()?;
-//! let m = measure(&fig, 3, InferPath::Compiled)?;
-//! assert!(m.seconds > 0.0);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! median seconds per iteration. Inference figures run on the [`Executor`] the [`ExecChoice`]
+//! selects (`auto`: the compiled CPU path); the training step on the native backbone pass that
+//! `earlyexit train` runs on the CPU ([`crate::train::native`]) for `auto` and `compiled`, or on
+//! Burn's autodiff otherwise.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,11 +16,13 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::bench::forced_thresholds;
+use super::engine::forced_thresholds;
+use super::timing::{median, timed};
+use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
-use crate::infer::{CompiledNet, ConvKernel, MultiExitModel};
+use crate::infer::{Executor, MultiExitModel};
 use crate::model::{ModelDescription, Placement, Shape};
 use crate::train::native::NativeBackbone;
 use crate::train::objectives::cross_entropy;
@@ -120,42 +114,14 @@ impl fmt::Display for Figure {
     }
 }
 
-/// Which path runs the figures: for the training step, `compiled` is the native backbone pass
-/// ([`crate::train::native`]) and `compiled-gemm` falls back to Burn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InferPath {
-    /// [`CompiledNet`]: channels-last, BatchNorm folded, fused epilogues, the direct AVX-512
-    /// convolution where the CPU has it; for the training step, the native backbone pass.
-    #[default]
-    Compiled,
-    /// [`CompiledNet`] with im2col + GEMM for every convolution ([`ConvKernel::Gemm`]).
-    CompiledGemm,
-    /// The Burn module on the `flex` backend (training: Burn's autodiff).
-    Burn,
-    /// The Burn module on Burn's LibTorch backend (CPU), feature `tch`.
-    #[cfg(feature = "tch")]
-    Libtorch,
-}
-
-impl crate::Choice for InferPath {
-    const WHAT: &'static str = "path";
-    const NAMES: &'static [(&'static str, Self)] = &[
-        ("compiled", Self::Compiled),
-        ("compiled-gemm", Self::CompiledGemm),
-        ("burn", Self::Burn),
-        #[cfg(feature = "tch")]
-        ("libtorch", Self::Libtorch),
-    ];
-}
-
 /// What [`measure`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
     /// The figure's name.
     pub figure: String,
-    /// The inference path measured.
-    pub path: InferPath,
+    /// The code measured: an [`Executor::describe`] for inference figures; `native` (the native
+    /// backbone pass) or `burn (DEVICE)` (Burn's autodiff) for the training step.
+    pub path: String,
     /// Median wall-clock seconds per iteration (one batch).
     pub seconds: f64,
     /// Every timed iteration, in seconds.
@@ -166,87 +132,38 @@ fn input_shape() -> Shape {
     Shape::new(3, 32, 32)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Runs `step` `warmup` times, then `reps` times timed; each call is one iteration.
-fn timed(warmup: usize, reps: usize, mut step: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    for _ in 0..warmup {
-        step()?;
-    }
-    (0..reps.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            step()?;
-            Ok(t.elapsed().as_secs_f64())
-        })
-        .collect()
-}
-
-/// Reads a tensor back to the host, so that the timing includes all the work.
-fn sync<const D: usize>(t: Tensor<D>) {
-    std::hint::black_box(t.into_data());
-}
-
-/// The compiled network for `path`, or `None` for the Burn-module paths.
-fn compiled(model: &MultiExitModel, path: InferPath) -> Result<Option<CompiledNet>> {
-    Ok(match path {
-        InferPath::Compiled => Some(CompiledNet::compile_with(model, ConvKernel::Auto)?),
-        InferPath::CompiledGemm => Some(CompiledNet::compile_with(model, ConvKernel::Gemm)?),
-        _ => None,
-    })
-}
-
-/// The device the Burn-module figures run on for `path`.
-fn device_of(path: InferPath) -> Device {
-    match path {
-        #[cfg(feature = "tch")]
-        InferPath::Libtorch => Device::libtorch(),
-        _ => Device::flex(),
-    }
-}
-
 /// Measures `figure` on the CPU with `reps` timed iterations after warm-up. Threads: as many as
 /// Rayon is given (`RAYON_NUM_THREADS`, default one per core; LibTorch: `OMP_NUM_THREADS`).
-pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurement> {
-    let device = device_of(path);
+pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measurement> {
+    let device = path.device(&Device::flex());
     device.seed(0);
+    let ran: String;
     let s = input_shape();
     let samples = match figure {
         Figure::Forward { model, batch } => {
             let arch = ModelDescription::new(model, s, 10, Placement::Cuts(vec![])).resolve()?;
-            let model = MultiExitModel::new(arch, &device);
+            let exec = Executor::new(MultiExitModel::new(arch, &device), &device, path)?;
+            ran = exec.describe();
             let x = Tensor::<4>::random([*batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
-            match compiled(&model, path)? {
-                Some(fast) => timed(2, reps, || {
-                    std::hint::black_box(fast.forward_backbone(x.clone())?);
-                    Ok(())
-                })?,
-                None => timed(2, reps, || {
-                    sync(model.net.forward_backbone(x.clone()));
-                    Ok(())
-                })?,
-            }
+            timed(2, reps, || {
+                std::hint::black_box(exec.forward_plain(x.clone())?);
+                Ok(())
+            })?
         }
         Figure::Engine { batch } => {
             let arch = ModelDescription::new(ENGINE_MODEL, s, 10, "pareto:4".parse()?).resolve()?;
-            let model = MultiExitModel::new(arch, &device);
+            let exec = Executor::new(MultiExitModel::new(arch, &device), &device, path)?;
+            ran = exec.describe();
             let pool = Tensor::<4>::random([ENGINE_POOL, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
-            let policy = forced_thresholds(&model, pool.clone(), &ENGINE_SHARES)?;
+            let policy = forced_thresholds(exec.model(), pool.clone(), &ENGINE_SHARES)?;
             let chunks: Vec<Tensor<4>> = (0..ENGINE_POOL / batch)
                 .map(|i| pool.clone().narrow(0, i * batch, *batch))
                 .collect();
-            let fast = compiled(&model, path)?;
             let mut i = 0;
             timed(chunks.len().min(8), reps, || {
                 let x = chunks[i % chunks.len()].clone();
                 i += 1;
-                std::hint::black_box(match &fast {
-                    Some(f) => f.infer(x, &policy)?,
-                    None => model.infer(x, &policy)?,
-                });
+                std::hint::black_box(exec.infer(x, &policy)?);
                 Ok(())
             })?
         }
@@ -263,8 +180,14 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
             })?;
             // The earlyexit path trains as `train` does on the CPU: the native backbone pass.
             let native = match path {
-                InferPath::Compiled => Some(NativeBackbone::check(net.as_ref().expect("built above"))?),
+                ExecChoice::Auto | ExecChoice::Compiled => {
+                    Some(NativeBackbone::check(net.as_ref().expect("built above"))?)
+                }
                 _ => None,
+            };
+            ran = match native {
+                Some(_) => "native".to_string(),
+                None => format!("burn ({device:?})"),
             };
             timed(2, reps, || {
                 let n = net.take().expect("the network is put back after every step");
@@ -291,12 +214,128 @@ pub fn measure(figure: &Figure, reps: usize, path: InferPath) -> Result<Measurem
     };
     Ok(Measurement {
         figure: figure.to_string(),
-        path: match figure {
-            Figure::TrainStep { .. } if path == InferPath::CompiledGemm => InferPath::Burn,
-            _ => path,
-        },
+        path: ran,
         seconds: median(samples.clone()),
         samples,
+    })
+}
+
+/// One batch size of [`time_forward`]: the plain backbone's forward pass.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardRow {
+    /// Batch size.
+    pub batch: usize,
+    /// Median milliseconds per batch (probabilities brought back to the host).
+    pub ms_per_batch: f64,
+    /// Images per second.
+    pub images_per_second: f64,
+}
+
+/// Median time of the plain network's forward pass (class probabilities on the host) at each
+/// batch size on `exec`, after `warmup` untimed passes: what a PyTorch
+/// `model(x).softmax(1).cpu()` measures.
+pub fn time_forward(exec: &Executor, batches: &[usize], warmup: usize, reps: usize) -> Result<Vec<ForwardRow>> {
+    let shape = exec.model().arch.description.input;
+    let mut rows = Vec::new();
+    for &batch in batches {
+        if batch == 0 {
+            return Err(Error::invalid("batch", "batch sizes must be at least 1"));
+        }
+        let x = Tensor::<4>::random(
+            [batch, shape.c, shape.h, shape.w],
+            Distribution::Normal(0.0, 1.0),
+            exec.device(),
+        );
+        let t = median(timed(warmup, reps, || {
+            std::hint::black_box(exec.forward_plain(x.clone())?);
+            Ok(())
+        })?);
+        rows.push(ForwardRow {
+            batch,
+            ms_per_batch: 1e3 * t,
+            images_per_second: batch as f64 / t,
+        });
+    }
+    Ok(rows)
+}
+
+/// Training-step timing of [`time_train_step`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainStepRow {
+    /// Batch size.
+    pub batch: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Mean seconds per step (forward through every exit, summed cross-entropy, backward, SGD
+    /// with momentum 0.9).
+    pub seconds_per_step: f64,
+    /// Images per second.
+    pub images_per_second: f64,
+}
+
+/// Mean seconds of a training step on random data at `batch` (after `warmup` untimed steps),
+/// the loss read back after the last one: forward through the backbone and every exit, the sum
+/// of the exits' cross-entropies, backward, and an SGD (momentum 0.9) update.
+pub fn time_train_step(
+    arch: &crate::model::Architecture,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<TrainStepRow> {
+    use burn::optim::GradientsParams;
+    use burn::tensor::Int;
+
+    use crate::train::objectives::cross_entropy;
+    use crate::train::optim::{Optimizer, OptimizerConfig};
+
+    if batch == 0 || steps == 0 {
+        return Err(Error::invalid("batch", "batch and steps must be at least 1"));
+    }
+    let shape = arch.description.input;
+    let classes = arch.description.classes;
+    let ad = device.clone().autodiff();
+    let mut net = arch.init(&ad);
+    let mut optimizer = Optimizer::new(OptimizerConfig {
+        momentum: 0.9,
+        ..OptimizerConfig::sgd(0.01)
+    })?;
+    let x = Tensor::<4>::random([batch, shape.c, shape.h, shape.w], Distribution::Normal(0.0, 1.0), &ad);
+    let labels: Vec<i64> = (0..batch).map(|i| (i % classes) as i64).collect();
+    let y = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(labels, [batch]), &ad);
+    let mut step = |net: crate::model::EarlyExitNet| {
+        let outs = net.forward_all(x.clone());
+        let loss = outs
+            .into_iter()
+            .map(|o| cross_entropy(o.logits, y.clone()))
+            .reduce(|a, b| a + b)
+            .expect("a final exit");
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        (optimizer.step(net, grads, |_| 0.01), loss)
+    };
+    for _ in 0..warmup {
+        let (n, loss) = step(net);
+        net = n;
+        let _ = loss.inner().into_scalar::<f32>();
+    }
+    let start = Instant::now();
+    let mut last = None;
+    for _ in 0..steps {
+        let (n, loss) = step(net);
+        net = n;
+        last = Some(loss);
+    }
+    let value = last.expect("steps ≥ 1").inner().into_scalar::<f32>();
+    let _ = device.sync();
+    let secs = start.elapsed().as_secs_f64() / steps as f64;
+    if !value.is_finite() {
+        return Err(Error::invalid("train step", format!("non-finite loss {value}")));
+    }
+    Ok(TrainStepRow {
+        batch,
+        steps,
+        seconds_per_step: secs,
+        images_per_second: batch as f64 / secs,
     })
 }
 

@@ -1,0 +1,262 @@
+//! The executor: one model and the code that runs it, chosen in one place ([`Executor::new`]).
+//!
+//! Why: the compiled CPU path is several times faster than the Burn module on the CPU (see
+//! `earlyexit perf`), so a deployment on the CPU runs it and measured speed-ups must be measured
+//! on it; but it runs only the blocks and heads it knows, and only on the host. Every command
+//! that runs a model (`eval`, `bench`, `quickstart`, `serve`, …) builds an [`Executor`] from the
+//! user's [`ExecChoice`] and reports [`Executor::implementation`] (and, when `auto` fell back,
+//! [`Executor::fallback`]) with its figures.
+//!
+//! ```
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use earlyexit::ExecChoice;
+//! use earlyexit::infer::{Executor, Implementation, MultiExitModel};
+//! use earlyexit::model::{ModelDescription, Shape};
+//!
+//! let device = Device::flex();
+//! let desc = ModelDescription::new("resnet20", Shape::new(3, 32, 32), 10, "pareto:2".parse()?);
+//! let model = MultiExitModel::new(desc.resolve()?, &device);
+//! let exec = Executor::new(model, &device, ExecChoice::Auto)?;
+//! assert_eq!(exec.implementation(), Implementation::Compiled);
+//! let x = Tensor::<4>::random([3, 3, 32, 32], Distribution::Default, &device);
+//! assert_eq!(exec.infer(x, &"maxprob:0.9".parse()?)?.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::compiled::CompiledNet;
+use super::engine::{Answers, MultiExitModel};
+use crate::choice::ExecChoice;
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use earlyexit_kernels::ConvKernel;
+
+/// The code that runs a model, as reports name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Implementation {
+    /// [`CompiledNet`] with the direct convolution kernels where the CPU has them.
+    Compiled,
+    /// [`CompiledNet`] with im2col + GEMM for every convolution.
+    CompiledGemm,
+    /// The Burn module (on the device the report names).
+    Burn,
+}
+
+impl std::fmt::Display for Implementation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Compiled => "compiled",
+            Self::CompiledGemm => "compiled-gemm",
+            Self::Burn => "burn",
+        })
+    }
+}
+
+/// A model with the code that runs it.
+#[derive(Debug)]
+pub struct Executor {
+    model: MultiExitModel,
+    device: Device,
+    compiled: Option<Box<CompiledNet>>,
+    implementation: Implementation,
+    fallback: Option<String>,
+}
+
+impl Executor {
+    /// Chooses the implementation for `model` (which lives on `device`):
+    ///
+    /// - `auto`: the compiled path when `device` is the CPU (`flex`) and [`CompiledNet::compile`]
+    ///   accepts the model, the Burn module otherwise (the reason in [`Executor::fallback`]);
+    /// - `compiled`, `compiled-gemm`: the compiled path, or an error naming what it cannot run;
+    /// - `burn` (and `libtorch`, whose device is [`ExecChoice::device`]): the Burn module.
+    pub fn new(model: MultiExitModel, device: &Device, choice: ExecChoice) -> Result<Self> {
+        let on_cpu = *device == Device::flex();
+        let compile = |kernel| -> Result<CompiledNet> {
+            if !on_cpu {
+                return Err(Error::invalid(
+                    "path",
+                    format!("the compiled path runs on the CPU; the model lives on {device:?}"),
+                ));
+            }
+            CompiledNet::compile_with(&model, kernel)
+        };
+        let (compiled, implementation, fallback) = match choice {
+            ExecChoice::Auto => match compile(ConvKernel::Auto) {
+                Ok(c) => (Some(c), Implementation::Compiled, None),
+                Err(e) => (None, Implementation::Burn, Some(e.to_string())),
+            },
+            ExecChoice::Compiled => (Some(compile(ConvKernel::Auto)?), Implementation::Compiled, None),
+            ExecChoice::CompiledGemm => (Some(compile(ConvKernel::Gemm)?), Implementation::CompiledGemm, None),
+            ExecChoice::Burn => (None, Implementation::Burn, None),
+            #[cfg(feature = "tch")]
+            ExecChoice::Libtorch => {
+                if *device != Device::libtorch() {
+                    return Err(Error::invalid(
+                        "path",
+                        "`libtorch` runs a model loaded on the LibTorch device (ExecChoice::device)",
+                    ));
+                }
+                (None, Implementation::Burn, None)
+            }
+        };
+        Ok(Self {
+            model,
+            device: device.clone(),
+            compiled: compiled.map(Box::new),
+            implementation,
+            fallback,
+        })
+    }
+
+    /// The code that runs the model.
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
+    }
+
+    /// Why `auto` did not pick the compiled path, if it did not.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// `compiled`, `compiled-gemm` or `burn (DEVICE)`, with the fallback reason: for reports.
+    pub fn describe(&self) -> String {
+        let mut s = match self.implementation {
+            Implementation::Burn => format!("burn ({:?})", self.device),
+            i => i.to_string(),
+        };
+        if let Some(why) = &self.fallback {
+            s += &format!("; the compiled path does not run it: {why}");
+        }
+        s
+    }
+
+    /// The model (the Burn module: descriptions, costs, stage slices).
+    pub fn model(&self) -> &MultiExitModel {
+        &self.model
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Gives the model back.
+    pub fn into_model(self) -> MultiExitModel {
+        self.model
+    }
+
+    /// Real per-sample early exit on a batch (see [`MultiExitModel::infer`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[N, C, H, W]`, the model's input shape; the answers hold `N` rows.
+    pub fn infer(&self, x: Tensor<4>, policy: &Policy) -> Result<Answers> {
+        match &self.compiled {
+            // `ensemble` runs every head on every sample: no per-sample loop to compile.
+            Some(c) if !matches!(policy, Policy::Ensemble) => c.infer(x, policy),
+            _ => self.model.infer(x, policy),
+        }
+    }
+
+    /// The plain network (no exit evaluated): class probabilities, row-major `[N, classes]`, on
+    /// the host — the work a network without exits does per batch.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, C, H, W]`.
+    pub fn forward_plain(&self, x: Tensor<4>) -> Result<Vec<f32>> {
+        match &self.compiled {
+            Some(c) => {
+                let mut logits = c.forward_backbone(x)?;
+                softmax_rows(&mut logits, self.model.arch.description.classes);
+                Ok(logits)
+            }
+            None => {
+                crate::model::check_input(&x, self.model.arch.description.input)?;
+                softmax(self.model.net.forward_backbone(x), 1)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| Error::invalid("tensor", format!("{e:?}")))
+            }
+        }
+    }
+}
+
+/// Softmax of every `classes`-wide row of `v`, in place.
+fn softmax_rows(v: &mut [f32], classes: usize) {
+    for row in v.chunks_mut(classes.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for p in row.iter_mut() {
+            *p = (*p - max).exp();
+            sum += *p;
+        }
+        for p in row.iter_mut() {
+            *p /= sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ModelDescription, Shape};
+    use burn::tensor::{Distribution, TensorData};
+
+    fn model(name: &str, exits: &str) -> MultiExitModel {
+        let input = if name == "eenet8" {
+            Shape::new(1, 28, 28)
+        } else {
+            Shape::new(3, 32, 32)
+        };
+        let desc = ModelDescription::new(name, input, 10, exits.parse().unwrap());
+        MultiExitModel::new(desc.resolve().unwrap(), &Device::flex())
+    }
+
+    #[test]
+    fn auto_compiles_what_it_can_and_says_why_not() {
+        let cpu = Device::flex();
+        let e = Executor::new(model("resnet20", "pareto:2"), &cpu, ExecChoice::Auto).unwrap();
+        assert_eq!((e.implementation(), e.fallback()), (Implementation::Compiled, None));
+        let b = Executor::new(model("resnet20", "pareto:2"), &cpu, ExecChoice::Burn).unwrap();
+        assert_eq!(b.implementation(), Implementation::Burn);
+        // Pre-activation blocks are not on the compiled path yet: auto falls back, with a reason.
+        let pre = Executor::new(model("eenet8", "cuts:1"), &cpu, ExecChoice::Auto).unwrap();
+        assert_eq!(pre.implementation(), Implementation::Burn);
+        assert!(pre.fallback().is_some_and(|w| !w.is_empty()), "{pre:?}");
+        assert!(pre.describe().contains("does not run it"), "{}", pre.describe());
+        let forced = Executor::new(model("eenet8", "cuts:1"), &cpu, ExecChoice::Compiled);
+        assert!(forced.is_err());
+    }
+
+    #[test]
+    fn implementations_agree_on_answers_and_plain_probabilities() {
+        let cpu = Device::flex();
+        let x = Tensor::<4>::random([5, 3, 32, 32], Distribution::Normal(0.0, 1.0), &cpu);
+        let m = model("resnet20", "pareto:2");
+        let policy: Policy = "maxprob:0.2".parse().unwrap();
+        let mut answers = Vec::new();
+        let mut plain = Vec::new();
+        for choice in [ExecChoice::Burn, ExecChoice::Compiled, ExecChoice::CompiledGemm] {
+            let e = Executor::new(m.clone(), &cpu, choice).unwrap();
+            answers.push(e.infer(x.clone(), &policy).unwrap());
+            plain.push(e.forward_plain(x.clone()).unwrap());
+            // `ensemble` has no compiled loop: the executor answers it on the Burn module.
+            assert_eq!(e.infer(x.clone(), &Policy::Ensemble).unwrap().len(), 5);
+        }
+        for (a, p) in answers.iter().zip(&plain).skip(1) {
+            assert_eq!(a.exit, answers[0].exit);
+            assert_eq!(a.class, answers[0].class);
+            for (u, v) in p.iter().zip(&plain[0]) {
+                assert!((u - v).abs() < 1e-4, "{u} vs {v}");
+            }
+        }
+        let sums: Vec<f32> = plain[1].chunks(10).map(|r| r.iter().sum()).collect();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        let wrong = Tensor::<4>::from_data(TensorData::new(vec![0.0f32; 28 * 28], [1, 1, 28, 28]), &cpu);
+        let e = Executor::new(m, &cpu, ExecChoice::Burn).unwrap();
+        assert!(e.forward_plain(wrong).is_err());
+    }
+}
