@@ -1,5 +1,7 @@
 //! Calibration, evaluation, exit pruning and reports on small real networks.
 
+mod common;
+
 use std::cell::RefCell;
 
 use burn::tensor::{Device, Tensor};
@@ -7,15 +9,12 @@ use earlyexit::infer::{
     EvalOptions, ExitColumn, ExitTable, Goal, InMemorySplit, LabelledData, MultiExitModel, Policy, ScoreKind,
     SplitKind, calibrate_split, evaluate, prune_plan,
 };
-use earlyexit::model::{MacConvention, ModelDescription, Shape, io};
+use earlyexit::model::{HeadKind, MacConvention, Shape, io};
 use earlyexit::report::{ReportInputs, write_report};
 use rand::{Rng, SeedableRng};
 
 fn model(exits: &str, seed: u64) -> MultiExitModel {
-    let d = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, exits.parse().unwrap());
-    let device = Device::flex();
-    device.seed(seed);
-    MultiExitModel::new(d.resolve().unwrap(), &device)
+    common::model("eenet8", Shape::new(1, 28, 28), exits, HeadKind::Pool, seed)
 }
 
 fn data(kind: SplitKind, n: usize, seed: u64) -> InMemorySplit {

@@ -1,9 +1,11 @@
 //! The compiled CPU path gives the Burn path's answers (within 1e-4) on networks whose BatchNorm
 //! statistics are not the identity, for every supported block and head kind.
 
+mod common;
+
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
-use earlyexit::infer::{CompiledNet, ConvKernel, MultiExitModel, Policy, Thresholds, max_prob};
+use burn::tensor::Device;
+use earlyexit::infer::{CompiledNet, ConvKernel, MultiExitModel, Policy};
 use earlyexit::model::{HeadKind, ModelDescription, Shape};
 
 /// A model whose BatchNorms have non-trivial running statistics: a few training-mode forward
@@ -12,43 +14,19 @@ fn model(backbone: &str, input: Shape, exits: &str, head: HeadKind) -> MultiExit
     let mut desc = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
     desc.head = head;
     let arch = desc.resolve().unwrap();
-    let device = Device::flex();
-    device.seed(7);
-    let ad = device.clone().autodiff();
-    let net = arch.init(&ad);
-    for _ in 0..3 {
-        let x = Tensor::<4>::random([8, input.c, input.h, input.w], Distribution::Normal(0.5, 2.0), &ad);
+    let ad = Device::flex().autodiff();
+    let net = arch.init_seeded(&ad, 7);
+    for i in 0..3 {
+        let x = common::input_on(8, input, 100 + i, &ad) * 2.0 + 0.5;
         let _ = net.forward_all(x);
     }
     MultiExitModel { arch, net: net.valid() }
-}
-
-fn input(n: usize, s: Shape, seed: u64) -> Tensor<4> {
-    let device = Device::flex();
-    device.seed(seed);
-    Tensor::<4>::random([n, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device)
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len());
     let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(worst <= tol, "max abs difference {worst} > {tol}");
-}
-
-/// Per-exit max-probability thresholds at the median score of each exit, so that some samples
-/// leave at every exit and some go on.
-fn median_thresholds(m: &MultiExitModel, x: Tensor<4>) -> Policy {
-    let outs = m.net.forward_all(x);
-    let t = outs[..outs.len() - 1]
-        .iter()
-        .map(|o| {
-            let mut s: Vec<f32> = max_prob(&o.logits).into_data().try_to_vec::<f32>().unwrap();
-            s.sort_by(f32::total_cmp);
-            let mid = s.len() / 2;
-            (s[mid - 1] + s[mid]) / 2.0
-        })
-        .collect();
-    Policy::MaxProb(Thresholds::PerExit(t))
 }
 
 /// Both kernels (the direct AVX-512 one where this CPU has it, and im2col + GEMM) against the
@@ -62,7 +40,7 @@ fn check(backbone: &str, shape: Shape, exits: &str, head: HeadKind, n: usize) {
 
 fn check_kernel(m: &MultiExitModel, fast: CompiledNet, shape: Shape, n: usize) {
     let backbone = &m.arch.description.backbone;
-    let x = input(n, shape, 3);
+    let x = common::input(n, shape, 3);
 
     let reference: Vec<f32> = m
         .net
@@ -77,7 +55,7 @@ fn check_kernel(m: &MultiExitModel, fast: CompiledNet, shape: Shape, n: usize) {
     }
 
     for policy in [
-        median_thresholds(m, x.clone()),
+        common::median_thresholds(m, x.clone()),
         Policy::Never,
         "entropy:0.05".parse().unwrap(),
         "patience:2".parse().unwrap(),
@@ -118,7 +96,7 @@ fn confidence_policy_matches() {
     let shape = Shape::new(3, 32, 32);
     let m = model("resnet20", shape, "pareto:2", HeadKind::Pool);
     let fast = CompiledNet::compile(&m).unwrap();
-    let x = input(16, shape, 5);
+    let x = common::input(16, shape, 5);
     let policy: Policy = "confidence:0.5".parse().unwrap();
     let (a, b) = (m.infer(x.clone(), &policy).unwrap(), fast.infer(x, &policy).unwrap());
     assert_eq!(a.exit, b.exit);
@@ -140,7 +118,7 @@ fn wrong_input_shapes_are_errors() {
     let m = model("resnet20", Shape::new(3, 32, 32), "none", HeadKind::Pool);
     let fast = CompiledNet::compile(&m).unwrap();
     let e = fast
-        .forward_backbone(input(2, Shape::new(1, 28, 28), 1))
+        .forward_backbone(common::input(2, Shape::new(1, 28, 28), 1))
         .unwrap_err()
         .to_string();
     assert!(e.contains("1x28x28") && e.contains("3x32x32"), "{e}");
@@ -152,10 +130,8 @@ fn the_models_here_have_non_trivial_batchnorm_statistics() {
     // different logits show that folding is really exercised above.
     let shape = Shape::new(3, 32, 32);
     let m = model("resnet20", shape, "none", HeadKind::Pool);
-    let device = Device::flex();
-    device.seed(7);
-    let fresh = m.arch.init(&device);
-    let x = input(2, shape, 1);
+    let fresh = m.arch.init_seeded(&Device::flex(), 7);
+    let x = common::input(2, shape, 1);
     let a: Vec<f32> = m
         .net
         .forward_backbone(x.clone())
@@ -174,8 +150,8 @@ fn the_executor_picks_the_compiled_path_only_where_it_runs_the_model() {
     let device = Device::flex();
     let shape = Shape::new(3, 32, 32);
     let m = model("resnet20", shape, "pareto:2", HeadKind::Pool);
-    let x = input(6, shape, 9);
-    let policy = median_thresholds(&m, x.clone());
+    let x = common::input(6, shape, 9);
+    let policy = common::median_thresholds(&m, x.clone());
     let auto = Executor::new(m.clone(), &device, ExecChoice::Auto).unwrap();
     assert_eq!(auto.implementation(), Implementation::Compiled);
     let burn = Executor::new(m, &device, ExecChoice::Burn).unwrap();

@@ -1,17 +1,15 @@
 //! The engine's real per-sample exits must give exactly what `forward_all` plus the same policy
 //! gives, for every policy and batch size.
 
+mod common;
+
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor};
 use earlyexit::infer::{Answers, MultiExitModel, Policy, Thresholds, argmax};
-use earlyexit::model::{HeadKind, ModelDescription, Shape};
+use earlyexit::model::{HeadKind, Shape};
 
 fn model(backbone: &str, input: Shape, head: HeadKind, exits: &str, seed: u64) -> MultiExitModel {
-    let mut d = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
-    d.head = head;
-    let device = Device::flex();
-    device.seed(seed);
-    MultiExitModel::new(d.resolve().unwrap(), &device)
+    common::model(backbone, input, exits, head, seed)
 }
 
 fn rows(t: Tensor<2>) -> Vec<Vec<f32>> {
@@ -70,10 +68,8 @@ fn assert_matches(model: &MultiExitModel, x: Tensor<4>, policy: &Policy) -> Answ
 }
 
 fn check_all_policies(model: &MultiExitModel, input: Shape) {
-    let device = Device::flex();
     for n in [1usize, 7, 257] {
-        device.seed(n as u64);
-        let x = Tensor::<4>::random([n, input.c, input.h, input.w], Distribution::Normal(0.0, 1.0), &device);
+        let x = common::input(n, input, n as u64);
         let probe = |p: Policy| reference(model, x.clone(), &p).2;
         let conf = Policy::Confidence(Thresholds::PerExit(midpoints(&probe(Policy::default()))));
         let maxp = Policy::MaxProb(Thresholds::PerExit(midpoints(&probe(Policy::MaxProb(
@@ -184,8 +180,7 @@ fn folded_batchnorm_gives_the_same_answers() {
         let train_dev = Device::flex().autodiff();
         let mut net = m.net.fork(&train_dev);
         for s in 0..3 {
-            train_dev.seed(s);
-            let x = Tensor::<4>::random([16, 3, 32, 32], Distribution::Normal(0.5, 2.0), &train_dev);
+            let x = common::input_on(16, input, s, &train_dev) * 2.0 + 0.5;
             let _ = net.forward_all(x);
             net = net.clone();
         }
@@ -193,7 +188,7 @@ fn folded_batchnorm_gives_the_same_answers() {
             arch: m.arch.clone(),
             net: net.valid(),
         };
-        let x = Tensor::<4>::random([9, 3, 32, 32], Distribution::Normal(0.5, 2.0), &Device::flex());
+        let x = common::input(9, input, 5) * 2.0 + 0.5;
         let p = Policy::MaxProb(Thresholds::Shared(2.0));
         let a = reference.infer(x.clone(), &p).unwrap();
         let folded = MultiExitModel {

@@ -1,41 +1,19 @@
 //! Re-batching the survivors of several batches (a queue per stage) must give every sample the
 //! same answer as the plain engine on the same inputs.
 
-use burn::tensor::{Device, Distribution, Tensor};
-use earlyexit::infer::{MultiExitModel, Policy, Rebatcher, Thresholds};
-use earlyexit::model::{HeadKind, ModelDescription, Shape};
+mod common;
+
+use burn::tensor::{Device, Tensor};
+use earlyexit::infer::{MultiExitModel, Policy, Rebatcher};
+use earlyexit::model::{HeadKind, Shape};
 
 fn model(backbone: &str, head: HeadKind, exits: &str, seed: u64) -> MultiExitModel {
-    let mut d = ModelDescription::new(backbone, Shape::new(1, 28, 28), 10, exits.parse().unwrap());
-    d.head = head;
-    let device = Device::flex();
-    device.seed(seed);
-    MultiExitModel::new(d.resolve().unwrap(), &device)
-}
-
-/// Per-exit `maxprob` thresholds at the median score of `x` at each exit.
-fn median_thresholds(m: &MultiExitModel, x: Tensor<4>) -> Policy {
-    let outs = m.net.forward_all(x);
-    let t = outs[..m.net.num_exits()]
-        .iter()
-        .map(|o| {
-            let mut s: Vec<f32> = earlyexit::infer::max_prob(&o.logits)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let k = s.len() / 2;
-            (s[k - 1] + s[k]) / 2.0
-        })
-        .collect();
-    Policy::MaxProb(Thresholds::PerExit(t))
+    common::model(backbone, Shape::new(1, 28, 28), exits, head, seed)
 }
 
 fn check(m: &MultiExitModel, sizes: &[usize], batch: usize) {
-    let device = Device::flex();
-    device.seed(7);
     let total: usize = sizes.iter().sum();
-    let all = Tensor::<4>::random([total, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let all = common::input(total, Shape::new(1, 28, 28), 7);
     let mut chunks = Vec::new();
     let mut at = 0;
     for &s in sizes {
@@ -43,7 +21,7 @@ fn check(m: &MultiExitModel, sizes: &[usize], batch: usize) {
         at += s;
     }
     let mut policies = vec![
-        median_thresholds(m, all.clone()),
+        common::median_thresholds(m, all.clone()),
         Policy::Patience(1),
         Policy::Patience(2),
         Policy::Never,

@@ -6,6 +6,7 @@
 mod backbones;
 pub mod cost;
 mod heads;
+pub mod init;
 pub mod io;
 pub(crate) mod layers;
 mod network;

@@ -194,7 +194,8 @@ impl Architecture {
         self.cuts.len()
     }
 
-    /// Builds the network with freshly initialised weights.
+    /// Builds the network with weights to be drawn from the device's global generator at first
+    /// use (Burn's default). Prefer [`Architecture::init_seeded`] wherever results must repeat.
     pub fn init(&self, device: &Device) -> EarlyExitNet {
         EarlyExitNet {
             backbone: self.backbone.init(device),
@@ -202,6 +203,12 @@ impl Architecture {
             cuts: self.cuts.clone(),
             pools_history: self.heads.iter().any(|h| h.kind == HeadKind::Dense),
         }
+    }
+
+    /// Builds the network with weights drawn from a generator of its own seeded with `seed`
+    /// ([`crate::model::init`]): the same weights for the same seed, whatever else runs.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> EarlyExitNet {
+        super::init::reinit(self.init(device), seed)
     }
 }
 

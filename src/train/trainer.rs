@@ -8,10 +8,10 @@
 //! the checkpoint, rewrite `metrics.jsonl`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use tracing::{info, info_span};
@@ -215,29 +215,6 @@ fn lift(state: StageState) -> StageState {
     }
 }
 
-/// Reads every parameter, so that Burn's lazy initialisation draws it now.
-struct Materialize;
-
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let _ = p.val();
-    }
-}
-
-/// `arch`'s initial weights from `seed`, the same in every run.
-///
-/// Why: Burn's parameters are initialised lazily, at first use, from the device's global random
-/// generator; two trainings in one process (tests, sweeps) would otherwise interleave their draws.
-/// The seed and the draws happen together, under one lock, before training starts.
-fn init_seeded(arch: &Architecture, base: &Device, seed: u64) -> EarlyExitNet {
-    static SEEDED: Mutex<()> = Mutex::new(());
-    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-    base.seed(seed);
-    let net = arch.init(&base.clone().autodiff());
-    net.visit(&mut Materialize);
-    net
-}
-
 /// The exits' outputs for one training step under `plan`.
 fn forward(net: &EarlyExitNet, x: Tensor<4>, plan: Plan) -> Vec<ExitOutput> {
     match plan {
@@ -272,14 +249,6 @@ fn forward(net: &EarlyExitNet, x: Tensor<4>, plan: Plan) -> Vec<ExitOutput> {
             outs
         }
     }
-}
-
-/// A 64-bit mix of the seed and a counter (SplitMix64), for per-step device seeds.
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Loads the backbone of a trained model folder or run into `net` (the description's backbone,
@@ -369,7 +338,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
 
     let base = opts.device.clone().without_autodiff();
     let device = base.clone().autodiff();
-    let mut net = init_seeded(&arch, &base, cfg.seed);
+    // Weights from this run's own generator: a run in another thread cannot perturb them.
+    let mut net = arch.init_seeded(&base.clone().autodiff(), cfg.seed);
     if let Some(from) = &cfg.init {
         net = init_backbone(net, &arch, from, &device)?;
     }
@@ -444,7 +414,6 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
 
         for batch in loader.epoch_from(epoch, state.batch) {
             let step = batch.index;
-            base.seed(mix(cfg.seed, state.iteration));
             let (x, y) = batch_tensors(&batch, &device);
             let (outs, pending) = match (&native, plan) {
                 (Some(native), Plan::All) => {
@@ -628,11 +597,5 @@ mod tests {
         assert!(!Plan::HeadsOnly.trains("backbone.classifier.linear.weight", &cuts));
         assert!(Plan::Layerwise(1).trains("backbone.blocks.2.PreAct.pre.gamma", &cuts));
         assert!(!Plan::Layerwise(1).trains("heads.0.classifier.weight", &cuts));
-    }
-
-    #[test]
-    fn step_seeds_differ() {
-        assert_ne!(mix(1, 0), mix(1, 1));
-        assert_ne!(mix(1, 0), mix(2, 0));
     }
 }
