@@ -11,6 +11,11 @@
 //!   policy.json                 (optional, written by calibration) the exit policy to use
 //! ```
 //!
+//! This module is the one reader and writer of the folder's files: every command opens a run
+//! here, gets its model ready to run ([`Run::load_model`]), and its policy with one fallback
+//! ([`Run::policy_or`]: the policy given, else `policy.json`, else the configuration's eval
+//! policy).
+//!
 //! ```no_run
 //! use burn::tensor::Device;
 //! use earlyexit::run::Run;
@@ -35,12 +40,13 @@ use burn::tensor::Device;
 
 use crate::data::Loader;
 use crate::error::{Error, Result};
-use crate::infer::{MultiExitModel, Policy};
+use crate::infer::{Calibration, InMemorySplit, MultiExitModel, Policy, SplitKind};
 use crate::model::ModelDescription;
-use crate::model::io::{DESCRIPTION_FILE, load_model, read_description};
+use crate::model::io::{DESCRIPTION_FILE, read_description, write_atomic};
 use crate::train::checkpoint::last_checkpoint_path;
 use crate::train::metrics::{EpochMetrics, METRICS_FILE, read_metrics};
 use crate::train::{CONFIG_FILE, DataSplit, RunData, TrainConfig};
+use serde::Deserialize;
 
 /// File name of a calibrated policy inside a run folder.
 pub const POLICY_FILE: &str = "policy.json";
@@ -75,41 +81,70 @@ impl Run {
         })
     }
 
-    /// The best model (by validation accuracy), on `device`.
+    /// The best model (by validation accuracy), on `device`, ready to run.
     pub fn load_model(&self, device: &Device) -> Result<MultiExitModel> {
-        let (arch, net) = load_model(&self.dir, device)?;
-        Ok(MultiExitModel { arch, net })
+        MultiExitModel::load(&self.dir, device)
     }
 
-    /// The exit policy: `policy.json` if calibration wrote one (a JSON string such as
-    /// `"maxprob:0.9"`, or an object with a `policy` field), else the configuration's eval policy.
+    /// The exit policy: `policy.json` if calibration wrote one, else the configuration's eval
+    /// policy.
     pub fn policy(&self) -> Result<Policy> {
-        let path = self.dir.join(POLICY_FILE);
-        if !path.exists() {
-            return Ok(self.config.eval_policy());
+        self.policy_or(None)
+    }
+
+    /// The policy a command runs: `given` if any, else [`Run::policy`]. Every command that takes
+    /// `--policy` resolves it here, so all fall back the same way.
+    pub fn policy_or(&self, given: Option<&Policy>) -> Result<Policy> {
+        if let Some(p) = given {
+            return Ok(p.clone());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            file: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let s = match &value {
-            serde_json::Value::String(s) => s.as_str(),
-            serde_json::Value::Object(o) => o.get("policy").and_then(|p| p.as_str()).ok_or_else(|| Error::Parse {
-                file: path.clone(),
-                reason: "expected a `policy` field holding a policy string".into(),
-            })?,
-            _ => {
-                return Err(Error::Parse {
-                    file: path.clone(),
-                    reason: "expected a policy string or an object with a `policy` field".into(),
-                });
-            }
-        };
-        s.parse().map_err(|e: Error| Error::Parse {
-            file: path.clone(),
-            reason: format!("field `policy`: {e}"),
+        Ok(match read_policy_file(&self.dir)? {
+            Some(PolicyFile { policy, .. }) => policy,
+            None => self.config.eval_policy(),
         })
+    }
+
+    /// The calibration recorded in `policy.json`, if calibration wrote one (a hand-written policy
+    /// string has none).
+    pub fn calibration(&self) -> Result<Option<Calibration>> {
+        Ok(read_policy_file(&self.dir)?.and_then(|f| f.calibration))
+    }
+
+    /// Share of validation samples leaving at each exit under the calibrated policy (final last),
+    /// if calibration recorded it.
+    pub fn calibrated_rates(&self) -> Result<Option<Vec<f64>>> {
+        Ok(self.calibration()?.map(|c| c.validation.coverage))
+    }
+
+    /// Writes `cal` to this run's `policy.json` (atomically).
+    pub fn write_calibration(&self, cal: &Calibration) -> Result<PathBuf> {
+        write_calibration(&self.dir, cal)
+    }
+
+    /// `split` of the run's data held in memory, split and normalised as training split it. Only
+    /// [`SplitKind::Test`] opens the test files: calibration, sweeps and pruning never do.
+    pub fn split(&self, kind: SplitKind) -> Result<InMemorySplit> {
+        let data = match kind {
+            SplitKind::Test => self.data()?,
+            _ => RunData::load_without_test(&self.config.data)?,
+        };
+        let split = match kind {
+            SplitKind::Train => DataSplit::Train,
+            SplitKind::Val => DataSplit::Val,
+            SplitKind::Test => DataSplit::Test,
+        };
+        let mut out = InMemorySplit {
+            kind,
+            shape: [0; 3],
+            images: Vec::new(),
+            labels: Vec::new(),
+        };
+        for b in self.loader(&data, split, 512)?.epoch(0) {
+            out.shape = b.shape;
+            out.images.extend_from_slice(&b.images);
+            out.labels.extend(b.labels.iter().map(|&l| l as usize));
+        }
+        Ok(out)
     }
 
     /// The run's dataset, split (and normalised) exactly as training split it.
@@ -130,5 +165,101 @@ impl Run {
     /// The latest checkpoint's path (present while or after training).
     pub fn checkpoint(&self) -> PathBuf {
         last_checkpoint_path(&self.dir)
+    }
+}
+
+/// What a `policy.json` holds: the policy, and the calibration that chose it when calibration
+/// wrote the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyFile {
+    /// The exit policy.
+    pub policy: Policy,
+    /// The calibration, absent when the file holds only a policy.
+    pub calibration: Option<Calibration>,
+}
+
+/// Reads `dir/policy.json` if there is one: a [`Calibration`] (as `earlyexit calibrate` writes
+/// it), or, written by hand, a policy string (`"maxprob:0.9"`) or an object with a `policy`
+/// field. Errors name the file and what was expected. The one parser of this file.
+pub fn read_policy_file(dir: &Path) -> Result<Option<PolicyFile>> {
+    let path = dir.join(POLICY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let parse_err = |reason: String| Error::Parse {
+        file: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+    let policy_of = |s: &str| {
+        s.parse::<Policy>()
+            .map_err(|e: Error| parse_err(format!("field `policy`: {e}")))
+    };
+    match &value {
+        serde_json::Value::String(s) => Ok(Some(PolicyFile {
+            policy: policy_of(s)?,
+            calibration: None,
+        })),
+        serde_json::Value::Object(o) => {
+            let policy = o
+                .get("policy")
+                .and_then(|p| p.as_str())
+                .ok_or_else(|| parse_err("expected a `policy` field holding a policy string".into()))?;
+            let policy = policy_of(policy)?;
+            // Only `policy` (and perhaps notes): a hand-written file. More: a calibration, whole.
+            let calibration = if o.contains_key("goal") {
+                Some(Calibration::deserialize(&value).map_err(|e| parse_err(format!("not a calibration: {e}")))?)
+            } else {
+                None
+            };
+            Ok(Some(PolicyFile { policy, calibration }))
+        }
+        _ => Err(parse_err(
+            "expected a policy string or an object with a `policy` field".into(),
+        )),
+    }
+}
+
+/// Writes `cal` to `dir/policy.json` atomically (write, then rename); returns the path.
+pub fn write_calibration(dir: &Path, cal: &Calibration) -> Result<PathBuf> {
+    let path = dir.join(POLICY_FILE);
+    let bytes = serde_json::to_vec_pretty(cal).map_err(|e| Error::invalid("calibration", e.to_string()))?;
+    write_atomic(&path, &bytes)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("earlyexit-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn policy_files_by_hand_and_by_calibration_and_bad_ones() {
+        let d = dir("policy");
+        assert_eq!(read_policy_file(&d).unwrap(), None);
+        std::fs::write(d.join(POLICY_FILE), r#""maxprob:0.8""#).unwrap();
+        let f = read_policy_file(&d).unwrap().unwrap();
+        assert_eq!((f.policy.to_string(), f.calibration), ("maxprob:0.8".to_string(), None));
+        std::fs::write(d.join(POLICY_FILE), r#"{"policy": "entropy:0.3", "note": "by hand"}"#).unwrap();
+        assert_eq!(read_policy_file(&d).unwrap().unwrap().policy.to_string(), "entropy:0.3");
+        for (bad, says) in [
+            ("[1, 2]", "policy string"),
+            (r#"{"threshold": 0.5}"#, "`policy` field"),
+            (r#"{"policy": "sometimes"}"#, "field `policy`"),
+            (r#"{"policy": "maxprob:0.9", "goal": 3}"#, "not a calibration"),
+            ("{", "EOF"),
+        ] {
+            std::fs::write(d.join(POLICY_FILE), bad).unwrap();
+            let e = read_policy_file(&d).unwrap_err().to_string();
+            assert!(e.contains(POLICY_FILE) && e.contains(says), "{bad}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(d);
     }
 }

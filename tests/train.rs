@@ -86,10 +86,18 @@ fn run_folder_holds_config_model_checkpoint_and_metrics() {
     // Calibration's policy.json takes precedence.
     std::fs::write(
         dir.join("policy.json"),
-        r#"{"policy": "maxprob:0.8", "goal": "whatever"}"#,
+        r#"{"policy": "maxprob:0.8", "note": "written by hand"}"#,
     )
     .unwrap();
     assert_eq!(run.policy().unwrap().to_string(), "maxprob:0.8");
+    assert_eq!(run.calibration().unwrap(), None);
+    // A file that claims to be a calibration must be one.
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"policy": "maxprob:0.8", "goal": "whatever"}"#,
+    )
+    .unwrap();
+    assert!(run.policy().unwrap_err().to_string().contains("not a calibration"));
     std::fs::write(dir.join("policy.json"), r#""entropy:0.3""#).unwrap();
     assert_eq!(run.policy().unwrap().to_string(), "entropy:0.3");
     std::fs::write(dir.join("policy.json"), r#"{"policy": "bogus"}"#).unwrap();

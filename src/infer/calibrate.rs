@@ -39,9 +39,6 @@ use crate::error::{Error, Result};
 use crate::policy::{ExitTable, Outcome, ScoreKind, SplitKind};
 use crate::policy::{Policy, Thresholds};
 
-/// File name of the calibrated policy inside a run folder.
-pub const POLICY_FILE: &str = "policy.json";
-
 /// Number of candidate thresholds per exit (score quantiles).
 pub const QUANTILES: usize = 100;
 

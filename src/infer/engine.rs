@@ -76,6 +76,13 @@ struct Answered {
 }
 
 impl MultiExitModel {
+    /// Loads a model folder (`model.json` + `weights.safetensors`, as
+    /// [`crate::model::io::save_model`] writes it) on `device`, ready to run; errors name the file.
+    pub fn load(dir: &std::path::Path, device: &burn::tensor::Device) -> Result<Self> {
+        let (arch, net) = crate::model::io::load_model(dir, device)?;
+        Ok(Self { arch, net })
+    }
+
     /// Builds a freshly initialised model from its architecture.
     pub fn new(arch: Architecture, device: &burn::tensor::Device) -> Self {
         let net = arch.init(device);

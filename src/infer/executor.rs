@@ -125,6 +125,7 @@ impl Executor {
     /// `compiled`, `compiled-gemm` or `burn (DEVICE)`, with the fallback reason: for reports.
     pub fn describe(&self) -> String {
         let mut s = match self.implementation {
+            Implementation::Burn if self.device == Device::flex() => "burn (CPU, flex)".to_string(),
             Implementation::Burn => format!("burn ({:?})", self.device),
             i => i.to_string(),
         };

@@ -11,8 +11,7 @@ mod table;
 
 pub use crate::policy::*;
 pub use calibrate::{
-    Calibration, CurvePoint, Goal, POLICY_FILE, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares,
-    sweep,
+    Calibration, CurvePoint, Goal, budget_curve, calibrate, calibrate_split, fit_shares, msdnet_shares, sweep,
 };
 pub use compiled::CompiledNet;
 pub use earlyexit_kernels::ConvKernel;

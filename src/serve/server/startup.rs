@@ -65,8 +65,7 @@ pub fn model_id(dir: &Path) -> ServeResult<String> {
 
 /// Loads a model folder for serving (BatchNorm folded) with its id.
 pub fn load_for_serving(dir: &Path, device: &Device) -> ServeResult<(MultiExitModel, String)> {
-    let (arch, net) = io::load_model(dir, device)?;
-    let model = MultiExitModel { arch, net }.fold_bn();
+    let model = MultiExitModel::load(dir, device)?.fold_bn();
     Ok((model, model_id(dir)?))
 }
 

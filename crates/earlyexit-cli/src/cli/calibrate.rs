@@ -2,9 +2,9 @@
 //! to the run's policy.json.
 
 use anyhow::Context;
-use earlyexit::infer::{Goal, POLICY_FILE, ScoreKind, SplitKind, budget_curve, calibrate_split};
-use earlyexit::model::io::write_atomic;
+use earlyexit::infer::{Goal, ScoreKind, SplitKind, budget_curve, calibrate_split};
 use earlyexit::report::{calibration_markdown, curve_markdown};
+use earlyexit::run::POLICY_FILE;
 
 use super::common::RunArg;
 
@@ -49,9 +49,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let val = r.split(SplitKind::Val)?;
     let (cal, table) = calibrate_split(&r.model, &val, goal, a.policy_kind, a.per_exit, 256, &r.device)?;
     if !a.dry_run {
-        let path = r.dir.join(POLICY_FILE);
-        write_atomic(&path, &serde_json::to_vec_pretty(&cal)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        r.run
+            .write_calibration(&cal)
+            .with_context(|| format!("writing {}", r.dir.join(POLICY_FILE).display()))?;
     }
     let curve = if a.budget_curve {
         Some(budget_curve(&table, a.policy_kind)?)

@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::Device;
 use earlyexit::device::DeviceSpec;
-use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, POLICY_FILE, Policy, SplitKind};
-use earlyexit::model::io;
+use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, Policy, SplitKind};
 use earlyexit::run::Run;
-use earlyexit::train::{DataSplit, RunData};
 use earlyexit::{Choice, ExecChoice};
 
 /// `--run DIR` (and `--device`).
@@ -132,12 +130,13 @@ pub fn open(dir: &Path) -> anyhow::Result<Opened> {
 
 /// Opens a run with its model on `device`.
 pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
-    let (arch, net) =
-        io::load_model(dir, &device).with_context(|| format!("cannot load the model of run {}", dir.display()))?;
     let run = Box::new(Run::open(dir)?);
+    let model = run
+        .load_model(&device)
+        .with_context(|| format!("cannot load the model of run {}", dir.display()))?;
     Ok(Opened {
         dir: dir.to_path_buf(),
-        model: MultiExitModel { arch, net },
+        model,
         run,
         device,
     })
@@ -145,62 +144,20 @@ pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
 
 impl Opened {
     pub fn split(&self, kind: SplitKind) -> anyhow::Result<InMemorySplit> {
-        let ctx = || format!("cannot read the {kind} split of run {}", self.dir.display());
-        // Only `--split test` opens the test files: calibration, sweeps and pruning never do.
-        let data = match kind {
-            SplitKind::Test => self.run.data(),
-            _ => RunData::load_without_test(&self.run.config.data),
-        }
-        .with_context(ctx)?;
-        let split = match kind {
-            SplitKind::Train => DataSplit::Train,
-            SplitKind::Val => DataSplit::Val,
-            SplitKind::Test => DataSplit::Test,
-        };
-        let loader = self.run.loader(&data, split, 512).with_context(ctx)?;
-        let mut out = InMemorySplit {
-            kind,
-            shape: [0; 3],
-            images: Vec::new(),
-            labels: Vec::new(),
-        };
-        for b in loader.epoch(0) {
-            out.shape = b.shape;
-            out.images.extend_from_slice(&b.images);
-            out.labels.extend(b.labels.iter().map(|&l| l as usize));
-        }
-        Ok(out)
+        self.run
+            .split(kind)
+            .with_context(|| format!("cannot read the {kind} split of run {}", self.dir.display()))
     }
 
     pub fn calibration(&self) -> anyhow::Result<Option<Calibration>> {
-        read_calibration(&self.dir)
+        Ok(self.run.calibration()?)
     }
 
-    /// `--policy` if given, else the run's calibrated policy, else maxprob 0.9 (confidence 0.5
-    /// when the heads have a confidence branch).
+    /// `--policy` if given, else the run's `policy.json`, else its configuration's eval policy
+    /// (the one fallback of every command: [`Run::policy_or`]).
     pub fn policy(&self, given: Option<&Policy>) -> anyhow::Result<Policy> {
-        if let Some(p) = given {
-            return Ok(p.clone());
-        }
-        if let Some(c) = self.calibration()? {
-            return Ok(c.policy);
-        }
-        Ok(if self.model.net.heads.iter().all(|h| h.has_confidence()) {
-            Policy::default()
-        } else {
-            "maxprob:0.9".parse()?
-        })
+        Ok(self.run.policy_or(given)?)
     }
-}
-
-pub fn read_calibration(dir: &Path) -> anyhow::Result<Option<Calibration>> {
-    let path = dir.join(POLICY_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let c = serde_json::from_str(&text).with_context(|| format!("{} is not a calibration", path.display()))?;
-    Ok(Some(c))
 }
 
 pub fn parse_split(s: &str) -> Result<SplitKind, String> {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use earlyexit::infer::{ExitTable, POLICY_FILE, Policy, SplitKind, prune_plan};
+use earlyexit::infer::{ExitTable, Policy, SplitKind, prune_plan};
 use earlyexit::model::io;
 use earlyexit::report::prune_markdown;
 
@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if let Some(mut cal) = r.calibration()? {
             cal.policy = plan.pruned_policy.clone();
             cal.validation = plan.after.clone();
-            io::write_atomic(&out.join(POLICY_FILE), &serde_json::to_vec_pretty(&cal)?)?;
+            earlyexit::run::write_calibration(&out, &cal)?;
         }
         if !a.json {
             println!("pruned model (exits {:?} kept) written to {}", plan.keep, out.display());

@@ -49,14 +49,8 @@ impl ModelArgs {
 
     /// Exit rates recorded by calibration (`validation.coverage` in `policy.json`), if any.
     pub fn calibrated_rates(&self) -> anyhow::Result<Option<Vec<f64>>> {
-        let path = self.dir()?.join(earlyexit::run::POLICY_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-        Ok(v.pointer("/validation/coverage")
-            .and_then(|c| c.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect()))
+        let file = earlyexit::run::read_policy_file(self.dir()?)?;
+        Ok(file.and_then(|f| f.calibration).map(|c| c.validation.coverage))
     }
 
     /// Loads the model (BatchNorm folded for inference), its id, policy and normalisation.
@@ -67,13 +61,13 @@ impl ModelArgs {
             let run = Run::open(dir).with_context(ctx)?;
             (run.load_model(device).with_context(ctx)?, Some(run))
         } else {
-            let (arch, net) = earlyexit::model::io::load_model(dir, device).with_context(ctx)?;
-            (MultiExitModel { arch, net }, None)
+            (MultiExitModel::load(dir, device).with_context(ctx)?, None)
         };
-        let policy = match (&self.policy, &run) {
-            (Some(p), _) => p.clone(),
-            (None, Some(r)) => r.policy()?,
-            (None, None) => bail!("a bare model folder needs --policy"),
+        let policy = match (&run, earlyexit::run::read_policy_file(dir)?) {
+            (Some(r), _) => r.policy_or(self.policy.as_ref())?,
+            (None, _) if self.policy.is_some() => self.policy.clone().expect("checked"),
+            (None, Some(f)) => f.policy,
+            (None, None) => bail!("a bare model folder without policy.json needs --policy"),
         };
         let normalize = match &run {
             Some(r) => {
