@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::Parser;
 use earlyexit::bench::forced_thresholds;
-use earlyexit::infer::MultiExitModel;
 use earlyexit::model::{ModelDescription, Placement, Shape, io};
 use earlyexit::serve::server::load_for_serving;
 use rand::{Rng, SeedableRng};
@@ -88,9 +87,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::flex();
     device.seed(a.seed);
     let desc = ModelDescription::new(&a.model, a.input, a.classes, a.exits.clone());
-    let model = MultiExitModel::new(desc.resolve()?, &device);
+    let arch = desc.resolve()?;
+    let net = arch.init_seeded(&device, a.seed);
     let model_dir = a.out.join("model");
-    io::save_model(&model_dir, &model.arch.description, &model.net)?;
+    io::save_model(&model_dir, &arch.description, &net)?;
     let (served, _) = load_for_serving(&model_dir, &device)?;
 
     let (c, h, w) = (a.input.c, a.input.h, a.input.w);

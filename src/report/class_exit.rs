@@ -88,7 +88,6 @@ pub fn design_label(c: &ClassResult) -> Option<(String, String, String)> {
 
 /// The report as Markdown (class names from [`ClassExitReport::class_names`]).
 pub fn class_exit_markdown(r: &ClassExitReport) -> String {
-    let names = r.class_names.as_deref();
     let mut s = String::new();
     let c = &r.config;
     let _ = writeln!(s, "# Class-specific early exits on {} ({})\n", r.backbone, r.input);
@@ -131,7 +130,24 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
         let _ = writeln!(s, ".\n");
     }
 
-    // Times.
+    times_table(&mut s, r);
+    table2_selection(&mut s, r);
+    table3_classes(&mut s, r);
+    overall_accuracy(&mut s, r);
+    second_exits(&mut s, r);
+    table4_false_negatives(&mut s, r);
+    branch_training(&mut s, r);
+    let _ = writeln!(
+        s,
+        "\nPhases: B's passes {:.0} s, branch training {:.0} s, timing {:.0} s, search {:.1} s.",
+        r.seconds.features, r.seconds.training, r.seconds.timing, r.seconds.search
+    );
+    s
+}
+
+/// Measured times: B end to end, and up to every candidate place i (δ_i).
+fn times_table(s: &mut String, r: &ClassExitReport) {
+    let c = &r.config;
     let _ = writeln!(
         s,
         "## Measured times (batch 1, best of {} runs)\n\n`t` = {} ms for B end to end.\n",
@@ -161,8 +177,11 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
         }
         let _ = writeln!(s);
     }
+}
 
-    // Table 2.
+/// Table 2's layout: the best viable design per connection type (validation).
+fn table2_selection(s: &mut String, r: &ClassExitReport) {
+    let (c, names) = (&r.config, r.class_names.as_deref());
     let _ = writeln!(
         s,
         "\n## Table 2 layout: best viable design per connection type (validation)\n\n| KP | k | i | α | β | η | gain (×) | loss (×) | B_V−k | EE_i | EE_iG |\n|---|---|---|---|---|---|---|---|---|---|---|"
@@ -200,8 +219,11 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
             }
         }
     }
+}
 
-    // Table 3.
+/// Table 3's layout: the design per class on validation and on test.
+fn table3_classes(s: &mut String, r: &ClassExitReport) {
+    let names = r.class_names.as_deref();
     let _ = writeln!(
         s,
         "\n## Table 3 layout: the design per class, validation and test (')\n\nThe design is the pick (§3.4), with the second exit when it raises gain/loss (`i+j`, `α_i/α_j`). The primed columns apply the validation α to the test split; `holds'` says whether eq. 5, 6, 7 hold on test against the validation β, η (as the seed) / against the test split's own β', η'.\n\n| k | KP | i | α | β | η | ζ | gain | loss | B_V−k | EE_i | EE_iG | prec | gain' | loss' | B'_V−k | EE_i' | EE_iG' | prec' | β' | η' | holds' |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -255,8 +277,11 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
             }
         }
     }
+}
 
-    // Overall accuracy.
+/// Accuracy over every class, B against each class's design, validation and test.
+fn overall_accuracy(s: &mut String, r: &ClassExitReport) {
+    let names = r.class_names.as_deref();
     let _ = writeln!(
         s,
         "\nAccuracy over every class (not a criterion of the seed: a false positive at the exit counts as an error here, while eq. 5 leaves it out): B {:.2}% / {:.2}% (validation / test).\n\n| k | design, validation | design, test |\n|---|---|---|",
@@ -276,8 +301,11 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
             );
         }
     }
+}
 
-    // Second exits.
+/// The best second exit after each pick (eq. 8–12), when the design asks for two.
+fn second_exits(s: &mut String, r: &ClassExitReport) {
+    let (c, names) = (&r.config, r.class_names.as_deref());
     if c.exits == 2 {
         let _ = writeln!(
             s,
@@ -315,8 +343,11 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
             }
         }
     }
+}
 
-    // Table 4.
+/// Table 4's layout: false negatives at B's classifier.
+fn table4_false_negatives(s: &mut String, r: &ClassExitReport) {
+    let names = r.class_names.as_deref();
     let _ = writeln!(
         s,
         "\n## Table 4 layout: false negatives at Out:B ({} split)\n\nSamples of each class that reach B's classifier and get another class.\n",
@@ -342,8 +373,10 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
         }
         let _ = writeln!(s, " {} | {:.2} |", row.total, row.change_pct);
     }
+}
 
-    // Branch training.
+/// How each branch trained.
+fn branch_training(s: &mut String, r: &ClassExitReport) {
     let _ = writeln!(
         s,
         "\n## Branch training\n\n| i | KP | inputs | epochs | kept epochs (per k) | val. binary accuracy (min–max over k) |\n|---|---|---|---|---|---|"
@@ -363,12 +396,6 @@ pub fn class_exit_markdown(r: &ClassExitReport) -> String {
             hi
         );
     }
-    let _ = writeln!(
-        s,
-        "\nPhases: B's passes {:.0} s, branch training {:.0} s, timing {:.0} s, search {:.1} s.",
-        r.seconds.features, r.seconds.training, r.seconds.timing, r.seconds.search
-    );
-    s
 }
 
 /// Writes `class-exit.json`, `class-exit.md` and `gain-loss.png`/`.svg` into `dir`; returns the

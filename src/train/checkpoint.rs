@@ -70,6 +70,27 @@ pub struct TrainState {
     pub metrics: Vec<EpochMetrics>,
 }
 
+impl TrainState {
+    /// Moves to the next epoch: its first batch, its running sums at zero.
+    pub fn start_next_epoch(&mut self) {
+        self.epoch += 1;
+        self.batch = 0;
+        self.loss_sum = 0.0;
+        self.loss_batches = 0;
+        self.correct = 0;
+        self.seen = 0;
+        self.epoch_seconds = 0.0;
+    }
+
+    /// Mean training loss and accuracy of the epoch so far.
+    pub fn running(&self) -> (f64, f64) {
+        (
+            self.loss_sum / self.loss_batches.max(1) as f64,
+            self.correct as f64 / self.seen.max(1) as f64,
+        )
+    }
+}
+
 /// A checkpoint read back.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {

@@ -284,48 +284,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     let policy = cfg.eval_policy();
     let costs = arch.cost.relative(MacConvention::All);
     let ckpt_path = last_checkpoint_path(dir);
-    let config_path = dir.join(CONFIG_FILE);
 
-    if opts.resume {
-        if !ckpt_path.exists() {
-            return Err(Error::invalid(
-                "--resume",
-                format!("{} has no checkpoint ({})", dir.display(), ckpt_path.display()),
-            ));
-        }
-        let saved = TrainConfig::from_file(&config_path, &[])?;
-        if saved != cfg {
-            return Err(Error::invalid(
-                "--resume",
-                format!(
-                    "the configuration differs from the run's {}; resume with that configuration (or start a new run)",
-                    config_path.display()
-                ),
-            ));
-        }
-    } else if ckpt_path.exists() || dir.join(METRICS_FILE).exists() {
-        if !opts.force {
-            return Err(Error::invalid(
-                "--out",
-                format!(
-                    "{} already holds a run; pass --resume to continue it, --force to start over, or choose another folder",
-                    dir.display()
-                ),
-            ));
-        }
-        for f in [
-            ckpt_path.clone(),
-            dir.join(METRICS_FILE),
-            dir.join(WEIGHTS_FILE),
-            dir.join(DESCRIPTION_FILE),
-        ] {
-            if f.exists() {
-                std::fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
-            }
-        }
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    prepare_run_folder(&cfg, dir, opts)?;
 
     let data = RunData::load_without_test(&cfg.data)?;
     let loader = data.train_loader(&cfg.data, cfg.seed)?;
@@ -359,33 +319,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         save_model(dir, &cfg.model, &net.valid())?;
     }
 
-    // The native backbone pass where it can run; the reason it cannot is logged.
-    let native = match opts.path {
-        ExecChoice::Auto if base == Device::flex() => match NativeBackbone::check(&net) {
-            Ok(n) => {
-                info!("training the backbone on the native CPU pass (joint plans)");
-                Some(n)
-            }
-            Err(e) => {
-                info!(reason = %e, "training the backbone on Burn");
-                None
-            }
-        },
-        ExecChoice::Compiled if base == Device::flex() => Some(NativeBackbone::check(&net)?),
-        ExecChoice::Compiled => {
-            return Err(Error::invalid(
-                "path",
-                "the native training pass runs on the CPU (`flex`)",
-            ));
-        }
-        ExecChoice::CompiledGemm => {
-            return Err(Error::invalid(
-                "path",
-                "`compiled-gemm` is an inference path; train with `auto`, `compiled` or `burn`",
-            ));
-        }
-        _ => None,
-    };
+    let native = native_pass(opts.path, &base, &net)?;
     let n_exits = arch.num_exits();
     let cuts = arch.cuts.clone();
     let mut last_ckpt = Instant::now();
@@ -433,14 +367,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 });
             }
             // Batch accuracy and cost under the eval policy, as trained.
-            let detached: Vec<ExitOutput> = outs
-                .iter()
-                .map(|o| ExitOutput {
-                    logits: o.logits.clone().inner(),
-                    confidence: o.confidence.clone().map(|c| c.inner()),
-                })
-                .collect();
-            let (correct, cost) = batch_stats(&detached, &batch.labels, &policy, &costs, n_exits);
+            let (correct, cost) = batch_stats(&detach(&outs), &batch.labels, &policy, &costs, n_exits);
             let grads = match pending {
                 Some(pending) => pending.backward(loss.backward())?,
                 None => GradientsParams::from_grads(loss.backward(), &net),
@@ -464,10 +391,11 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             state.loss_batches += 1;
             state.correct += correct as u64;
             state.seen += batch.n as u64;
+            let (loss, accuracy) = state.running();
             opts.observer.notify(TrainEvent::Step {
                 done: state.batch,
-                loss: state.loss_sum / state.loss_batches as f64,
-                accuracy: state.correct as f64 / state.seen.max(1) as f64,
+                loss,
+                accuracy,
                 cost,
             });
             let stop = opts.stop_after.is_some_and(|s| state.iteration >= s);
@@ -494,12 +422,13 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         // End of epoch: validate, keep the best, checkpoint, metrics.
         let eval_net = net.valid();
         let ev = evaluate(&eval_net, &val, &policy, &costs, Some((&objective, ctx)), &base)?;
+        let (train_loss, train_accuracy) = state.running();
         let m = EpochMetrics {
             epoch: epoch + 1,
             iteration: state.iteration,
             phase: objective.phase(epoch),
-            train_loss: state.loss_sum / state.loss_batches.max(1) as f64,
-            train_accuracy: state.correct as f64 / state.seen.max(1) as f64,
+            train_loss,
+            train_accuracy,
             val_loss: ev.loss,
             val_exit_accuracy: ev.exit_accuracy.clone(),
             val_exit_counts: ev.exit_counts.clone(),
@@ -530,13 +459,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             });
         }
         state.metrics.push(m);
-        state.epoch += 1;
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        state.loss_batches = 0;
-        state.correct = 0;
-        state.seen = 0;
-        state.epoch_seconds = 0.0;
+        state.start_next_epoch();
         save_checkpoint(&ckpt_path, &state, &eval_net, &optimizer)?;
         last_ckpt = Instant::now();
         write_metrics(&dir.join(METRICS_FILE), &state.metrics)?;
@@ -552,6 +475,96 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Checks that `dir` may receive this run (a resume continues the same configuration; a new run
+/// needs an empty folder or `force`, which clears the old run's files) and writes the resolved
+/// configuration there.
+fn prepare_run_folder(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<()> {
+    let ckpt_path = last_checkpoint_path(dir);
+    let config_path = dir.join(CONFIG_FILE);
+    if opts.resume {
+        if !ckpt_path.exists() {
+            return Err(Error::invalid(
+                "--resume",
+                format!("{} has no checkpoint ({})", dir.display(), ckpt_path.display()),
+            ));
+        }
+        let saved = TrainConfig::from_file(&config_path, &[])?;
+        if saved != *cfg {
+            return Err(Error::invalid(
+                "--resume",
+                format!(
+                    "the configuration differs from the run's {}; resume with that configuration (or start a new run)",
+                    config_path.display()
+                ),
+            ));
+        }
+    } else if ckpt_path.exists() || dir.join(METRICS_FILE).exists() {
+        if !opts.force {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} already holds a run; pass --resume to continue it, --force to start over, or choose another folder",
+                    dir.display()
+                ),
+            ));
+        }
+        for f in [
+            ckpt_path.clone(),
+            dir.join(METRICS_FILE),
+            dir.join(WEIGHTS_FILE),
+            dir.join(DESCRIPTION_FILE),
+        ] {
+            if f.exists() {
+                std::fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    Ok(())
+}
+
+/// The training path decision, made here only: the native backbone pass where `path` allows it
+/// and it runs the network (`auto` logs the reason it cannot), Burn's autodiff otherwise.
+fn native_pass(path: ExecChoice, base: &Device, net: &EarlyExitNet) -> Result<Option<NativeBackbone>> {
+    Ok(match path {
+        ExecChoice::Auto if *base == Device::flex() => match NativeBackbone::check(net) {
+            Ok(n) => {
+                info!("training the backbone on the native CPU pass (joint plans)");
+                Some(n)
+            }
+            Err(e) => {
+                info!(reason = %e, "training the backbone on Burn");
+                None
+            }
+        },
+        ExecChoice::Compiled if *base == Device::flex() => Some(NativeBackbone::check(net)?),
+        ExecChoice::Compiled => {
+            return Err(Error::invalid(
+                "path",
+                "the native training pass runs on the CPU (`flex`)",
+            ));
+        }
+        ExecChoice::CompiledGemm => {
+            return Err(Error::invalid(
+                "path",
+                "`compiled-gemm` is an inference path; train with `auto`, `compiled` or `burn`",
+            ));
+        }
+        _ => None,
+    })
+}
+
+/// The exits' outputs without their autodiff graphs.
+fn detach(outs: &[ExitOutput]) -> Vec<ExitOutput> {
+    outs.iter()
+        .map(|o| ExitOutput {
+            logits: o.logits.clone().inner(),
+            confidence: o.confidence.clone().map(|c| c.inner()),
+        })
+        .collect()
 }
 
 /// Correct answers and mean relative cost of a training batch under `policy`.

@@ -16,9 +16,7 @@ fn tiny_run(root: &std::path::Path) -> std::path::PathBuf {
     write_idx(&data, "train", 1800, 7, 250);
     write_idx(&data, "t10k", 200, 9, 250);
     let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "none".parse().unwrap());
-    let device = Device::flex();
-    device.seed(3);
-    let net = desc.resolve().unwrap().init(&device);
+    let net = desc.resolve().unwrap().init_seeded(&Device::flex(), 3);
     earlyexit::model::io::save_model(&run, &desc, &net).unwrap();
     // The run's configuration, as `earlyexit train` writes it (an untrained baseline is enough).
     std::fs::write(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use earlyexit::bench::forced_thresholds;
-use earlyexit::infer::{MultiExitModel, Policy};
+use earlyexit::infer::Policy;
 use earlyexit::model::{ModelDescription, Shape, io};
 use earlyexit::serve::client::{ConnectOptions, TierClient, tensor_image};
 use earlyexit::serve::codec::{WireFormat, encode};
@@ -97,8 +97,9 @@ fn fixture(name: &str) -> Fixture {
     let device = Device::flex();
     device.seed(11);
     let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:1,2".parse().unwrap());
-    let model = MultiExitModel::new(desc.resolve().unwrap(), &device);
-    io::save_model(&dir, &model.arch.description, &model.net).unwrap();
+    let arch = desc.resolve().unwrap();
+    let net = arch.init_seeded(&device, 11);
+    io::save_model(&dir, &arch.description, &net).unwrap();
     let (served, _) = load_for_serving(&dir, &device).unwrap();
     let n = 64;
     let x = Tensor::<4>::random([n, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
@@ -285,6 +286,8 @@ async fn three_tiers_answer_like_the_engine_and_like_serve() {
     );
     let info = edge.info().await.unwrap();
     assert_eq!((info.first_stage, info.end_stage, info.num_stages), (1, 2, 3));
+    // A tier runs stage slices on the Burn module, and says so.
+    assert!(info.implementation.starts_with("burn"), "{}", info.implementation);
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 

@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) batcher: Batcher<Job>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) opts: TierOptions,
+    /// What answers ([`crate::infer::Executor::describe`]), for `Info`.
+    pub(super) implementation: String,
 }
 
 /// The gRPC service over the shared state.
@@ -372,6 +374,7 @@ impl EarlyExit for Svc {
             max_batch: s.opts.batch.max_batch as u32,
             max_request_bytes: s.opts.limits.max_request_bytes as u64,
             max_samples: s.opts.limits.max_samples as u32,
+            implementation: s.implementation.clone(),
         }))
     }
 

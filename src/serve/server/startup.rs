@@ -138,6 +138,8 @@ impl Served {
 /// let resp = client.classify(ClassifyRequest { images: vec![image] }, std::time::Duration::from_secs(5)).await?;
 /// assert_eq!(resp.answers.len(), 1);
 /// assert_eq!(resp.answers[0].tier, "serve");
+/// // LeNet-5's flattening classifier is not on the compiled path: `auto` fell back, and says so.
+/// assert!(client.info().await?.implementation.starts_with("burn"));
 /// served.stop().await?;
 /// # Ok(()) }
 /// ```
@@ -195,7 +197,7 @@ pub async fn start(
         failing: Default::default(),
     });
     let (batcher, gatherer) = queue::<Job>(opts.batch);
-    let shared = Shared {
+    let mut shared = Shared {
         name: opts.name.clone(),
         range: range.clone(),
         num_stages,
@@ -209,6 +211,7 @@ pub async fn start(
         batcher,
         metrics: metrics.clone(),
         opts: opts.clone(),
+        implementation: String::new(),
     };
     // A whole model answers Classify with the per-sample exit loop on the chosen executor; a
     // tier runs stage slices, which only the Burn module offers yet.
@@ -223,7 +226,8 @@ pub async fn start(
         }
     };
     let exec = Executor::new(model, &device, choice)?;
-    tracing::info!("{}: answering on {}", opts.name, exec.describe());
+    shared.implementation = exec.describe();
+    tracing::info!("{}: answering on {}", opts.name, shared.implementation);
     let engine = Engine {
         exec,
         range,
