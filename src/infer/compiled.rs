@@ -35,15 +35,15 @@
 //! ```
 
 use burn::nn::Linear;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use earlyexit_kernels::{Act, Conv, ConvKernel, Dense};
 
-use super::engine::{Answers, MultiExitModel};
+use super::engine::{Answers, MultiExitModel, StageSlices, exit_loop};
 use crate::cpu::{bn_affine, conv_from_burn, dense_from_burn, host};
 use crate::error::{Error, Result};
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{ExitHead, ExitOutput, HeadKind, MacConvention, Shape};
-use crate::policy::{Policy, PolicyState, argmax, max_prob};
+use crate::policy::Policy;
 
 /// A layer of `what` for the kernels, BatchNorm folded in; errors name it.
 fn conv_layer(l: &ConvBnAct, what: &str, kernel: ConvKernel) -> Result<Conv> {
@@ -252,10 +252,6 @@ impl CompiledNet {
         start..end
     }
 
-    fn run_stage(&self, k: usize, x: Act) -> Act {
-        self.blocks[self.stage_blocks(k)].iter().fold(x, |a, b| b.forward(a))
-    }
-
     /// The plain backbone's logits, row-major `[N, classes]` (no head evaluated).
     pub fn forward_backbone(&self, x: Tensor<4>) -> Result<Vec<f32>> {
         let a = self.blocks.iter().fold(self.to_act(x)?, |a, b| b.forward(a));
@@ -286,79 +282,44 @@ impl CompiledNet {
                 "`ensemble` runs every head on every sample; use the Burn path (MultiExitModel::infer)",
             ));
         }
-        let mut a = self.to_act(x)?;
+        let a = self.to_act(x)?;
         let n = a.n;
-        let classes = self.classes;
-        let mut out = Answers::unanswered(n, classes);
-        let mut rows: Vec<usize> = (0..n).collect();
-        let mut pstate = PolicyState::new();
-        let stages = if matches!(policy, Policy::Never) { 0 } else { num_exits };
-        for k in 0..stages {
-            a = self.run_stage(k, a);
-            let (logits, conf) = self.heads[k].forward(&a);
-            let m = rows.len();
-            let exit_out = ExitOutput {
-                logits: Tensor::<2>::from_data(TensorData::new(logits.clone(), [m, classes]), &device),
-                confidence: conf.map(|c| Tensor::<2>::from_data(TensorData::new(c, [m, 1]), &device)),
-            };
-            let score = policy.score(&exit_out);
-            let mask = policy.decide(k, &exit_out, &score, &mut pstate);
-            let mask = super::engine::host_mask(mask);
-            if !mask.iter().any(|&b| b) {
-                continue;
-            }
-            let score = host(score);
-            let mut stay = Vec::with_capacity(m);
-            for i in 0..m {
-                if mask[i] {
-                    self.answer(&mut out, rows[i], k, &logits[i * classes..(i + 1) * classes], score[i]);
-                } else {
-                    stay.push(i);
-                }
-            }
-            if stay.is_empty() {
-                return Ok(out);
-            }
-            a = a.select(&stay);
-            let idx: Vec<i64> = stay.iter().map(|&i| i as i64).collect();
-            pstate = pstate.select(Tensor::<1, Int>::from_data(TensorData::new(idx, [stay.len()]), &device));
-            rows = stay.iter().map(|&i| rows[i]).collect();
-        }
-        a = (stages..=num_exits).fold(a, |a, k| self.run_stage(k, a));
-        let logits = self.classifier.forward(&a).0;
-        let m = rows.len();
-        let scores = host(max_prob(&Tensor::<2>::from_data(
-            TensorData::new(logits.clone(), [m, classes]),
+        Ok(exit_loop(
+            self,
+            a,
+            n,
+            self.classes,
+            policy,
             &device,
-        )));
-        for (i, &r) in rows.iter().enumerate() {
-            self.answer(
-                &mut out,
-                r,
-                num_exits,
-                &logits[i * classes..(i + 1) * classes],
-                scores[i],
-            );
-        }
-        if matches!(policy, Policy::Never) {
-            out.macs.iter_mut().for_each(|m| *m = self.backbone_macs);
-        }
-        Ok(out)
+            (&self.exit_macs, self.backbone_macs),
+        ))
+    }
+}
+
+impl StageSlices for CompiledNet {
+    type State = Act;
+
+    fn num_exits(&self) -> usize {
+        self.heads.len()
     }
 
-    fn answer(&self, out: &mut Answers, r: usize, exit: usize, logits: &[f32], score: f32) {
-        let c = self.classes;
-        let p = &mut out.probs[r * c..(r + 1) * c];
-        let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0.0;
-        for (d, &l) in p.iter_mut().zip(logits) {
-            *d = (l - mx).exp();
-            sum += *d;
+    fn run_stage(&self, k: usize, state: Act) -> Act {
+        self.blocks[self.stage_blocks(k)]
+            .iter()
+            .fold(state, |a, b| b.forward(a))
+    }
+
+    fn exit(&self, k: usize, state: &Act) -> ExitOutput {
+        let head = self.heads.get(k).unwrap_or(&self.classifier);
+        let (logits, confidence) = head.forward(state);
+        let (m, device) = (state.n, Device::flex());
+        ExitOutput {
+            logits: Tensor::<2>::from_data(TensorData::new(logits, [m, self.classes]), &device),
+            confidence: confidence.map(|c| Tensor::<2>::from_data(TensorData::new(c, [m, 1]), &device)),
         }
-        p.iter_mut().for_each(|v| *v /= sum);
-        out.class[r] = argmax(p);
-        out.exit[r] = exit;
-        out.confidence[r] = score;
-        out.macs[r] = self.exit_macs[exit];
+    }
+
+    fn select(&self, state: Act, rows: &[usize], _index: Tensor<1, Int>) -> Act {
+        state.select(rows)
     }
 }

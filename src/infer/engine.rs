@@ -1,15 +1,16 @@
 //! The early-exit inference engine: real per-sample exits on batches.
 //!
 //! After each stage the samples whose exit fires are answered and only the rest go on: the
-//! survivors are gathered on the device (`select`), so later stages really run on fewer
-//! samples. The only host transfer per stage is the exit mask; answers are gathered on the device
-//! and brought back once at the end.
+//! survivors are gathered (`select`), so later stages really run on fewer samples. The only host
+//! transfer per stage is the exit mask; answers are gathered on the device and brought back once
+//! at the end. The loop ([`exit_loop`]) is written once, over [`StageSlices`]: the Burn module and
+//! the compiled CPU network both run it, and the [`Rebatcher`] runs its steps.
 
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::Result;
-use crate::model::{Architecture, EarlyExitNet, MacConvention, StageState, check_input};
+use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState, check_input};
 use crate::policy::{Policy, PolicyState, argmax, max_prob};
 
 /// Per-sample answers of [`MultiExitModel::infer`], in input order.
@@ -119,22 +120,8 @@ impl MultiExitModel {
         let device = x.device();
         let exit_macs = self.exit_macs();
 
-        match policy {
-            Policy::Never => {
-                let logits = self.net.forward_backbone(x);
-                let score = max_prob(&logits);
-                let probs = softmax(logits, 1);
-                let answered = vec![Answered {
-                    rows: (0..n).collect(),
-                    exit: num_exits,
-                    probs,
-                    score,
-                }];
-                return Ok(assemble(n, classes, answered, |_| {
-                    self.arch.cost.backbone.macs(MacConvention::All)
-                }));
-            }
-            Policy::Ensemble => {
+        if let Policy::Ensemble = policy {
+            {
                 let outs = self.net.forward_all(x);
                 let mut mix = softmax(outs[num_exits].logits.clone(), 1);
                 for o in outs[..num_exits].iter().rev() {
@@ -150,74 +137,17 @@ impl MultiExitModel {
                 }];
                 return Ok(assemble(n, classes, answered, |e| exit_macs[e]));
             }
-            _ => {}
         }
-
-        let mut answered = Vec::with_capacity(num_exits + 1);
-        let mut part = Some(Part {
-            state: StageState::new(x),
-            pstate: PolicyState::new(),
-            rows: (0..n).collect(),
-        });
-        for k in 0..=num_exits {
-            match part {
-                Some(p) => part = self.step(k, p, policy, &device, &mut answered),
-                None => break,
-            }
-        }
-        Ok(assemble(n, classes, answered, |e| exit_macs[e]))
-    }
-
-    /// Runs stage `k` and its exit on `part`: the samples that leave go to `answered`, the
-    /// survivors (compacted on the device) are returned. The final stage answers everyone.
-    fn step(
-        &self,
-        k: usize,
-        part: Part,
-        policy: &Policy,
-        device: &burn::tensor::Device,
-        answered: &mut Vec<Answered>,
-    ) -> Option<Part> {
-        let Part {
-            state,
-            mut pstate,
-            rows,
-        } = part;
-        let state = self.net.run_stage(k, state);
-        let out = self.net.exit(k, &state);
-        if k == self.net.num_exits() {
-            let score = max_prob(&out.logits);
-            answered.push(Answered {
-                rows,
-                exit: k,
-                probs: softmax(out.logits, 1),
-                score,
-            });
-            return None;
-        }
-        let score = policy.score(&out);
-        let mask = policy.decide(k, &out, &score, &mut pstate);
-        let mask = host_mask(mask);
-        let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
-        if leave.is_empty() {
-            return Some(Part { state, pstate, rows });
-        }
-        let leave_t = index_tensor(&leave, device);
-        answered.push(Answered {
-            rows: leave.iter().map(|&i| rows[i]).collect(),
-            exit: k,
-            probs: softmax(out.logits.select(0, leave_t.clone()), 1),
-            score: score.select(0, leave_t),
-        });
-        if stay.is_empty() {
-            return None;
-        }
-        let stay_t = index_tensor(&stay, device);
-        Some(Part {
-            state: state.select(stay_t.clone()),
-            pstate: pstate.select(stay_t),
-            rows: stay.iter().map(|&i| rows[i]).collect(),
-        })
+        let backbone_macs = self.arch.cost.backbone.macs(MacConvention::All);
+        Ok(exit_loop(
+            &self.net,
+            StageState::new(x),
+            n,
+            classes,
+            policy,
+            &device,
+            (&exit_macs, backbone_macs),
+        ))
     }
 
     /// Per-sample early exit over a stream of batches, re-batching the survivors: each stage
@@ -242,15 +172,150 @@ impl MultiExitModel {
     }
 }
 
+/// Stage slices: what the per-sample exit loop ([`exit_loop`]) needs from the code that runs a
+/// network. The Burn module ([`EarlyExitNet`], state: [`StageState`] on its device) and the
+/// compiled CPU network ([`super::CompiledNet`], state: channels-last host buffers) implement it,
+/// so both answer with the one loop.
+pub(crate) trait StageSlices {
+    /// The samples' activations at a cut.
+    type State;
+    /// Early exits (the final classifier is exit `num_exits`).
+    fn num_exits(&self) -> usize;
+    /// Runs stage `k` (the blocks up to cut `k`; the last stage ends the backbone).
+    fn run_stage(&self, k: usize, state: Self::State) -> Self::State;
+    /// Exit `k`'s output on the state after stage `k` (`k == num_exits`: the final classifier).
+    fn exit(&self, k: usize, state: &Self::State) -> ExitOutput;
+    /// The samples at `rows` (also given as an index tensor on the loop's device).
+    fn select(&self, state: Self::State, rows: &[usize], index: Tensor<1, Int>) -> Self::State;
+}
+
+impl StageSlices for EarlyExitNet {
+    type State = StageState;
+
+    fn num_exits(&self) -> usize {
+        EarlyExitNet::num_exits(self)
+    }
+
+    fn run_stage(&self, k: usize, state: StageState) -> StageState {
+        EarlyExitNet::run_stage(self, k, state)
+    }
+
+    fn exit(&self, k: usize, state: &StageState) -> ExitOutput {
+        EarlyExitNet::exit(self, k, state)
+    }
+
+    fn select(&self, state: StageState, _rows: &[usize], index: Tensor<1, Int>) -> StageState {
+        state.select(index)
+    }
+}
+
+/// The per-sample exit loop, for every implementation ([`StageSlices`]): after each stage the
+/// policy decides which samples leave, they are answered, and only the rest go on. With
+/// [`Policy::Never`] every sample runs the backbone and is charged its MACs only.
+///
+/// `macs` is (MACs per exit, earlier heads included; the backbone's MACs).
+pub(crate) fn exit_loop<N: StageSlices>(
+    net: &N,
+    state: N::State,
+    n: usize,
+    classes: usize,
+    policy: &Policy,
+    device: &burn::tensor::Device,
+    macs: (&[u64], u64),
+) -> Answers {
+    let num_exits = net.num_exits();
+    let never = matches!(policy, Policy::Never);
+    let mut answered = Vec::with_capacity(num_exits + 1);
+    let mut part = Part {
+        state,
+        pstate: PolicyState::new(),
+        rows: (0..n).collect(),
+    };
+    let mut first = 0;
+    if never {
+        // No exit is evaluated: straight to the final stage.
+        for k in 0..num_exits {
+            part.state = net.run_stage(k, part.state);
+        }
+        first = num_exits;
+    }
+    let mut part = Some(part);
+    for k in first..=num_exits {
+        match part {
+            Some(p) => part = step(net, k, p, policy, device, &mut answered),
+            None => break,
+        }
+    }
+    let (exit_macs, backbone_macs) = macs;
+    assemble(
+        n,
+        classes,
+        answered,
+        |e| if never { backbone_macs } else { exit_macs[e] },
+    )
+}
+
+/// Runs stage `k` and its exit on `part`: the samples that leave go to `answered`, the
+/// survivors (compacted on the device) are returned. The final stage answers everyone.
+fn step<N: StageSlices>(
+    net: &N,
+    k: usize,
+    part: Part<N::State>,
+    policy: &Policy,
+    device: &burn::tensor::Device,
+    answered: &mut Vec<Answered>,
+) -> Option<Part<N::State>> {
+    let Part {
+        state,
+        mut pstate,
+        rows,
+    } = part;
+    let state = net.run_stage(k, state);
+    let out = net.exit(k, &state);
+    if k == net.num_exits() {
+        let score = max_prob(&out.logits);
+        answered.push(Answered {
+            rows,
+            exit: k,
+            probs: softmax(out.logits, 1),
+            score,
+        });
+        return None;
+    }
+    let score = policy.score(&out);
+    let mask = policy.decide(k, &out, &score, &mut pstate);
+    let mask = host_mask(mask);
+    let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
+    if leave.is_empty() {
+        return Some(Part { state, pstate, rows });
+    }
+    let leave_t = index_tensor(&leave, device);
+    answered.push(Answered {
+        rows: leave.iter().map(|&i| rows[i]).collect(),
+        exit: k,
+        probs: softmax(out.logits.select(0, leave_t.clone()), 1),
+        score: score.select(0, leave_t),
+    });
+    if stay.is_empty() {
+        return None;
+    }
+    let stay_t = index_tensor(&stay, device);
+    Some(Part {
+        state: net.select(state, &stay, stay_t.clone()),
+        pstate: pstate.select(stay_t),
+        rows: stay.iter().map(|&i| rows[i]).collect(),
+    })
+}
+
 /// Samples in flight: their state at a cut, the policy's state and their input rows.
-struct Part {
-    state: StageState,
+struct Part<S> {
+    state: S,
     pstate: PolicyState,
     rows: Vec<usize>,
 }
 
-impl Part {
-    fn cat(parts: Vec<Part>) -> Part {
+impl Part<StageState> {
+    fn cat(parts: Vec<Self>) -> Self {
         let mut states = Vec::with_capacity(parts.len());
         let mut pstates = Vec::with_capacity(parts.len());
         let mut rows = Vec::new();
@@ -267,7 +332,7 @@ impl Part {
     }
 
     /// The first `m` samples and the rest.
-    fn split(self, m: usize, device: &burn::tensor::Device) -> (Part, Part) {
+    fn split(self, m: usize, device: &burn::tensor::Device) -> (Self, Self) {
         let n = self.rows.len();
         let head: Vec<usize> = (0..m).collect();
         let tail: Vec<usize> = (m..n).collect();
@@ -319,7 +384,7 @@ pub struct Rebatcher<'m> {
     model: &'m MultiExitModel,
     policy: Policy,
     batch: usize,
-    queues: Vec<Vec<Part>>,
+    queues: Vec<Vec<Part<StageState>>>,
     queued: Vec<usize>,
     answered: Vec<Answered>,
     whole: Vec<(usize, Answers)>,
@@ -420,7 +485,7 @@ impl<'m> Rebatcher<'m> {
                 self.queued[k] -= m;
                 self.stats.runs[k] += 1;
                 self.stats.samples[k] += m;
-                if let Some(s) = self.model.step(k, part, &self.policy, &device, &mut self.answered) {
+                if let Some(s) = step(&self.model.net, k, part, &self.policy, &device, &mut self.answered) {
                     self.queued[k + 1] += s.rows.len();
                     self.queues[k + 1].push(s);
                 }
