@@ -85,7 +85,7 @@ impl Choice for ExecChoice {
 
 impl ExecChoice {
     /// The device a model must live on for this choice: LibTorch's CPU device for
-    /// [`ExecChoice::Libtorch`], `requested` otherwise.
+    /// `ExecChoice::Libtorch` (feature `tch`), `requested` otherwise.
     pub fn device(self, requested: &burn::tensor::Device) -> burn::tensor::Device {
         match self {
             #[cfg(feature = "tch")]

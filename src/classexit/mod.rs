@@ -378,187 +378,23 @@ pub fn design(
             .map(|b| b.probabilities(&t.input(b.cut, b.kp)))
             .collect()
     });
-    let block_name = |c: usize| summary.blocks[c].name.clone();
-    let val_split = Split {
-        labels: &val.labels,
-        b_pred: &val.b_pred,
+    let blocks: Vec<String> = summary.blocks.iter().map(|b| b.name.clone()).collect();
+    let evidence = Evidence {
+        branches: &branches,
+        times: &times,
+        blocks: &blocks,
+        val: &val,
+        val_probs: &val_probs,
+        test: test.as_ref().zip(test_probs.as_ref()),
     };
-    let mut classes = Vec::with_capacity(cfg.classes.len());
-    for &k in &cfg.classes {
-        let base = Baseline::of(k, &val.labels, &val.b_pred);
-        let columns: Vec<Vec<f32>> = branches
-            .iter()
-            .zip(&val_probs)
-            .map(|(b, p)| b.column(p, k).expect("every branch has every class"))
-            .collect();
-        let mut candidates: Vec<Candidate> = branches
-            .iter()
-            .zip(&columns)
-            .map(|(b, p)| {
-                let (alpha, counts, a) = best_alpha(k, p, &val_split, &base, &cfg.alpha);
-                let e = times.e(b.cut, b.kp).expect("measured");
-                candidate(
-                    b.cut,
-                    &block_name(b.cut),
-                    b.kp,
-                    alpha,
-                    counts,
-                    a,
-                    times.t,
-                    times.delta[b.cut],
-                    e,
-                )
-            })
-            .collect();
-        let chosen = pareto_pick(&mut candidates);
-        let best_per_kp = cfg
-            .kp
-            .iter()
-            .map(|&kp| {
-                (0..candidates.len())
-                    .filter(|&i| candidates[i].viable && candidates[i].kp == kp)
-                    .max_by(|&a, &b| {
-                        let (ra, rb) = (
-                            candidates[a].gain / candidates[a].loss,
-                            candidates[b].gain / candidates[b].loss,
-                        );
-                        ra.partial_cmp(&rb)
-                            .expect("finite")
-                            .then(candidates[b].cut.cmp(&candidates[a].cut))
-                    })
-            })
-            .collect();
-        let scored = |i: usize| search::Scored {
-            cut: candidates[i].cut,
-            block: &candidates[i].block,
-            kp: candidates[i].kp,
-            p: &columns[i],
-            delta: candidates[i].delta,
-            e: candidates[i].e,
-        };
-        let second = match (chosen, cfg.exits) {
-            (Some(c), 2) => {
-                let later: Vec<search::Scored> = (0..candidates.len())
-                    .filter(|&j| candidates[j].cut > candidates[c].cut)
-                    .map(scored)
-                    .collect();
-                second_exit(
-                    k,
-                    &scored(c),
-                    candidates[c].alpha,
-                    &later,
-                    &val_split,
-                    &base,
-                    &cfg.alpha,
-                    times.t,
-                )
-            }
-            _ => None,
-        };
-        let test_result = match (chosen, &test, &test_probs) {
-            (Some(c), Some(tf), Some(tp)) => {
-                let ch = &candidates[c];
-                let p1 = branches[c].column(&tp[c], k).expect("class");
-                let mut exited: Vec<bool> = p1.iter().map(|&p| p as f64 >= ch.alpha).collect();
-                let first = Counts::tally(k, &tf.labels, &tf.b_pred, &exited);
-                let two = second.as_ref().filter(|s| s.improves);
-                let (g, l) = match two {
-                    Some(s) => {
-                        let j = (0..branches.len())
-                            .find(|&j| branches[j].cut == s.cut && branches[j].kp == s.kp)
-                            .expect("second exit's branch");
-                        let p2 = branches[j].column(&tp[j], k).expect("class");
-                        for (e, &p) in exited.iter_mut().zip(&p2) {
-                            *e |= p as f64 >= s.alpha;
-                        }
-                        let both = Counts::tally(k, &tf.labels, &tf.b_pred, &exited);
-                        let rate_i = ratio(first.tp_ee, first.k);
-                        let rate_j = ratio(both.tp_ee - first.tp_ee, first.k - first.tp_ee);
-                        let tm = t_mean_two(times.t, ch.delta, ch.e, rate_i, s.delta_j, s.e_j, rate_j);
-                        (gain(times.t, tm), s.loss)
-                    }
-                    None => (
-                        gain(times.t, t_mean(times.t, ch.delta, ch.e, ratio(first.tp_ee, first.k))),
-                        ch.loss,
-                    ),
-                };
-                let counts = Counts::tally(k, &tf.labels, &tf.b_pred, &exited);
-                let tb = Baseline::of(k, &tf.labels, &tf.b_pred);
-                Some(TestResult {
-                    baseline: tb,
-                    counts,
-                    assessment: Assessment::of(&counts, &base),
-                    holds_vs_test_baseline: Assessment::of(&counts, &tb).holds,
-                    gain: g,
-                    loss: l,
-                })
-            }
-            _ => None,
-        };
-        classes.push(ClassResult {
-            k,
-            baseline: base,
-            candidates,
-            best_per_kp,
-            chosen,
-            second,
-            test: test_result,
-        });
-    }
+    let classes: Vec<ClassResult> = cfg.classes.iter().map(|&k| design_class(k, &evidence, cfg)).collect();
 
     // Table 4.
     let (fn_feats, fn_probs, fn_split) = match (&test, &test_probs) {
         (Some(t), Some(p)) => (t, p, "test"),
         _ => (&val, &val_probs, "val"),
     };
-    let fn_count = |exited: &[bool]| -> Vec<usize> {
-        let mut v = vec![0usize; n_classes];
-        for ((&y, &b), &e) in fn_feats.labels.iter().zip(&fn_feats.b_pred).zip(exited) {
-            if !e && b != y {
-                v[y] += 1;
-            }
-        }
-        v
-    };
-    let b_fn = fn_count(&vec![false; fn_feats.len()]);
-    let b_total: usize = b_fn.iter().sum();
-    let mut false_negatives = vec![FnRow {
-        k: None,
-        cut: None,
-        alpha: None,
-        total: b_total,
-        per_class: b_fn,
-        change_pct: 0.0,
-    }];
-    for c in &classes {
-        let Some(i) = c.chosen else { continue };
-        let ch = &c.candidates[i];
-        let p = branches[i].column(&fn_probs[i], c.k).expect("class");
-        let mut exited: Vec<bool> = p.iter().map(|&p| p as f64 >= ch.alpha).collect();
-        if let Some(s) = c.second.as_ref().filter(|s| s.improves) {
-            let j = (0..branches.len())
-                .find(|&j| branches[j].cut == s.cut && branches[j].kp == s.kp)
-                .expect("second exit's branch");
-            let p2 = branches[j].column(&fn_probs[j], c.k).expect("class");
-            for (e, &p) in exited.iter_mut().zip(&p2) {
-                *e |= p as f64 >= s.alpha;
-            }
-        }
-        let per_class = fn_count(&exited);
-        let total: usize = per_class.iter().sum();
-        false_negatives.push(FnRow {
-            k: Some(c.k),
-            cut: Some(ch.cut),
-            alpha: Some(ch.alpha),
-            per_class,
-            total,
-            change_pct: if b_total == 0 {
-                0.0
-            } else {
-                100.0 * (total as f64 - b_total as f64) / b_total as f64
-            },
-        });
-    }
+    let false_negatives = false_negative_rows(&classes, &branches, fn_feats, fn_probs, n_classes);
     let t_search = started.elapsed().as_secs_f64();
 
     let acc = |f: &Features| ratio(f.labels.iter().zip(&f.b_pred).filter(|(y, b)| y == b).count(), f.len());
@@ -593,6 +429,214 @@ pub fn design(
         },
         class_names: None,
     })
+}
+
+/// What the per-class search reads: the trained branches, the measured times, the blocks' names,
+/// B's features and the branches' outputs on validation (and on test, when there is one).
+struct Evidence<'a> {
+    branches: &'a [Branch],
+    times: &'a Times,
+    blocks: &'a [String],
+    val: &'a Features,
+    val_probs: &'a [Vec<f32>],
+    test: Option<(&'a Features, &'a Vec<Vec<f32>>)>,
+}
+
+/// The design for target class `k` (§3.4): every candidate place scored on validation, the Pareto
+/// pick, the best per connection type, the second exit, and the pick applied to test.
+fn design_class(k: usize, ev: &Evidence<'_>, cfg: &ClassExitConfig) -> ClassResult {
+    let (branches, times, val, val_probs) = (ev.branches, ev.times, ev.val, ev.val_probs);
+    let block_name = |c: usize| ev.blocks[c].clone();
+    let val_split = Split {
+        labels: &val.labels,
+        b_pred: &val.b_pred,
+    };
+    let base = Baseline::of(k, &val.labels, &val.b_pred);
+    let columns: Vec<Vec<f32>> = branches
+        .iter()
+        .zip(val_probs)
+        .map(|(b, p)| b.column(p, k).expect("every branch has every class"))
+        .collect();
+    let mut candidates: Vec<Candidate> = branches
+        .iter()
+        .zip(&columns)
+        .map(|(b, p)| {
+            let (alpha, counts, a) = best_alpha(k, p, &val_split, &base, &cfg.alpha);
+            let e = times.e(b.cut, b.kp).expect("measured");
+            candidate(
+                b.cut,
+                &block_name(b.cut),
+                b.kp,
+                alpha,
+                counts,
+                a,
+                times.t,
+                times.delta[b.cut],
+                e,
+            )
+        })
+        .collect();
+    let chosen = pareto_pick(&mut candidates);
+    let best_per_kp = cfg
+        .kp
+        .iter()
+        .map(|&kp| {
+            (0..candidates.len())
+                .filter(|&i| candidates[i].viable && candidates[i].kp == kp)
+                .max_by(|&a, &b| {
+                    let (ra, rb) = (
+                        candidates[a].gain / candidates[a].loss,
+                        candidates[b].gain / candidates[b].loss,
+                    );
+                    ra.partial_cmp(&rb)
+                        .expect("finite")
+                        .then(candidates[b].cut.cmp(&candidates[a].cut))
+                })
+        })
+        .collect();
+    let scored = |i: usize| search::Scored {
+        cut: candidates[i].cut,
+        block: &candidates[i].block,
+        kp: candidates[i].kp,
+        p: &columns[i],
+        delta: candidates[i].delta,
+        e: candidates[i].e,
+    };
+    let second = match (chosen, cfg.exits) {
+        (Some(c), 2) => {
+            let later: Vec<search::Scored> = (0..candidates.len())
+                .filter(|&j| candidates[j].cut > candidates[c].cut)
+                .map(scored)
+                .collect();
+            second_exit(
+                k,
+                &scored(c),
+                candidates[c].alpha,
+                &later,
+                &val_split,
+                &base,
+                &cfg.alpha,
+                times.t,
+            )
+        }
+        _ => None,
+    };
+    let test_result = match (chosen, ev.test) {
+        (Some(c), Some((tf, tp))) => {
+            let ch = &candidates[c];
+            let at_first = exits_of(branches, tp, k, (c, ch.alpha), None);
+            let first = Counts::tally(k, &tf.labels, &tf.b_pred, &at_first);
+            let two = second.as_ref().filter(|s| s.improves);
+            let exited = exits_of(branches, tp, k, (c, ch.alpha), two);
+            let (g, l) = match two {
+                Some(s) => {
+                    let both = Counts::tally(k, &tf.labels, &tf.b_pred, &exited);
+                    let rate_i = ratio(first.tp_ee, first.k);
+                    let rate_j = ratio(both.tp_ee - first.tp_ee, first.k - first.tp_ee);
+                    let tm = t_mean_two(times.t, ch.delta, ch.e, rate_i, s.delta_j, s.e_j, rate_j);
+                    (gain(times.t, tm), s.loss)
+                }
+                None => (
+                    gain(times.t, t_mean(times.t, ch.delta, ch.e, ratio(first.tp_ee, first.k))),
+                    ch.loss,
+                ),
+            };
+            let counts = Counts::tally(k, &tf.labels, &tf.b_pred, &exited);
+            let tb = Baseline::of(k, &tf.labels, &tf.b_pred);
+            Some(TestResult {
+                baseline: tb,
+                counts,
+                assessment: Assessment::of(&counts, &base),
+                holds_vs_test_baseline: Assessment::of(&counts, &tb).holds,
+                gain: g,
+                loss: l,
+            })
+        }
+        _ => None,
+    };
+    ClassResult {
+        k,
+        baseline: base,
+        candidates,
+        best_per_kp,
+        chosen,
+        second,
+        test: test_result,
+    }
+}
+
+/// Which samples leave at a class's design: branch `first.0` at threshold `first.1`, or the
+/// second exit's branch at its own threshold. `probs[i]` are branch `i`'s outputs on the split.
+fn exits_of(
+    branches: &[Branch],
+    probs: &[Vec<f32>],
+    k: usize,
+    first: (usize, f64),
+    second: Option<&SecondExit>,
+) -> Vec<bool> {
+    let (i, alpha) = first;
+    let p1 = branches[i].column(&probs[i], k).expect("every branch has every class");
+    let mut exited: Vec<bool> = p1.iter().map(|&p| p as f64 >= alpha).collect();
+    if let Some(s) = second {
+        let j = (0..branches.len())
+            .find(|&j| branches[j].cut == s.cut && branches[j].kp == s.kp)
+            .expect("second exit's branch");
+        let p2 = branches[j].column(&probs[j], k).expect("every branch has every class");
+        for (e, &p) in exited.iter_mut().zip(&p2) {
+            *e |= p as f64 >= s.alpha;
+        }
+    }
+    exited
+}
+
+/// Table 4: B's false negatives per class, then each class's design's, on `feats` (the test
+/// split when there is one).
+fn false_negative_rows(
+    classes: &[ClassResult],
+    branches: &[Branch],
+    feats: &Features,
+    probs: &[Vec<f32>],
+    n_classes: usize,
+) -> Vec<FnRow> {
+    let count = |exited: &[bool]| -> Vec<usize> {
+        let mut v = vec![0usize; n_classes];
+        for ((&y, &b), &e) in feats.labels.iter().zip(&feats.b_pred).zip(exited) {
+            if !e && b != y {
+                v[y] += 1;
+            }
+        }
+        v
+    };
+    let b_fn = count(&vec![false; feats.len()]);
+    let b_total: usize = b_fn.iter().sum();
+    let mut rows = vec![FnRow {
+        k: None,
+        cut: None,
+        alpha: None,
+        total: b_total,
+        per_class: b_fn,
+        change_pct: 0.0,
+    }];
+    for c in classes {
+        let Some(i) = c.chosen else { continue };
+        let ch = &c.candidates[i];
+        let second = c.second.as_ref().filter(|s| s.improves);
+        let per_class = count(&exits_of(branches, probs, c.k, (i, ch.alpha), second));
+        let total: usize = per_class.iter().sum();
+        rows.push(FnRow {
+            k: Some(c.k),
+            cut: Some(ch.cut),
+            alpha: Some(ch.alpha),
+            per_class,
+            total,
+            change_pct: if b_total == 0 {
+                0.0
+            } else {
+                100.0 * (total as f64 - b_total as f64) / b_total as f64
+            },
+        });
+    }
+    rows
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
