@@ -69,6 +69,20 @@ impl ServingArgs {
         }
     }
 
+    /// Serves `model` with `opts` until SIGINT or SIGTERM, printing where it listens once ready.
+    pub fn serve(
+        &self,
+        model: earlyexit::infer::MultiExitModel,
+        model_id: String,
+        device: burn::tensor::Device,
+        opts: TierOptions,
+        sec: &ServerSecurity,
+    ) -> anyhow::Result<()> {
+        let ready = announce(&opts);
+        run_blocking(model, model_id, device, opts, self.net(sec), self.threads, ready)?;
+        Ok(())
+    }
+
     /// Network options.
     pub fn net(&self, sec: &ServerSecurity) -> NetOptions {
         NetOptions {
@@ -99,15 +113,5 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let l = a.model.load(&device)?;
     let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);
     opts.normalize = l.normalize;
-    let ready = announce(&opts);
-    run_blocking(
-        l.model,
-        l.id,
-        device,
-        opts,
-        a.serving.net(&a.security),
-        a.serving.threads,
-        ready,
-    )?;
-    Ok(())
+    a.serving.serve(l.model, l.id, device, opts, &a.security)
 }

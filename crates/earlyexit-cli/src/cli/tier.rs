@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use earlyexit::serve::codec::{WireCompression, WireDType, WireFormat};
-use earlyexit::serve::server::run_blocking;
 use earlyexit::serve::tier::{NextTier, StageRange};
 
 use super::serve::ServingArgs;
-use super::serving::{ClientSecurity, ModelArgs, ServerSecurity, announce};
+use super::serving::{ClientSecurity, ModelArgs, ServerSecurity};
 
 /// Arguments of `tier`.
 #[derive(clap::Args, Debug)]
@@ -70,15 +69,5 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         retries: a.retries,
         backoff: Duration::from_millis(a.backoff_ms),
     });
-    let ready = announce(&opts);
-    run_blocking(
-        model,
-        id,
-        device,
-        opts,
-        a.serving.net(&a.security),
-        a.serving.threads,
-        ready,
-    )?;
-    Ok(())
+    a.serving.serve(model, id, device, opts, &a.security)
 }
