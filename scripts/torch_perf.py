@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch side of `scripts/bench-vs-torch`: the same figures as `earlyexit perf`.
 
-Each figure is the same work as in `src/perf.rs` (the network: scripts/torch_resnet.py): a
+Each figure is the same work as in `src/bench/figures.rs` (the network: scripts/torch_resnet.py): a
 ResNet 6n+2 with the EENets projection shortcuts (1x1 conv + BN where the shape changes), the
 early-exit engine on ResNet-56 with four `pool` exits (global average pool, a linear classifier
 and a linear confidence branch) at cuts 6, 10, 14, 16 with forced exit shares 0.30/0.20/0.15/0.10, and one SGD step of ResNet-20. Prints
