@@ -75,7 +75,7 @@ pub fn eval_text(r: &EvalReport) -> String {
         );
     }
     if !r.implementation.is_empty() {
-        let _ = writeln!(s, "timed on the {} path", r.implementation);
+        let _ = writeln!(s, "timed on: {}", r.implementation);
     }
     let _ = writeln!(
         s,
