@@ -24,9 +24,9 @@ use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::infer::{Executor, MultiExitModel};
 use crate::model::{ModelDescription, Placement, Shape};
-use crate::train::native::NativeBackbone;
 use crate::train::objectives::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
+use crate::train::trainer::native_pass;
 
 /// The early-exit figure's network: ResNet-56 with four `pool` exits placed by the Pareto rule
 /// (cuts 6, 10, 14, 16), as `earlyexit bench`.
@@ -178,13 +178,13 @@ pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measure
                 momentum: 0.9,
                 ..OptimizerConfig::sgd(0.1)
             })?;
-            // The earlyexit path trains as `train` does on the CPU: the native backbone pass.
-            let native = match path {
-                ExecChoice::Auto | ExecChoice::Compiled => {
-                    Some(NativeBackbone::check(net.as_ref().expect("built above"))?)
-                }
-                _ => None,
+            // The step trains as `train` does, through the trainer's one decision; the GEMM-only
+            // variant is an inference path, so its training step is Burn's.
+            let train_path = match path {
+                ExecChoice::CompiledGemm => ExecChoice::Burn,
+                p => p,
             };
+            let native = native_pass(train_path, &device, net.as_ref().expect("built above"))?;
             ran = match native {
                 Some(_) => "native".to_string(),
                 None => format!("burn ({device:?})"),

@@ -299,7 +299,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
     let base = opts.device.clone().without_autodiff();
     let device = base.clone().autodiff();
     // Weights from this run's own generator: a run in another thread cannot perturb them.
-    let mut net = arch.init_seeded(&base.clone().autodiff(), cfg.seed);
+    let mut net = arch.init_seeded(&device, cfg.seed);
     if let Some(from) = &cfg.init {
         net = init_backbone(net, &arch, from, &device)?;
     }
@@ -528,7 +528,7 @@ fn prepare_run_folder(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Res
 
 /// The training path decision, made here only: the native backbone pass where `path` allows it
 /// and it runs the network (`auto` logs the reason it cannot), Burn's autodiff otherwise.
-fn native_pass(path: ExecChoice, base: &Device, net: &EarlyExitNet) -> Result<Option<NativeBackbone>> {
+pub(crate) fn native_pass(path: ExecChoice, base: &Device, net: &EarlyExitNet) -> Result<Option<NativeBackbone>> {
     Ok(match path {
         ExecChoice::Auto if *base == Device::flex() => match NativeBackbone::check(net) {
             Ok(n) => {

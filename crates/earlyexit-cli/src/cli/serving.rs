@@ -63,11 +63,13 @@ impl ModelArgs {
         } else {
             (MultiExitModel::load(dir, device).with_context(ctx)?, None)
         };
-        let policy = match (&run, earlyexit::run::read_policy_file(dir)?) {
-            (Some(r), _) => r.policy_or(self.policy.as_ref())?,
-            (None, _) if self.policy.is_some() => self.policy.clone().expect("checked"),
-            (None, Some(f)) => f.policy,
-            (None, None) => bail!("a bare model folder without policy.json needs --policy"),
+        let policy = match (&run, &self.policy) {
+            (Some(r), given) => r.policy_or(given.as_ref())?,
+            (None, Some(given)) => given.clone(),
+            (None, None) => match earlyexit::run::read_policy_file(dir)? {
+                Some(f) => f.policy,
+                None => bail!("a bare model folder without policy.json needs --policy"),
+            },
         };
         let normalize = match &run {
             Some(r) => {
