@@ -169,11 +169,17 @@ fn wrong_input_shape_is_an_error() {
 #[test]
 fn folded_batchnorm_gives_the_same_answers() {
     use burn::module::Module;
-    let input = Shape::new(3, 32, 32);
-    for (backbone, head, exits) in [
-        ("resnet20", HeadKind::Branchy, "pareto:3"),
-        ("eenet8", HeadKind::Bnpool, "cuts:1,2"),
-        ("resnet50", HeadKind::Pool, "linear:2"),
+    let small = Shape::new(3, 32, 32);
+    for (backbone, input, head, exits) in [
+        ("resnet20", small, HeadKind::Branchy, "pareto:3"),
+        ("eenet8", small, HeadKind::Bnpool, "cuts:1,2"),
+        ("resnet50", small, HeadKind::Pool, "linear:2"),
+        // Depthwise convolutions with ReLU6, option-A shortcuts, pre-activation dense layers
+        // (nothing folds) and Inception branches with rectangular kernels and BN epsilon 1e-3.
+        ("mobilenet_v2", small, HeadKind::Pool, "linear:3"),
+        ("resnet20_a", small, HeadKind::Bnpool, "linear:3"),
+        ("densenet121", small, HeadKind::Pool, "linear:2"),
+        ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2"),
     ] {
         let m = model(backbone, input, head, exits, 11);
         // Train-mode passes give the BatchNorms non-trivial running statistics.
@@ -200,5 +206,27 @@ fn folded_batchnorm_gives_the_same_answers() {
             assert!((u - v).abs() < 1e-4, "{backbone}: {u} vs {v}");
         }
         assert_eq!(a.class, b.class);
+    }
+}
+
+#[test]
+fn engine_runs_the_imagenet_era_blocks() {
+    // Exits after every block check that each block's module gives the shape its spec promises
+    // (every head is sized from the spec); the engine must match forward_all on them all.
+    let small = Shape::new(3, 32, 32);
+    for (backbone, input, exits) in [
+        ("mobilenet_v2", small, "every"),
+        ("resnet20_a", small, "every"),
+        ("resnet18_imagenet", Shape::new(3, 64, 64), "every"),
+        ("resnet50_imagenet", Shape::new(3, 64, 64), "linear:3"),
+        ("vgg11_bn_imagenet", small, "every"),
+        ("densenet121", small, "linear:6"),
+        ("inception_v3", Shape::new(3, 75, 75), "every"),
+    ] {
+        let m = model(backbone, input, HeadKind::Pool, exits, 21);
+        let x = common::input(7, input, 3);
+        let policy = common::median_thresholds(&m, x.clone());
+        let a = assert_matches(&m, x, &policy);
+        assert_eq!(a.len(), 7, "{backbone}");
     }
 }

@@ -47,6 +47,12 @@ use crate::policy::Policy;
 
 /// A layer of `what` for the kernels, BatchNorm folded in; errors name it.
 fn conv_layer(l: &ConvBnAct, what: &str, kernel: ConvKernel) -> Result<Conv> {
+    if l.relu6 {
+        return Err(Error::invalid(
+            "model",
+            format!("{what}: ReLU6 has no kernel epilogue; the compiled CPU path cannot run it"),
+        ));
+    }
     conv_from_burn(&l.conv, l.bn.as_ref(), l.relu, kernel)
         .map_err(|why| Error::invalid("model", format!("{what}: {why}; the compiled CPU path cannot run it")))
 }
@@ -80,8 +86,9 @@ impl CBlock {
                 return Err(Error::invalid(
                     "model",
                     format!(
-                        "{what} (pooled convolution stack, pre-activation or dense block) is not supported by the \
-                         compiled CPU path; run this model on the Burn path"
+                        "{what} (a {} block) is not supported by the compiled CPU path; run this model on the \
+                         Burn path",
+                        b.kind()
                     ),
                 ));
             }

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::cost::{Cost, Counter, Shape};
+use super::imagenet;
 use super::layers::{Block, BlockSpec, ConvSpec, PoolSpec};
 use crate::error::{Error, Result};
 
@@ -30,10 +31,30 @@ pub const BACKBONES: &[&str] = &[
     "mlp",
     "vgg13",
     "alexnet",
+    // The torchvision layouts and the option-A CIFAR ResNets (`imagenet.rs`).
+    "resnet20_a",
+    "resnet32_a",
+    "resnet44_a",
+    "resnet56_a",
+    "resnet110_a",
+    "resnet18_imagenet",
+    "resnet34_imagenet",
+    "resnet50_imagenet",
+    "resnet101_imagenet",
+    "resnet152_imagenet",
+    "vgg11_imagenet",
+    "vgg11_bn_imagenet",
+    "vgg13_imagenet",
+    "vgg13_bn_imagenet",
+    "vgg16_imagenet",
+    "vgg16_bn_imagenet",
+    "mobilenet_v2",
+    "densenet121",
+    "inception_v3",
 ];
 
 /// The backbone's own final classifier (its last exit).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierSpec {
     /// BatchNorm + ReLU before pooling (EENet-8's final block).
     pub bn_relu: bool,
@@ -72,7 +93,7 @@ impl ClassifierSpec {
 }
 
 /// A named block with its input and output shapes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockInfo {
     /// A readable name (`stage2.block3`).
     pub name: String,
@@ -87,7 +108,7 @@ pub struct BlockInfo {
 }
 
 /// A fully resolved backbone: blocks with shapes and costs, and the classifier.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackboneSpec {
     /// The zoo name.
     pub name: String,
@@ -122,7 +143,8 @@ fn basic_stages(blocks: &mut Vec<(String, BlockSpec)>, widths: &[usize], depths:
 impl BackboneSpec {
     /// Builds the backbone `name` for `input`-shaped samples and `classes` classes.
     ///
-    /// `width` overrides the starting width where a backbone has one (`eenet8`: starting
+    /// `width` overrides the starting width where a backbone has one (`mobilenet_v2`: the width
+    /// multiplier in percent, default 100; `eenet8`: starting
     /// filters, default 4; `mlp`: first hidden layer, default 512).
     pub fn new(name: &str, input: Shape, classes: usize, width: Option<usize>) -> Result<Self> {
         if classes < 2 {
@@ -189,10 +211,7 @@ impl BackboneSpec {
                 blocks.push((
                     "init".into(),
                     BlockSpec::Conv {
-                        convs: vec![ConvSpec {
-                            bias: true,
-                            ..ConvSpec::cbr(f, 3, 1, 1)
-                        }],
+                        convs: vec![ConvSpec::cbr(f, 3, 1, 1).biased()],
                         pool: None,
                     },
                 ));
@@ -242,14 +261,14 @@ impl BackboneSpec {
                         pool,
                     },
                 ));
-                blocks.push(("fc1".into(), BlockSpec::Fc { dout: 120 }));
-                blocks.push(("fc2".into(), BlockSpec::Fc { dout: 84 }));
+                blocks.push(("fc1".into(), BlockSpec::fc(120)));
+                blocks.push(("fc2".into(), BlockSpec::fc(84)));
                 flat_cls
             }
             "mlp" => {
                 let w = width.unwrap_or(512);
                 for (i, d) in [w, w / 2, w / 4].into_iter().enumerate() {
-                    blocks.push((format!("fc{}", i + 1), BlockSpec::Fc { dout: d.max(1) }));
+                    blocks.push((format!("fc{}", i + 1), BlockSpec::fc(d.max(1))));
                 }
                 flat_cls
             }
@@ -317,17 +336,23 @@ impl BackboneSpec {
                         pool,
                     },
                 ));
-                blocks.push(("fc1".into(), BlockSpec::Fc { dout: 512 }));
-                blocks.push(("fc2".into(), BlockSpec::Fc { dout: 256 }));
+                blocks.push(("fc1".into(), BlockSpec::fc(512)));
+                blocks.push(("fc2".into(), BlockSpec::fc(256)));
                 flat_cls
             }
-            other => {
-                return Err(Error::UnknownName {
-                    what: "backbone",
-                    name: other.into(),
-                    expected: BACKBONES.join(", "),
-                });
-            }
+            other => match imagenet::build(other, classes, width) {
+                Some((layout, classifier)) => {
+                    blocks = layout;
+                    classifier
+                }
+                None => {
+                    return Err(Error::UnknownName {
+                        what: "backbone",
+                        name: other.into(),
+                        expected: BACKBONES.join(", "),
+                    });
+                }
+            },
         };
         let mut shape = input;
         let mut infos = Vec::with_capacity(blocks.len());
@@ -473,7 +498,16 @@ mod tests {
     #[test]
     fn every_backbone_builds_for_the_standard_shapes() {
         for name in BACKBONES {
-            for input in [Shape::new(1, 28, 28), Shape::new(3, 32, 32), Shape::new(3, 64, 64)] {
+            // Inception-v3's stem and reductions need at least 75×75 pixels; torchvision's VGGs
+            // and DenseNet halve the map five times, so need 32×32 (as in PyTorch).
+            let shapes = match *name {
+                "inception_v3" => [Shape::new(1, 75, 75), Shape::new(3, 80, 80), Shape::new(3, 96, 96)],
+                n if n == "densenet121" || n.ends_with("_imagenet") && n.starts_with("vgg") => {
+                    [Shape::new(1, 32, 32), Shape::new(3, 32, 32), Shape::new(3, 64, 64)]
+                }
+                _ => [Shape::new(1, 28, 28), Shape::new(3, 32, 32), Shape::new(3, 64, 64)],
+            };
+            for input in shapes {
                 let spec =
                     BackboneSpec::new(name, input, 10, None).unwrap_or_else(|e| panic!("{name} on {input}: {e}"));
                 assert!(spec.blocks.len() >= 3, "{name}");

@@ -204,12 +204,34 @@ impl Counter {
 
     /// A `k×k` convolution to `cout` channels.
     pub fn conv(&mut self, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> &mut Self {
+        self.conv_grouped(cout, [k, k], stride, [pad, pad], 1, bias)
+    }
+
+    /// A `kh×kw` convolution to `cout` channels with `[pad_h, pad_w]` zero padding, its channels
+    /// split into `groups` (`groups == cin`: depthwise). Each output uses `cin / groups` inputs.
+    pub fn conv_grouped(
+        &mut self,
+        cout: usize,
+        [kh, kw]: [usize; 2],
+        stride: usize,
+        [ph, pw]: [usize; 2],
+        groups: usize,
+        bias: bool,
+    ) -> &mut Self {
         let s = self.shape;
-        match (out_size(s.h, k, stride, pad), out_size(s.w, k, stride, pad)) {
+        if groups == 0 || !s.c.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
+            self.fail(format!(
+                "a convolution with {groups} groups needs input ({}) and output ({cout}) channels divisible by it",
+                s.c
+            ));
+            return self;
+        }
+        match (out_size(s.h, kh, stride, ph), out_size(s.w, kw, stride, pw)) {
             (Some(h), Some(w)) => {
                 let out = Shape::new(cout, h, w);
-                self.cost.conv_linear += (out.numel() * k * k * s.c) as u64;
-                self.cost.params += (cout * k * k * s.c) as u64;
+                let taps = kh * kw * (s.c / groups);
+                self.cost.conv_linear += (out.numel() * taps) as u64;
+                self.cost.params += (cout * taps) as u64;
                 if bias {
                     self.cost.conv_linear += out.numel() as u64;
                     self.cost.params += cout as u64;
@@ -217,7 +239,7 @@ impl Counter {
                 self.shape = out;
             }
             _ => self.fail(format!(
-                "a {k}x{k} convolution (stride {stride}, padding {pad}) does not fit a {s} feature map"
+                "a {kh}x{kw} convolution (stride {stride}, padding {ph}x{pw}) does not fit a {s} feature map"
             )),
         }
         self
@@ -255,6 +277,43 @@ impl Counter {
     pub fn global_pool(&mut self) -> &mut Self {
         self.cost.other += self.shape.numel() as u64;
         self.shape = Shape::new(self.shape.c, 1, 1);
+        self
+    }
+
+    /// Adaptive average pooling to `C×h×w` (torchvision's VGG before its dense layers): 1 MAC
+    /// per input element under `all`, as `ptflops` counts it.
+    pub fn adaptive_pool(&mut self, h: usize, w: usize) -> &mut Self {
+        self.cost.other += self.shape.numel() as u64;
+        self.shape = Shape::new(self.shape.c, h, w);
+        self
+    }
+
+    /// Joins parallel branches that all start from this counter's shape by concatenating their
+    /// channels (Inception modules, DenseNet layers): the branches' costs add up and their
+    /// spatial sizes must agree.
+    pub fn concat(&mut self, branches: Vec<Counter>) -> &mut Self {
+        let mut out: Option<Shape> = None;
+        for b in branches {
+            if let Some(e) = b.error {
+                self.fail(e);
+                return self;
+            }
+            self.cost += b.cost;
+            out = Some(match out {
+                None => b.shape,
+                Some(o) if (o.h, o.w) == (b.shape.h, b.shape.w) => Shape::new(o.c + b.shape.c, o.h, o.w),
+                Some(o) => {
+                    self.fail(format!(
+                        "concatenated branches disagree on the spatial size: {o} and {}",
+                        b.shape
+                    ));
+                    return self;
+                }
+            });
+        }
+        if let Some(o) = out {
+            self.shape = o;
+        }
         self
     }
 

@@ -4,8 +4,10 @@
 //! [`EarlyExitNet`] (the Burn module).
 
 mod backbones;
+pub(crate) mod branched;
 pub mod cost;
 mod heads;
+mod imagenet;
 pub mod init;
 pub mod io;
 pub(crate) mod layers;
@@ -13,8 +15,9 @@ mod network;
 mod placement;
 
 pub use backbones::*;
+pub use branched::{BranchPool, BranchSpec, NamedConv};
 pub use cost::{Cost, MacConvention, Shape};
 pub use heads::*;
-pub use layers::{Block, BlockSpec, ConvSpec, PoolSpec};
+pub use layers::{Activation, BN_EPS, Block, BlockSpec, ConvSpec, PoolSpec};
 pub use network::*;
 pub use placement::*;

@@ -37,7 +37,8 @@ fn yes() -> bool {
 pub struct ModelDescription {
     /// Backbone name from the zoo ([`crate::model::BACKBONES`]).
     pub backbone: String,
-    /// Starting width override for backbones that have one (`eenet8`, `mlp`).
+    /// Starting width override for backbones that have one (`eenet8`, `mlp`; `mobilenet_v2`: the
+    /// width multiplier in percent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<usize>,
     /// Input shape per sample.

@@ -145,10 +145,8 @@ fn unsupported(why: String) -> Error {
     Error::invalid("model", format!("{why}; the native CPU training path cannot run it"))
 }
 
-fn unsupported_block(i: usize) -> Error {
-    unsupported(format!(
-        "block {i} (a pooled convolution stack, pre-activation or dense block)"
-    ))
+fn unsupported_block(i: usize, b: &Block) -> Error {
+    unsupported(format!("block {i} (a {} block)", b.kind()))
 }
 
 impl NativeBackbone {
@@ -161,7 +159,7 @@ impl NativeBackbone {
         }
         let mut blocks = Vec::with_capacity(net.backbone.blocks.len());
         for (i, b) in net.backbone.blocks.iter().enumerate() {
-            let (kind, _) = block_parts(b).ok_or_else(|| unsupported_block(i))?;
+            let (kind, _) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
             // Reads every weight once, so that an unsupported convolution is refused now.
             block_layers(b, i)?;
             blocks.push(kind);
@@ -330,12 +328,15 @@ fn data_err(e: impl std::fmt::Debug) -> Error {
 
 /// The block's layers with their current weights; a residual block's shortcut comes last.
 fn block_layers(b: &Block, i: usize) -> Result<Vec<Layer<'_>>> {
-    let (_, srcs) = block_parts(b).ok_or_else(|| unsupported_block(i))?;
+    let (_, srcs) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
     srcs.into_iter().map(|l| Layer::read(l, i)).collect()
 }
 
 impl<'a> Layer<'a> {
     fn read(l: &'a ConvBnAct, block: usize) -> Result<Self> {
+        if l.relu6 {
+            return Err(unsupported(format!("block {block}: ReLU6")));
+        }
         // With BatchNorm the ReLU comes after it, not in the convolution's epilogue; the
         // BatchNorm runs in training mode, so it is not folded.
         let fused_relu = l.relu && l.bn.is_none();

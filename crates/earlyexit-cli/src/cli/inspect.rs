@@ -6,7 +6,7 @@ use earlyexit::model::{HeadKind, MacConvention, ModelDescription, Placement, Sha
 /// Arguments of `inspect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Backbone name (resnet20, resnet110, resnet18, eenet8, lenet5, mlp, vgg13, alexnet, …).
+    /// Backbone name (resnet20, resnet56_a, resnet18, resnet50_imagenet, vgg16_bn_imagenet, mobilenet_v2, densenet121, inception_v3, eenet8, lenet5, …).
     #[arg(long, required_unless_present = "description")]
     model: Option<String>,
     /// Input shape CxHxW.
@@ -24,7 +24,7 @@ pub struct Args {
     /// Heads without a confidence branch.
     #[arg(long)]
     no_confidence: bool,
-    /// Starting width for backbones that have one (eenet8, mlp).
+    /// Starting width for backbones that have one (eenet8, mlp; mobilenet_v2: width multiplier in percent).
     #[arg(long)]
     width: Option<usize>,
     /// MAC convention: all (ptflops, as the EENets tables) or conv-linear.
