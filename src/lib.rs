@@ -33,6 +33,7 @@ mod cpu;
 pub mod device;
 pub mod error;
 pub mod infer;
+pub mod interop;
 pub mod model;
 pub mod policy;
 pub mod quickstart;

@@ -86,7 +86,7 @@ impl CBlock {
                 return Err(Error::invalid(
                     "model",
                     format!(
-                        "{what} (a {} block) is not supported by the compiled CPU path; run this model on the \
+                        "{what} ({} block) is not supported by the compiled CPU path; run this model on the \
                          Burn path",
                         b.kind()
                     ),

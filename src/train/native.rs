@@ -146,7 +146,7 @@ fn unsupported(why: String) -> Error {
 }
 
 fn unsupported_block(i: usize, b: &Block) -> Error {
-    unsupported(format!("block {i} (a {} block)", b.kind()))
+    unsupported(format!("block {i} ({} block)", b.kind()))
 }
 
 impl NativeBackbone {

@@ -9,6 +9,20 @@ use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, 
 use earlyexit::run::Run;
 use earlyexit::{Choice, ExecChoice};
 
+/// Shared `--exits`, `--head` and `--no-confidence`: the exits a command attaches.
+#[derive(clap::Args, Debug)]
+pub struct ExitArgs {
+    /// Exit placement: pareto:N, golden:N, fine:N, linear:N, quadratic:N, every, sample:P, cuts:I,J,…, none.
+    #[arg(long, default_value = "none")]
+    pub exits: earlyexit::model::Placement,
+    /// Exit head: plain, pool, bnpool, branchy, dense.
+    #[arg(long, default_value = "pool")]
+    pub head: earlyexit::model::HeadKind,
+    /// Heads without a confidence branch.
+    #[arg(long)]
+    pub no_confidence: bool,
+}
+
 /// `--run DIR` (and `--device`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArg {

@@ -1,7 +1,9 @@
 //! `earlyexit inspect`: the per-block table and the exits with cumulative MACs and relative cost.
 
 use anyhow::Context;
-use earlyexit::model::{HeadKind, MacConvention, ModelDescription, Placement, Shape, io};
+use earlyexit::model::{MacConvention, ModelDescription, Shape, io};
+
+use super::common::ExitArgs;
 
 /// Arguments of `inspect`.
 #[derive(clap::Args, Debug)]
@@ -15,15 +17,8 @@ pub struct Args {
     /// Number of classes.
     #[arg(long, default_value_t = 10)]
     classes: usize,
-    /// Exit placement: pareto:N, golden:N, fine:N, linear:N, quadratic:N, every, sample:P, cuts:I,J,…, none.
-    #[arg(long, default_value = "none")]
-    exits: Placement,
-    /// Exit head: plain, pool, bnpool, branchy, dense.
-    #[arg(long, default_value = "pool")]
-    head: HeadKind,
-    /// Heads without a confidence branch.
-    #[arg(long)]
-    no_confidence: bool,
+    #[command(flatten)]
+    exits: ExitArgs,
     /// Starting width for backbones that have one (eenet8, mlp; mobilenet_v2: width multiplier in percent).
     #[arg(long)]
     width: Option<usize>,
@@ -49,9 +44,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             io::read_description(&file)?
         }
         None => {
-            let mut d = ModelDescription::new(a.model.as_deref().unwrap_or_default(), a.input, a.classes, a.exits);
-            d.head = a.head;
-            d.confidence = !a.no_confidence;
+            let mut d = ModelDescription::new(
+                a.model.as_deref().unwrap_or_default(),
+                a.input,
+                a.classes,
+                a.exits.exits,
+            );
+            d.head = a.exits.head;
+            d.confidence = !a.exits.no_confidence;
             d.width = a.width;
             d.placement_macs = a.macs;
             d

@@ -11,6 +11,7 @@ mod classify;
 mod common;
 mod data;
 mod eval;
+mod import;
 mod inspect;
 mod perf;
 #[cfg(feature = "serve")]
@@ -40,6 +41,8 @@ pub struct Cli {
 enum Command {
     /// Print a model's blocks, exits and honest MAC costs.
     Inspect(inspect::Args),
+    /// Import a trained PyTorch network (torchvision, CIFAR zoos) into a model folder, with fresh exits.
+    Import(import::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
     /// Time one standard figure (matched by scripts/torch_perf.py; see scripts/bench-vs-torch).
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .try_init();
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Import(a) => import::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Perf(a) => perf::run(a),
         #[cfg(feature = "serve")]

@@ -1,0 +1,78 @@
+//! `earlyexit import`: a PyTorch checkpoint into a model folder that the other commands open;
+//! a checkpoint that does not fit leaves nothing behind and exits non-zero.
+
+mod common;
+
+use common::earlyexit;
+
+const CHECKPOINT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/torch/cifar_resnet20_a_mnist.pt"
+);
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("earlyexit-cli-import-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn imports_with_exits_into_a_folder_inspect_reads() {
+    let dir = scratch("ok");
+    let out_dir = dir.join("imported");
+    let out = earlyexit(&[
+        "import",
+        "--weights",
+        CHECKPOINT,
+        "--arch",
+        "cifar:resnet20",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "10",
+        "--exits",
+        "cuts:3,5",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`resnet20_a`") && text.contains("2 fresh exits"),
+        "{text}"
+    );
+    let inspect = earlyexit(&["inspect", "--description", out_dir.to_str().unwrap(), "--json"]);
+    assert!(inspect.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["backbone"], "resnet20_a");
+    assert_eq!(v["exits"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_writes_nothing() {
+    let dir = scratch("bad");
+    let out_dir = dir.join("imported");
+    let out = earlyexit(&[
+        "import",
+        "--weights",
+        CHECKPOINT,
+        "--arch",
+        "cifar:resnet20",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "100",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("linear.weight: [10, 64], expected [100, 64]"), "{err}");
+    assert!(!out_dir.exists());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no temporary folder left behind"
+    );
+}
