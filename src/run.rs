@@ -147,6 +147,16 @@ impl Run {
         Ok(out)
     }
 
+    /// The input normalisation training applied: the dataset's standard one, else the one fitted
+    /// on the training split (which reads the dataset).
+    pub fn normalize(&self) -> Result<crate::data::Normalize> {
+        let kind = self.config.dataset_kind()?;
+        match crate::data::Normalize::for_kind(kind) {
+            Some(n) => Ok(n),
+            None => Ok(self.data()?.normalize),
+        }
+    }
+
     /// The run's dataset, split (and normalised) exactly as training split it.
     pub fn data(&self) -> Result<RunData> {
         RunData::load(&self.config.data)

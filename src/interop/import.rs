@@ -78,26 +78,7 @@ impl Imported {
     /// under a temporary name, then renamed, so that a failure leaves nothing behind. `dir` must
     /// not exist yet.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        if dir.exists() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "already exists; choose a new --out folder or remove it",
-                ),
-            ));
-        }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-        let written = save_model(&tmp, &self.description, &self.model.net)
-            .and_then(|()| std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e)));
-        if written.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        written
+        super::export::write_folder(dir, |tmp| save_model(tmp, &self.description, &self.model.net))
     }
 }
 

@@ -456,7 +456,7 @@ pub struct BottleneckBlock {
 pub struct PreActBlock {
     pub(crate) pre: Option<BatchNorm>,
     pub(crate) conv1: ConvBnAct,
-    conv2: Conv2d,
+    pub(crate) conv2: Conv2d,
     pub(crate) shortcut: Option<Conv2d>,
 }
 

@@ -3,39 +3,13 @@
 
 mod common;
 
-use common::earlyexit;
-
-const CHECKPOINT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/torch/cifar_resnet20_a_mnist.pt"
-);
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("earlyexit-cli-import-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{TORCH_CHECKPOINT, earlyexit, import_checkpoint, scratch};
 
 #[test]
 fn imports_with_exits_into_a_folder_inspect_reads() {
-    let dir = scratch("ok");
+    let dir = scratch("import-ok");
     let out_dir = dir.join("imported");
-    let out = earlyexit(&[
-        "import",
-        "--weights",
-        CHECKPOINT,
-        "--arch",
-        "cifar:resnet20",
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--exits",
-        "cuts:3,5",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = import_checkpoint(&out_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -51,12 +25,12 @@ fn imports_with_exits_into_a_folder_inspect_reads() {
 
 #[test]
 fn a_checkpoint_that_does_not_fit_writes_nothing() {
-    let dir = scratch("bad");
+    let dir = scratch("import-bad");
     let out_dir = dir.join("imported");
     let out = earlyexit(&[
         "import",
         "--weights",
-        CHECKPOINT,
+        TORCH_CHECKPOINT,
         "--arch",
         "cifar:resnet20",
         "--input",

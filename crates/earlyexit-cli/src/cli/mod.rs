@@ -11,6 +11,7 @@ mod classify;
 mod common;
 mod data;
 mod eval;
+mod export;
 mod import;
 mod inspect;
 mod perf;
@@ -43,6 +44,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Import a trained PyTorch network (torchvision, CIFAR zoos) into a model folder, with fresh exits.
     Import(import::Args),
+    /// Export a model with its exits: ONNX graphs per stage and per exit, and a manifest.
+    Export(export::Args),
     /// Time the early-exit engine against the plain backbone, next to the MAC model's prediction.
     Bench(bench::Args),
     /// Time one standard figure (matched by scripts/torch_perf.py; see scripts/bench-vs-torch).
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Perf(a) => perf::run(a),
         #[cfg(feature = "serve")]

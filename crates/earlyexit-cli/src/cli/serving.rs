@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
-use earlyexit::data::{DatasetKind, Normalize};
+use earlyexit::data::Normalize;
 use earlyexit::infer::{MultiExitModel, Policy};
 use earlyexit::run::Run;
 use earlyexit::serve::client::ConnectOptions;
@@ -72,13 +72,7 @@ impl ModelArgs {
             },
         };
         let normalize = match &run {
-            Some(r) => {
-                let kind: DatasetKind = r.config.data.dataset.parse()?;
-                match Normalize::for_kind(kind) {
-                    Some(n) => Some(n),
-                    None => Some(r.data().context("fitting the run's normalisation")?.normalize),
-                }
-            }
+            Some(r) => Some(r.normalize().context("the run's input normalisation")?),
             None => None,
         };
         Ok(Loaded {

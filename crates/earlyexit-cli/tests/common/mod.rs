@@ -59,3 +59,36 @@ pub fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32, bright: u8) {
     std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
 }
+
+/// The CIFAR-zoo ResNet-20 (option A) trained on MNIST in PyTorch (`scripts/make-torch-fixtures.py`).
+pub const TORCH_CHECKPOINT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/torch/cifar_resnet20_a_mnist.pt"
+);
+
+/// A fresh, empty scratch folder for test `name`.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("earlyexit-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `earlyexit import` of [`TORCH_CHECKPOINT`] with exits after blocks 3 and 5 into `out`.
+pub fn import_checkpoint(out: &Path) -> Output {
+    earlyexit(&[
+        "import",
+        "--weights",
+        TORCH_CHECKPOINT,
+        "--arch",
+        "cifar:resnet20",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "10",
+        "--exits",
+        "cuts:3,5",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
