@@ -244,9 +244,29 @@ fn an_option_a_resnet_trained_on_mnist_imports_with_exits_and_keeps_its_answers(
     let out = dir.join("imported");
     imported.save(&out).unwrap();
     let reopened = earlyexit::infer::MultiExitModel::load(&out, &device).unwrap();
-    assert_eq!(rows(reopened.net.forward_backbone(x)), ours);
+    assert_eq!(rows(reopened.net.forward_backbone(x.clone())), ours);
     let e = imported.save(&out).unwrap_err().to_string();
     assert!(e.contains("already exists"), "{e}");
+
+    // With its dataset it is a run folder that the run commands open.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let run_dir = dir.join("run");
+    imported.save_run(&run_dir, "mnist", &data).unwrap();
+    let run = earlyexit::run::Run::open(&run_dir).unwrap();
+    assert_eq!(run.description, imported.description);
+    assert_eq!(run.normalize().unwrap().mean, vec![0.1307]);
+    let x = Tensor::<4>::from_data(TensorData::new(mnist_test_images(8), [8, 1, 28, 28]), &device);
+    assert_eq!(rows(run.load_model(&device).unwrap().net.forward_backbone(x)), ours);
+    // A dataset that does not fit the network is refused before anything is written.
+    let e = imported
+        .save_run(&dir.join("cifar"), "cifar100", &data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--data") && e.contains("3x32x32") && e.contains("1x28x28"),
+        "{e}"
+    );
+    assert!(!dir.join("cifar").exists());
 }
 
 #[test]

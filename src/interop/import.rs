@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::infer::MultiExitModel;
 use crate::model::io::save_model;
 use crate::model::{HeadKind, ModelDescription, Placement, Shape};
+use crate::train::{CONFIG_FILE, TrainConfig};
 
 /// What to import and how to extend it.
 #[derive(Clone, Debug)]
@@ -74,6 +75,44 @@ pub struct Imported {
 }
 
 impl Imported {
+    /// The configuration that makes the imported folder a run folder on `dataset` (files in
+    /// `data_dir`): `calibrate`, `eval`, `serve --run` and `class-exit` then open it as they open
+    /// a trained run. It trains nothing by itself: exits are trained by a configuration whose
+    /// `init` is this folder (`heads-only`, or a fine-tune).
+    pub fn run_config(&self, dataset: &str, data_dir: &Path) -> Result<TrainConfig> {
+        let mut t = toml::Table::new();
+        t.insert("seed".into(), toml::Value::Integer(0));
+        t.insert("epochs".into(), toml::Value::Integer(1));
+        let model = toml::Value::try_from(&self.description).map_err(|e| Error::invalid("model", e.to_string()))?;
+        t.insert("model".into(), model);
+        let mut data = toml::Table::new();
+        data.insert("dataset".into(), dataset.into());
+        data.insert("dir".into(), data_dir.to_string_lossy().as_ref().into());
+        data.insert("batch_size".into(), toml::Value::Integer(128));
+        t.insert("data".into(), data.into());
+        let mut objective = toml::Table::new();
+        objective.insert("kind".into(), "joint".into());
+        t.insert("objective".into(), objective.into());
+        let mut optimizer = toml::Table::new();
+        optimizer.insert("kind".into(), "sgd".into());
+        optimizer.insert("lr".into(), toml::Value::Float(0.01));
+        t.insert("optimizer".into(), optimizer.into());
+        let text = toml::to_string(&t).expect("tables serialise");
+        let cfg = TrainConfig::from_toml(&text, Path::new("--data"), &[])?;
+        // The dataset must exist and fit the network (shape and classes).
+        cfg.dataset_kind()?;
+        Ok(cfg)
+    }
+
+    /// [`Imported::save`] as a run folder with [`Imported::run_config`] as its `config.toml`.
+    pub fn save_run(&self, dir: &Path, dataset: &str, data_dir: &Path) -> Result<()> {
+        let cfg = self.run_config(dataset, data_dir)?;
+        super::export::write_folder(dir, |tmp| {
+            save_model(tmp, &self.description, &self.model.net)?;
+            crate::model::io::write_atomic(&tmp.join(CONFIG_FILE), cfg.to_toml().as_bytes())
+        })
+    }
+
     /// Creates the model folder `dir` (`model.json`, `weights.safetensors`): written beside it
     /// under a temporary name, then renamed, so that a failure leaves nothing behind. `dir` must
     /// not exist yet.

@@ -50,3 +50,48 @@ fn a_checkpoint_that_does_not_fit_writes_nothing() {
         "no temporary folder left behind"
     );
 }
+
+#[test]
+fn with_its_dataset_the_folder_is_a_run_folder() {
+    let dir = scratch("import-run");
+    let out_dir = dir.join("run");
+    let data = common::repo_root().join("data");
+    let out = earlyexit(&[
+        "import",
+        "--weights",
+        TORCH_CHECKPOINT,
+        "--arch",
+        "cifar:resnet20",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "10",
+        "--data",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(out_dir.join("config.toml")).unwrap();
+    assert!(config.contains("dataset = \"mnist\""), "{config}");
+    // --data without --data-dir is a usage error.
+    let out = earlyexit(&[
+        "import",
+        "--weights",
+        TORCH_CHECKPOINT,
+        "--arch",
+        "cifar:resnet20",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "10",
+        "--data",
+        "mnist",
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
+}

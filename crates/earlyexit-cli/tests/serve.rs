@@ -699,3 +699,75 @@ async fn tls_between_client_and_tiers() {
     drop((edge, device));
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+/// A network trained in PyTorch, imported with fresh exits, answers over gRPC exactly as the
+/// engine does (the "bring your own model" path ends in `serve`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_pytorch_network_serves_like_the_engine() {
+    let dir = std::env::temp_dir().join(format!("earlyexit-serve-{}-imported", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let checkpoint =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/torch/cifar_resnet20_a_mnist.pt");
+    let out = Command::new(EXE)
+        .args([
+            "import",
+            "--weights",
+            checkpoint.to_str().unwrap(),
+            "--arch",
+            "cifar:resnet20",
+        ])
+        .args([
+            "--input",
+            "1x28x28",
+            "--classes",
+            "10",
+            "--exits",
+            "cuts:3,5",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let device = Device::flex();
+    let (served, _) = load_for_serving(&dir, &device).unwrap();
+    let x = Tensor::<4>::random([CHUNK, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
+    let inputs: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().unwrap();
+    let policy = forced_thresholds(&served, x.clone(), &[0.3, 0.3]).unwrap();
+    let expected = served.infer(x, &policy).unwrap();
+    let serve = spawn(
+        &[
+            "serve",
+            "--model",
+            dir.to_str().unwrap(),
+            "--policy",
+            &policy.to_string(),
+        ],
+        free_port(),
+        false,
+    );
+    let request = ClassifyRequest {
+        images: (0..CHUNK)
+            .map(|i| tensor_image(&inputs[i * 784..(i + 1) * 784], CHW, WireFormat::default()))
+            .collect(),
+    };
+    let answers = client(&serve.addr, None)
+        .classify(request, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .answers;
+    assert_eq!(answers.len(), CHUNK);
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(
+            (a.class as usize, a.exit as usize),
+            (expected.class[i], expected.exit[i]),
+            "sample {i}"
+        );
+    }
+    assert!(
+        expected.exit.iter().any(|&e| e < 2),
+        "some samples leave early: {:?}",
+        expected.exit
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,13 @@ pub struct Args {
     /// Seed of the fresh heads' weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The dataset the network was trained for (mnist, fashion-mnist, cifar10, …): the folder
+    /// becomes a run folder that calibrate, eval, serve --run and class-exit open.
+    #[arg(long, requires = "data_dir")]
+    data: Option<String>,
+    /// Folder holding the dataset's files (with --data).
+    #[arg(long, requires = "data")]
+    data_dir: Option<PathBuf>,
     /// The model folder to create (must not exist yet).
     #[arg(long)]
     out: PathBuf,
@@ -47,9 +54,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     spec.confidence = !a.exits.no_confidence;
     spec.seed = a.seed;
     let imported = import_torch(&a.weights, &spec, &Device::flex())?;
-    imported
-        .save(&a.out)
-        .with_context(|| format!("cannot write the model folder {}", a.out.display()))?;
+    match (&a.data, &a.data_dir) {
+        (Some(data), Some(dir)) => imported.save_run(&a.out, data, dir),
+        _ => imported.save(&a.out),
+    }
+    .with_context(|| format!("cannot write the folder {}", a.out.display()))?;
     let arch = &imported.model.arch;
     println!(
         "imported {} as `{}` ({} tensors, {} params{}) with {} fresh exits at cuts {:?} into {}",
