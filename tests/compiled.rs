@@ -87,6 +87,13 @@ fn plain_heads_read_the_features_in_burn_order() {
 }
 
 #[test]
+fn option_a_shortcuts_match() {
+    // Subsampled, zero-padded identity shortcuts; 7×7 maps subsample to 4×4 (odd sizes).
+    check("resnet20_a", Shape::new(1, 28, 28), "cuts:3,5", HeadKind::Bnpool, 5);
+    check("resnet20_a", Shape::new(3, 32, 32), "linear:2", HeadKind::Pool, 3);
+}
+
+#[test]
 fn bottleneck_blocks_match() {
     check("resnet50", Shape::new(3, 16, 16), "cuts:3", HeadKind::Pool, 2);
 }

@@ -16,7 +16,7 @@
 //! survivors' contiguous NHWC rows. Answers equal the Burn path within float rounding (tested to
 //! 1e-4).
 //!
-//! Supported: ResNet basic and bottleneck blocks, convolution stacks without pooling, `plain`,
+//! Supported: ResNet basic (projection or option-A shortcuts) and bottleneck blocks, convolution stacks without pooling, `plain`,
 //! `pool` and `bnpool` heads, a global-pool classifier (every ResNet of the zoo). Anything else is
 //! refused with an error naming the block; use the Burn path for it.
 //!
@@ -60,7 +60,20 @@ fn conv_layer(l: &ConvBnAct, what: &str, kernel: ConvKernel) -> Result<Conv> {
 #[derive(Clone, Debug)]
 enum CBlock {
     Convs(Vec<Conv>),
-    Residual { convs: Vec<Conv>, shortcut: Option<Conv> },
+    Residual { convs: Vec<Conv>, shortcut: Shortcut },
+}
+
+/// What a residual block adds to its main path.
+#[derive(Clone, Debug)]
+enum Shortcut {
+    Identity,
+    Conv(Conv),
+    /// Option A: the input subsampled by `stride`, channels zero-padded to `cout` from `front`.
+    Padded {
+        stride: usize,
+        front: usize,
+        cout: usize,
+    },
 }
 
 impl CBlock {
@@ -71,13 +84,30 @@ impl CBlock {
                 .map(|l| conv_layer(l, &what, kernel))
                 .collect::<Result<Vec<_>>>()
         };
-        let short = |s: &Option<ConvBnAct>| s.as_ref().map(|l| conv_layer(l, &what, kernel)).transpose();
+        let short = |s: &Option<ConvBnAct>| {
+            Ok::<_, Error>(match s {
+                Some(l) => Shortcut::Conv(conv_layer(l, &what, kernel)?),
+                None => Shortcut::Identity,
+            })
+        };
         Ok(match b {
             Block::Conv(s) if s.pool.is_none() => CBlock::Convs(convs(&s.layers.iter().collect::<Vec<_>>())?),
             Block::Basic(b) => CBlock::Residual {
                 convs: convs(&[&b.conv1, &b.conv2])?,
                 shortcut: short(&b.shortcut)?,
             },
+            Block::BasicPadded(b) => {
+                let cin = b.conv1.conv.weight.val().dims()[1];
+                let cout = b.conv2.conv.weight.val().dims()[0];
+                CBlock::Residual {
+                    convs: convs(&[&b.conv1, &b.conv2])?,
+                    shortcut: Shortcut::Padded {
+                        stride: b.conv1.conv.stride[0],
+                        front: (cout - cin) / 2,
+                        cout,
+                    },
+                }
+            }
             Block::Bottleneck(b) => CBlock::Residual {
                 convs: convs(&[&b.conv1, &b.conv2, &b.conv3])?,
                 shortcut: short(&b.shortcut)?,
@@ -99,7 +129,11 @@ impl CBlock {
         match self {
             CBlock::Convs(cs) => cs.iter().fold(x, |a, c| c.forward(&a, None, c.relu)),
             CBlock::Residual { convs, shortcut } => {
-                let short = shortcut.as_ref().map(|s| s.forward(&x, None, s.relu));
+                let short = match shortcut {
+                    Shortcut::Identity => None,
+                    Shortcut::Conv(s) => Some(s.forward(&x, None, s.relu)),
+                    Shortcut::Padded { stride, front, cout } => Some(x.subsample_pad_channels(*stride, *front, *cout)),
+                };
                 let (last, first) = convs.split_last().expect("residual blocks have convolutions");
                 let y = first.iter().fold(None::<Act>, |a, c| {
                     Some(c.forward(a.as_ref().unwrap_or(&x), None, c.relu))

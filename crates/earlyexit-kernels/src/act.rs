@@ -51,6 +51,41 @@ impl Act {
         Self { n, h, w, c, data }
     }
 
+    /// The "option A" shortcut of the CIFAR ResNets: every `stride`-th row and column
+    /// (`⌈h/stride⌉ × ⌈w/stride⌉`), its channels placed at `front..front + c` of `cout` zeroed
+    /// ones.
+    ///
+    /// # Panics
+    /// If `stride` is 0 or `front + c > cout`.
+    pub fn subsample_pad_channels(&self, stride: usize, front: usize, cout: usize) -> Self {
+        assert!(
+            stride > 0 && front + self.c <= cout,
+            "subsample_pad_channels: bad geometry"
+        );
+        let (oh, ow) = (self.h.div_ceil(stride), self.w.div_ceil(stride));
+        let mut data = vec![0.0f32; self.n * oh * ow * cout];
+        let c = self.c;
+        if oh * ow * cout > 0 {
+            data.par_chunks_mut(oh * ow * cout).enumerate().for_each(|(s, dst)| {
+                let src = &self.data[s * self.sample_len()..(s + 1) * self.sample_len()];
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let from = ((y * stride) * self.w + x * stride) * c;
+                        let to = (y * ow + x) * cout + front;
+                        dst[to..to + c].copy_from_slice(&src[from..from + c]);
+                    }
+                }
+            });
+        }
+        Self {
+            n: self.n,
+            h: oh,
+            w: ow,
+            c: cout,
+            data,
+        }
+    }
+
     /// The values channels-first, `[n][c][h][w]`.
     pub fn to_nchw(&self) -> Vec<f32> {
         let (hw, c) = (self.h * self.w, self.c);
