@@ -188,6 +188,56 @@ pub struct PolicyFile {
     pub calibration: Option<Calibration>,
 }
 
+/// A model ready to deploy (serve, export): the model, the policy it runs and the input
+/// normalisation its training applied.
+#[derive(Debug)]
+pub struct Deployable {
+    /// The model (best weights of a run, or a bare model folder's).
+    pub model: MultiExitModel,
+    /// `given` if any, else the run's policy ([`Run::policy_or`]), else a bare folder's
+    /// `policy.json`.
+    pub policy: Policy,
+    /// The run's input normalisation; `None` for a bare model folder.
+    pub normalize: Option<crate::data::Normalize>,
+    /// The run, when `dir` is one.
+    pub run: Option<Run>,
+}
+
+/// Opens `dir` for deployment, the one way every serving and exporting command does: as a run
+/// folder when `as_run` and it holds `config.toml`, else as a bare model folder (which then needs
+/// `given` or a `policy.json`).
+pub fn open_deployable(dir: &Path, as_run: bool, given: Option<&Policy>, device: &Device) -> Result<Deployable> {
+    if as_run && dir.join(CONFIG_FILE).exists() {
+        let run = Run::open(dir)?;
+        return Ok(Deployable {
+            model: run.load_model(device)?,
+            policy: run.policy_or(given)?,
+            normalize: Some(run.normalize()?),
+            run: Some(run),
+        });
+    }
+    let model = MultiExitModel::load(dir, device)?;
+    let policy = match (given, read_policy_file(dir)?) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => f.policy,
+        (None, None) => {
+            return Err(Error::invalid(
+                "policy",
+                format!(
+                    "the bare model folder {} has no policy.json: give --policy",
+                    dir.display()
+                ),
+            ));
+        }
+    };
+    Ok(Deployable {
+        model,
+        policy,
+        normalize: None,
+        run: None,
+    })
+}
+
 /// Reads `dir/policy.json` if there is one: a [`Calibration`] (as `earlyexit calibrate` writes
 /// it), or, written by hand, a policy string (`"maxprob:0.9"`) or an object with a `policy`
 /// field. Errors name the file and what was expected. The one parser of this file.

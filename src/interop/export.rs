@@ -8,10 +8,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::onnx::{OPSET, onnx_graphs, write_file};
+use super::onnx::{OPSET, onnx_graphs};
 use crate::data::Normalize;
 use crate::error::{Error, Result};
 use crate::infer::MultiExitModel;
+use crate::model::io::write_atomic;
 use crate::model::{HeadKind, MacConvention, Shape};
 use crate::policy::Policy;
 
@@ -182,10 +183,10 @@ pub fn export_onnx(
     };
     write_folder(out, |tmp| {
         for (name, bytes) in &graphs {
-            write_file(tmp, name, bytes)?;
+            write_atomic(&tmp.join(name), bytes)?;
         }
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
-        write_file(tmp, MANIFEST_FILE, &json)
+        write_atomic(&tmp.join(MANIFEST_FILE), &json)
     })?;
     Ok(manifest)
 }

@@ -12,8 +12,6 @@
 //! The protobuf types come from `proto/onnx.proto` (the subset of the ONNX format written here)
 //! through prost.
 
-use std::path::Path;
-
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, MaxPool2d};
@@ -205,9 +203,11 @@ impl Graph {
     }
 
     fn pool_attrs(k: [usize; 2], s: [usize; 2], p: &PaddingConfig2d) -> Vec<pb::AttributeProto> {
+        // The zoo builds every pool with explicit padding (`Valid` is none).
         let (t, l, b, r) = match *p {
             PaddingConfig2d::Explicit(t, l, b, r) => (t, l, b, r),
-            _ => (0, 0, 0, 0),
+            PaddingConfig2d::Valid => (0, 0, 0, 0),
+            PaddingConfig2d::Same => unreachable!("no pool of the zoo has `same` padding"),
         };
         vec![
             ints("kernel_shape", &[k[0] as i64, k[1] as i64]),
@@ -567,9 +567,4 @@ pub fn onnx_graphs(model: &MultiExitModel) -> Result<Vec<(String, Vec<u8>)>> {
         }
     }
     Ok(files)
-}
-
-/// Writes `bytes` to `dir/name` atomically.
-pub(crate) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    crate::model::io::write_atomic(&dir.join(name), bytes)
 }

@@ -15,10 +15,10 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::export::{NormalizeEntry, write_folder};
-use super::onnx::write_file;
 use crate::data::Normalize;
 use crate::error::{Error, Result};
 use crate::infer::MultiExitModel;
+use crate::model::io::write_atomic;
 use crate::model::{Architecture, ModelDescription};
 use crate::policy::Policy;
 
@@ -84,9 +84,9 @@ pub fn export_torch(model: &MultiExitModel, policy: &Policy, normalize: Option<&
     };
     let json = serde_json::to_vec_pretty(&spec).expect("architectures serialise");
     write_folder(out, |tmp| {
-        write_file(tmp, TORCH_WEIGHTS_FILE, &bytes)?;
-        write_file(tmp, TORCH_ARCHITECTURE_FILE, &json)?;
-        write_file(tmp, TORCH_MODULE_FILE, TORCH_MODULE.as_bytes())
+        write_atomic(&tmp.join(TORCH_WEIGHTS_FILE), &bytes)?;
+        write_atomic(&tmp.join(TORCH_ARCHITECTURE_FILE), &json)?;
+        write_atomic(&tmp.join(TORCH_MODULE_FILE), TORCH_MODULE.as_bytes())
     })
 }
 

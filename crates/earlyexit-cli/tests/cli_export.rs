@@ -7,7 +7,7 @@ use common::{earlyexit, import_checkpoint, scratch};
 
 fn imported(dir: &std::path::Path) -> String {
     let model = dir.join("imported");
-    let out = import_checkpoint(&model);
+    let out = import_checkpoint(&model, &["--classes", "10", "--exits", "cuts:3,5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     model.to_str().unwrap().to_string()
 }

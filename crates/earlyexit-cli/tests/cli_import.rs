@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{TORCH_CHECKPOINT, earlyexit, import_checkpoint, scratch};
+use common::{earlyexit, import_checkpoint, scratch};
 
 #[test]
 fn imports_with_exits_into_a_folder_inspect_reads() {
     let dir = scratch("import-ok");
     let out_dir = dir.join("imported");
-    let out = import_checkpoint(&out_dir);
+    let out = import_checkpoint(&out_dir, &["--classes", "10", "--exits", "cuts:3,5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -27,19 +27,7 @@ fn imports_with_exits_into_a_folder_inspect_reads() {
 fn a_checkpoint_that_does_not_fit_writes_nothing() {
     let dir = scratch("import-bad");
     let out_dir = dir.join("imported");
-    let out = earlyexit(&[
-        "import",
-        "--weights",
-        TORCH_CHECKPOINT,
-        "--arch",
-        "cifar:resnet20",
-        "--input",
-        "1x28x28",
-        "--classes",
-        "100",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = import_checkpoint(&out_dir, &["--classes", "100"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("linear.weight: [10, 64], expected [100, 64]"), "{err}");
@@ -56,42 +44,22 @@ fn with_its_dataset_the_folder_is_a_run_folder() {
     let dir = scratch("import-run");
     let out_dir = dir.join("run");
     let data = common::repo_root().join("data");
-    let out = earlyexit(&[
-        "import",
-        "--weights",
-        TORCH_CHECKPOINT,
-        "--arch",
-        "cifar:resnet20",
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--data",
-        "mnist",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = import_checkpoint(
+        &out_dir,
+        &[
+            "--classes",
+            "10",
+            "--data",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = std::fs::read_to_string(out_dir.join("config.toml")).unwrap();
     assert!(config.contains("dataset = \"mnist\""), "{config}");
     // --data without --data-dir is a usage error.
-    let out = earlyexit(&[
-        "import",
-        "--weights",
-        TORCH_CHECKPOINT,
-        "--arch",
-        "cifar:resnet20",
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--data",
-        "mnist",
-        "--out",
-        dir.join("x").to_str().unwrap(),
-    ]);
+    let out = import_checkpoint(&dir.join("x"), &["--classes", "10", "--data", "mnist"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
 }

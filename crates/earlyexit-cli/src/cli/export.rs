@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use burn::tensor::Device;
-use earlyexit::infer::{MultiExitModel, Policy};
+use earlyexit::infer::Policy;
 use earlyexit::interop::{TORCH_MODULE_FILE, export_onnx, export_torch};
-use earlyexit::run::{Run, read_policy_file};
+use earlyexit::run::{Deployable, open_deployable};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -40,26 +40,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let device = Device::flex();
-    let (model, policy, normalize) = match (&a.run, &a.model) {
-        (Some(dir), _) => {
-            let run = Run::open(dir)?;
-            let model = run.load_model(&device)?;
-            let policy = run.policy_or(a.policy.as_ref())?;
-            let normalize = run.normalize().context("the run's input normalisation")?;
-            (model, policy, Some(normalize))
-        }
-        (None, Some(dir)) => {
-            let model = MultiExitModel::load(dir, &device)?;
-            let policy = match (&a.policy, read_policy_file(dir)?) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => f.policy,
-                (None, None) => bail!("{} has no policy.json: give --policy", dir.display()),
-            };
-            (model, policy, None)
-        }
+    let dir = match (&a.run, &a.model) {
+        (Some(d), _) | (None, Some(d)) => d,
         (None, None) => bail!("give --run runs/NAME or --model DIR"),
     };
+    let Deployable {
+        model,
+        policy,
+        normalize,
+        ..
+    } = open_deployable(dir, a.run.is_some(), a.policy.as_ref(), &Device::flex())?;
     match a.format {
         Format::Onnx => {
             let m = export_onnx(&model, &policy, normalize.as_ref(), &a.out)?;

@@ -6,11 +6,10 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use earlyexit::data::Normalize;
 use earlyexit::infer::{MultiExitModel, Policy};
-use earlyexit::run::Run;
+use earlyexit::run::{Run, open_deployable};
 use earlyexit::serve::client::ConnectOptions;
 use earlyexit::serve::server::{Served, model_id};
 use earlyexit::serve::tier::TierOptions;
-use earlyexit::train::CONFIG_FILE;
 
 /// Which model to serve and with which policy.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,31 +55,14 @@ impl ModelArgs {
     /// Loads the model (BatchNorm folded for inference), its id, policy and normalisation.
     pub fn load(&self, device: &Device) -> anyhow::Result<Loaded> {
         let dir = self.dir()?;
-        let ctx = || format!("loading the model in {}", dir.display());
-        let (model, run) = if self.run.is_some() && dir.join(CONFIG_FILE).exists() {
-            let run = Run::open(dir).with_context(ctx)?;
-            (run.load_model(device).with_context(ctx)?, Some(run))
-        } else {
-            (MultiExitModel::load(dir, device).with_context(ctx)?, None)
-        };
-        let policy = match (&run, &self.policy) {
-            (Some(r), given) => r.policy_or(given.as_ref())?,
-            (None, Some(given)) => given.clone(),
-            (None, None) => match earlyexit::run::read_policy_file(dir)? {
-                Some(f) => f.policy,
-                None => bail!("a bare model folder without policy.json needs --policy"),
-            },
-        };
-        let normalize = match &run {
-            Some(r) => Some(r.normalize().context("the run's input normalisation")?),
-            None => None,
-        };
+        let d = open_deployable(dir, self.run.is_some(), self.policy.as_ref(), device)
+            .with_context(|| format!("loading the model in {}", dir.display()))?;
         Ok(Loaded {
-            model: model.fold_bn(),
+            model: d.model.fold_bn(),
             id: model_id(dir)?,
-            policy,
-            normalize,
-            run,
+            policy: d.policy,
+            normalize: d.normalize,
+            run: d.run,
         })
     }
 }

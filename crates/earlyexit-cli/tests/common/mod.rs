@@ -74,9 +74,10 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// `earlyexit import` of [`TORCH_CHECKPOINT`] with exits after blocks 3 and 5 into `out`.
-pub fn import_checkpoint(out: &Path) -> Output {
-    earlyexit(&[
+/// `earlyexit import` of [`TORCH_CHECKPOINT`] (as `cifar:resnet20` on 1×28×28 inputs) into `out`,
+/// with `extra` arguments (at least `--classes`).
+pub fn import_checkpoint(out: &Path, extra: &[&str]) -> Output {
+    let base = [
         "import",
         "--weights",
         TORCH_CHECKPOINT,
@@ -84,11 +85,8 @@ pub fn import_checkpoint(out: &Path) -> Output {
         "cifar:resnet20",
         "--input",
         "1x28x28",
-        "--classes",
-        "10",
-        "--exits",
-        "cuts:3,5",
         "--out",
         out.to_str().unwrap(),
-    ])
+    ];
+    earlyexit(&[&base[..], extra].concat())
 }
