@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
-use earlyexit_kernels::{Conv, ConvKernel, Dense, oihw_to_taps};
+use earlyexit_kernels::{Conv, ConvKernel, Dense, Depthwise, Epilogue, oihw_to_taps};
 
 /// A tensor's values on the host, as `f32`.
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -41,41 +41,75 @@ pub(crate) fn bn_affine(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
     (scale, shift)
 }
 
-/// The square geometry the kernels run: `(cout, cin, k, stride, pad)`, or why `conv` has none.
-fn conv_geometry(conv: &Conv2d) -> std::result::Result<(usize, usize, usize, usize, usize), &'static str> {
+/// A convolution's geometry for the kernels: `(cout, cin per group, [kh, kw], stride,
+/// [ph, pw])`, or why the kernels have none.
+type Geometry = (usize, usize, [usize; 2], usize, [usize; 2]);
+
+fn conv_geometry(conv: &Conv2d) -> std::result::Result<Geometry, &'static str> {
     let [cout, cin, kh, kw] = conv.weight.val().dims();
-    if kh != kw || conv.stride[0] != conv.stride[1] || conv.groups != 1 || conv.dilation != [1, 1] {
-        return Err("not a square, ungrouped, undilated convolution");
+    if conv.stride[0] != conv.stride[1] || conv.dilation != [1, 1] {
+        return Err("not an evenly strided, undilated convolution");
     }
     let pad = match conv.padding {
-        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
-        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [t, l],
+        PaddingConfig2d::Valid => [0, 0],
         _ => return Err("asymmetric or `same` padding"),
     };
-    Ok((cout, cin, kh, conv.stride[0], pad))
+    Ok((cout, cin, [kh, kw], conv.stride[0], pad))
+}
+
+/// `bn` (eval mode) folded into weights `w` (`[taps·cin][cout]`, or `[taps][c]` for a
+/// depthwise convolution) and bias `b`.
+fn fold_bn(w: &mut [f32], b: &mut [f32], bn: &BatchNorm) {
+    let (scale, shift) = bn_affine(bn);
+    let cout = b.len();
+    for row in w.chunks_mut(cout) {
+        row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
+    }
+    for o in 0..cout {
+        b[o] = b[o] * scale[o] + shift[o];
+    }
 }
 
 /// `conv` for the kernels, with `bn` (eval mode) folded into its weights and bias when given;
-/// `relu` records whether a ReLU follows. Errors say why the kernels cannot run it.
+/// `relu` records whether a ReLU follows. Errors say why the kernels cannot run it (grouped
+/// convolutions: see [`depthwise_from_burn`]).
 pub(crate) fn conv_from_burn(
     conv: &Conv2d,
     bn: Option<&BatchNorm>,
     relu: bool,
     kernel: ConvKernel,
 ) -> std::result::Result<Conv, &'static str> {
+    if conv.groups != 1 {
+        return Err("a grouped convolution");
+    }
     let (cout, cin, k, stride, pad) = conv_geometry(conv)?;
-    let mut w = oihw_to_taps(&host_param(&conv.weight), cout, cin, k);
+    let mut w = oihw_to_taps(&host_param(&conv.weight), cout, cin, k[0] * k[1]);
     let mut b = conv.bias.as_ref().map_or_else(|| vec![0.0; cout], host_param);
     if let Some(bn) = bn {
-        let (scale, shift) = bn_affine(bn);
-        for row in w.chunks_mut(cout) {
-            row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
-        }
-        for o in 0..cout {
-            b[o] = b[o] * scale[o] + shift[o];
-        }
+        fold_bn(&mut w, &mut b, bn);
     }
-    Ok(Conv::from_host(cin, cout, k, stride, pad, w, b, relu, kernel))
+    Ok(Conv::from_host_rect(cin, cout, k, stride, pad, w, b, relu, kernel))
+}
+
+/// A depthwise `conv` (one group per channel) for the kernels, `bn` folded in; `act` its
+/// activation.
+pub(crate) fn depthwise_from_burn(
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    act: Epilogue,
+) -> std::result::Result<Depthwise, &'static str> {
+    let (c, per_group, k, stride, pad) = conv_geometry(conv)?;
+    if per_group != 1 || conv.groups != c {
+        return Err("a grouped convolution that is not depthwise (the kernels run one group per channel)");
+    }
+    // `[c][1][kh][kw]` → `[tap][c]`.
+    let mut w = oihw_to_taps(&host_param(&conv.weight), c, 1, k[0] * k[1]);
+    let mut b = conv.bias.as_ref().map_or_else(|| vec![0.0; c], host_param);
+    if let Some(bn) = bn {
+        fold_bn(&mut w, &mut b, bn);
+    }
+    Ok(Depthwise::from_host(c, k, stride, pad, w, b, act))
 }
 
 /// `l` for the kernels.

@@ -223,12 +223,29 @@ mod tests {
         assert_eq!((e.implementation(), e.fallback()), (Implementation::Compiled, None));
         let b = Executor::new(model("resnet20", "pareto:2"), &cpu, ExecChoice::Burn).unwrap();
         assert_eq!(b.implementation(), Implementation::Burn);
-        // Pre-activation blocks are not on the compiled path yet: auto falls back, with a reason.
+        // Every zoo model runs compiled, EENet-8's pre-activation blocks too.
         let pre = Executor::new(model("eenet8", "cuts:1"), &cpu, ExecChoice::Auto).unwrap();
-        assert_eq!(pre.implementation(), Implementation::Burn);
-        assert!(pre.fallback().is_some_and(|w| !w.is_empty()), "{pre:?}");
-        assert!(pre.describe().contains("does not run it"), "{}", pre.describe());
-        let forced = Executor::new(model("eenet8", "cuts:1"), &cpu, ExecChoice::Compiled);
+        assert_eq!((pre.implementation(), pre.fallback()), (Implementation::Compiled, None));
+        // A dilated convolution (as an imported model might have) has no kernel: auto falls
+        // back to the Burn module with the reason, and insisting on the compiled path is an error.
+        let mut dilated = model("resnet20", "pareto:2");
+        if let crate::model::layers::Block::Conv(stem) = &mut dilated.net.backbone.blocks[0] {
+            stem.layers[0].conv.dilation = [2, 2];
+        }
+        let fell_back = Executor::new(dilated.clone(), &cpu, ExecChoice::Auto).unwrap();
+        assert_eq!(fell_back.implementation(), Implementation::Burn);
+        assert!(
+            fell_back
+                .fallback()
+                .is_some_and(|w| w.contains("block 0") && w.contains("dilated")),
+            "{fell_back:?}"
+        );
+        assert!(
+            fell_back.describe().contains("does not run it"),
+            "{}",
+            fell_back.describe()
+        );
+        let forced = Executor::new(dilated, &cpu, ExecChoice::Compiled);
         assert!(forced.is_err());
     }
 

@@ -342,6 +342,9 @@ impl<'a> Layer<'a> {
         let fused_relu = l.relu && l.bn.is_none();
         let conv = conv_from_burn(&l.conv, None, fused_relu, ConvKernel::Auto)
             .map_err(|why| unsupported(format!("block {block}: {why}")))?;
+        if conv.square().is_none() {
+            return Err(unsupported(format!("block {block}: a rectangular kernel or padding")));
+        }
         Ok(Self {
             src: l,
             conv,
@@ -532,7 +535,7 @@ fn backward_layer(
     register(
         sink.params,
         &l.src.conv.weight,
-        taps_to_oihw(&dw, conv.cout, conv.cin, conv.k),
+        taps_to_oihw(&dw, conv.cout, conv.cin, conv.kh * conv.kw),
         sink.device,
     );
     if l.has_bias

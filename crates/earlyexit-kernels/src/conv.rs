@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::{MatRef, matmul};
+use crate::ops::out_len;
 use crate::{Act, direct};
 
 /// Output rows (positions × samples) per GEMM task: large enough to amortise packing, small
@@ -11,20 +12,26 @@ use crate::{Act, direct};
 const MAX_TILE_ROWS: usize = 256;
 const MIN_TILE_ROWS: usize = 32;
 
-/// A convolution with its BatchNorm folded in; weights `[(kh·k + kw)·cin + ci][cout]`.
+/// A convolution with its BatchNorm folded in; weights `[(ky·kw + kx)·cin + ci][cout]`.
+/// Square kernels run the direct kernel where it runs; rectangular ones (Inception-v3's 1×7 and
+/// 7×1) im2col + GEMM.
 #[derive(Clone, Debug)]
 pub struct Conv {
     /// Input channels.
     pub cin: usize,
     /// Output channels.
     pub cout: usize,
-    /// Kernel size (square).
-    pub k: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
     /// Stride (both axes).
     pub stride: usize,
-    /// Zero padding (every side).
-    pub pad: usize,
-    /// Weights, `[(ky·k + kx)·cin + ci][cout]`.
+    /// Zero padding above and below.
+    pub ph: usize,
+    /// Zero padding left and right.
+    pub pw: usize,
+    /// Weights, `[(ky·kw + kx)·cin + ci][cout]`.
     pub w: Vec<f32>,
     /// Bias per output channel.
     pub b: Vec<f32>,
@@ -34,14 +41,14 @@ pub struct Conv {
     packed: Option<Vec<f32>>,
 }
 
-/// Weights `[cout][cin][k][k]` (Burn's and PyTorch's layout) → `[(ky·k + kx)·cin + ci][cout]`
-/// (the layout of [`Conv::w`]).
-pub fn oihw_to_taps(raw: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
+/// Weights `[cout][cin][kh][kw]` (Burn's and PyTorch's layout) with `taps = kh·kw` →
+/// `[(ky·kw + kx)·cin + ci][cout]` (the layout of [`Conv::w`]).
+pub fn oihw_to_taps(raw: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f32> {
     let mut w = vec![0.0f32; raw.len()];
     for o in 0..cout {
         for i in 0..cin {
-            for t in 0..k * k {
-                w[(t * cin + i) * cout + o] = raw[(o * cin + i) * k * k + t];
+            for t in 0..taps {
+                w[(t * cin + i) * cout + o] = raw[(o * cin + i) * taps + t];
             }
         }
     }
@@ -49,12 +56,12 @@ pub fn oihw_to_taps(raw: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> 
 }
 
 /// The inverse of [`oihw_to_taps`].
-pub fn taps_to_oihw(w: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
+pub fn taps_to_oihw(w: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f32> {
     let mut raw = vec![0.0f32; w.len()];
     for o in 0..cout {
         for i in 0..cin {
-            for t in 0..k * k {
-                raw[(o * cin + i) * k * k + t] = w[(t * cin + i) * cout + o];
+            for t in 0..taps {
+                raw[(o * cin + i) * taps + t] = w[(t * cin + i) * cout + o];
             }
         }
     }
@@ -73,9 +80,9 @@ pub enum ConvKernel {
 }
 
 impl Conv {
-    /// A convolution from host weights `w` (`[(kh·k + kw)·cin + ci][cout]`) and bias `b`; `relu`
-    /// records whether the layer's ReLU follows it. The weights are repacked for the direct kernel
-    /// when `kernel` allows it and it runs here.
+    /// A square `k×k` convolution from host weights `w` (`[(ky·k + kx)·cin + ci][cout]`) and
+    /// bias `b`; `relu` records whether the layer's ReLU follows it. The weights are repacked for
+    /// the direct kernel when `kernel` allows it and it runs here.
     ///
     /// # Panics
     /// If `w` or `b` does not have the length the geometry says.
@@ -91,25 +98,54 @@ impl Conv {
         relu: bool,
         kernel: ConvKernel,
     ) -> Self {
+        Self::from_host_rect(cin, cout, [k, k], stride, [pad, pad], w, b, relu, kernel)
+    }
+
+    /// [`Conv::from_host`] with a `kh×kw` kernel and `[ph, pw]` padding.
+    ///
+    /// # Panics
+    /// If `w` or `b` does not have the length the geometry says.
+    #[allow(clippy::too_many_arguments)] // the full geometry of a convolution
+    pub fn from_host_rect(
+        cin: usize,
+        cout: usize,
+        [kh, kw]: [usize; 2],
+        stride: usize,
+        [ph, pw]: [usize; 2],
+        w: Vec<f32>,
+        b: Vec<f32>,
+        relu: bool,
+        kernel: ConvKernel,
+    ) -> Self {
         assert_eq!(
             w.len(),
-            k * k * cin * cout,
-            "Conv::from_host: weights of a {k}×{k} {cin}→{cout} convolution"
+            kh * kw * cin * cout,
+            "Conv::from_host: weights of a {kh}×{kw} {cin}→{cout} convolution"
         );
         assert_eq!(b.len(), cout, "Conv::from_host: one bias per output channel");
-        let packed = (kernel == ConvKernel::Auto && cout.is_multiple_of(direct::LANES) && direct::available())
-            .then(|| direct::pack(&w, k, cin, cout));
+        let square = kh == kw && ph == pw;
+        let packed =
+            (kernel == ConvKernel::Auto && square && cout.is_multiple_of(direct::LANES) && direct::available())
+                .then(|| direct::pack(&w, kh, cin, cout));
         Self {
             cin,
             cout,
-            k,
+            kh,
+            kw,
             stride,
-            pad,
+            ph,
+            pw,
             w,
             b,
             relu,
             packed,
         }
+    }
+
+    /// The kernel size and padding of a square convolution with equal padding on every side
+    /// (what the training kernels run).
+    pub fn square(&self) -> Option<(usize, usize)> {
+        (self.kh == self.kw && self.ph == self.pw).then_some((self.kh, self.ph))
     }
 
     /// Whether the direct AVX-512 kernel runs this convolution.
@@ -120,8 +156,8 @@ impl Conv {
     /// Output height and width for an `h × w` input.
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         (
-            (h + 2 * self.pad - self.k) / self.stride + 1,
-            (w + 2 * self.pad - self.k) / self.stride + 1,
+            out_len(h, self.kh, self.stride, self.ph),
+            out_len(w, self.kw, self.stride, self.pw),
         )
     }
 
@@ -141,10 +177,10 @@ impl Conv {
         }
         let per_sample = oh * ow;
         let rows = x.n * per_sample;
-        let (cin, cout, k, kk) = (self.cin, self.cout, self.k, self.k * self.k * self.cin);
+        let (cin, cout, kk) = (self.cin, self.cout, self.kh * self.kw * self.cin);
         let threads = rayon::current_num_threads().max(1);
         let tile = rows.div_ceil(threads * 2).clamp(MIN_TILE_ROWS, MAX_TILE_ROWS);
-        let direct = k == 1 && self.stride == 1 && self.pad == 0;
+        let direct = kk == cin && self.stride == 1 && self.ph == 0 && self.pw == 0;
         // Few tasks (small batches, late stages): let the GEMM split its own work instead.
         let tasks = rows.div_ceil(tile);
         let par = if tasks < threads {
@@ -220,9 +256,9 @@ impl Conv {
         let g = direct::Geometry {
             cin: self.cin,
             cout: self.cout,
-            k: self.k,
+            k: self.kh,
             stride: self.stride,
-            pad: self.pad,
+            pad: self.ph,
             h: x.h,
             w: x.w,
             ow,
@@ -255,8 +291,9 @@ impl Conv {
     /// Rows `r0..` of the im2col matrix (one row per output position of the batch, columns in
     /// `(kh, kw, ci)` order) into `col`; out-of-image taps stay zero.
     pub fn im2col(&self, x: &Act, oh: usize, ow: usize, r0: usize, col: &mut [f32]) {
-        let (cin, k, s, p) = (self.cin, self.k, self.stride, self.pad as isize);
-        let kk = k * k * cin;
+        let (cin, kh, kw, s) = (self.cin, self.kh, self.kw, self.stride);
+        let (ph, pw) = (self.ph as isize, self.pw as isize);
+        let kk = kh * kw * cin;
         let per_sample = oh * ow;
         let sample_len = x.sample_len();
         for (i, row) in col.chunks_mut(kk).enumerate() {
@@ -264,21 +301,21 @@ impl Conv {
             let (sample, pos) = (r / per_sample, r % per_sample);
             let (y, xo) = ((pos / ow) as isize, (pos % ow) as isize);
             let img = &x.data[sample * sample_len..(sample + 1) * sample_len];
-            for ky in 0..k {
-                let iy = y * s as isize + ky as isize - p;
-                let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
+            for ky in 0..kh {
+                let iy = y * s as isize + ky as isize - ph;
+                let dst = &mut row[ky * kw * cin..(ky + 1) * kw * cin];
                 if iy < 0 || iy >= x.h as isize {
                     dst.fill(0.0);
                     continue;
                 }
-                let ix0 = xo * s as isize - p;
-                if s == 1 && ix0 >= 0 && ix0 + k as isize <= x.w as isize {
-                    // The k taps of this kernel row are adjacent in NHWC: one copy.
+                let ix0 = xo * s as isize - pw;
+                if s == 1 && ix0 >= 0 && ix0 + kw as isize <= x.w as isize {
+                    // The kw taps of this kernel row are adjacent in NHWC: one copy.
                     let start = (iy as usize * x.w + ix0 as usize) * cin;
-                    dst.copy_from_slice(&img[start..start + k * cin]);
+                    dst.copy_from_slice(&img[start..start + kw * cin]);
                     continue;
                 }
-                for kx in 0..k {
+                for kx in 0..kw {
                     let ix = ix0 + kx as isize;
                     let d = &mut dst[kx * cin..(kx + 1) * cin];
                     if ix < 0 || ix >= x.w as isize {
@@ -315,12 +352,39 @@ mod tests {
     ];
 
     #[test]
+    fn rectangular_kernels_match_the_definition() {
+        // Inception-v3's 1×7 / 7×1 (padding 0×3 / 3×0) and 1×3 / 3×1, with stride 2 once.
+        for (i, &(k, pad, stride)) in [
+            ([1, 7], [0, 3], 1),
+            ([7, 1], [3, 0], 1),
+            ([1, 3], [0, 1], 2),
+            ([3, 1], [1, 0], 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (cin, cout) = (5, 16);
+            let w = values(k[0] * k[1] * cin * cout, 40 + i as u32);
+            let b = values(cout, 50 + i as u32);
+            let conv = Conv::from_host_rect(cin, cout, k, stride, pad, w, b, true, ConvKernel::Auto);
+            // Rectangular convolutions always run im2col + GEMM.
+            assert!(!conv.is_direct() && conv.square().is_none());
+            let x = act(2, 9, 8, cin, 60 + i as u32);
+            let want = conv_forward(&conv, &x, None, true);
+            let got = conv.forward(&x, None, true);
+            assert_eq!((got.h, got.w), (want.h, want.w), "case {i}");
+            let worst = max_abs_diff(&got.data, &want.data);
+            assert!(worst <= 1e-4, "case {i}: {worst}");
+        }
+    }
+
+    #[test]
     fn tap_layout_round_trips() {
         let raw: Vec<f32> = (0..2 * 3 * 9).map(|v| v as f32).collect();
-        let taps = oihw_to_taps(&raw, 2, 3, 3);
+        let taps = oihw_to_taps(&raw, 2, 3, 9);
         // Output 1, input 2, tap (1, 2) = index 5: OIHW (1·3 + 2)·9 + 5 = 50.
         assert_eq!(taps[(5 * 3 + 2) * 2 + 1], 50.0);
-        assert_eq!(taps_to_oihw(&taps, 2, 3, 3), raw);
+        assert_eq!(taps_to_oihw(&taps, 2, 3, 9), raw);
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! Gradients of a convolution ([`crate::Conv`]) with respect to its weights and its input.
+//!
+//! Square kernels with equal padding on every side only ([`Conv::square`]): the convolutions
+//! the native training pass runs.
 
 use rayon::prelude::*;
 
@@ -9,8 +12,12 @@ use crate::{Act, BufferPool, Conv, ConvKernel, Parallelism, direct};
 /// The gradients of a convolution's weights (`[(ky·k + kx)·cin + ci][cout]`) from its input `x`
 /// and output gradient `dc`: the direct AVX-512 kernel where it runs
 /// ([`direct::weight_grad_runs`]), else [`weight_grad_gemm`].
+///
+/// # Panics
+/// If `conv` is not square ([`Conv::square`]).
 pub fn weight_grad(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
-    if direct::weight_grad_runs(conv.cin, conv.cout, conv.k) {
+    let (k, _) = square(conv);
+    if direct::weight_grad_runs(conv.cin, conv.cout, k) {
         weight_grad_direct(conv, x, dc)
     } else {
         weight_grad_gemm(conv, x, dc)
@@ -19,12 +26,16 @@ pub fn weight_grad(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
 
 /// [`weight_grad`] on any CPU: one GEMM per sample over its im2col matrix, a partial sum per
 /// thread.
+///
+/// # Panics
+/// If `conv` is not square ([`Conv::square`]).
 pub fn weight_grad_gemm(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
+    let (k, pad) = square(conv);
     let (oh, ow) = (dc.h, dc.w);
     let p = oh * ow;
-    let kk = conv.k * conv.k * conv.cin;
+    let kk = k * k * conv.cin;
     let cout = conv.cout;
-    let direct = conv.k == 1 && conv.stride == 1 && conv.pad == 0;
+    let direct = k == 1 && conv.stride == 1 && pad == 0;
     let threads = rayon::current_num_threads().max(1);
     let per_task = x.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..x.n.div_ceil(per_task))
@@ -70,7 +81,8 @@ fn sum_partials(partials: Vec<Vec<f32>>) -> Vec<f32> {
 /// [`weight_grad`] on the direct AVX-512 kernel: each task zero-pads its samples one at a
 /// time and accumulates `[tap][cout][cin]`, transposed at the end.
 fn weight_grad_direct(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
-    let (k, cin, cout, pad) = (conv.k, conv.cin, conv.cout, conv.pad);
+    let (k, pad) = square(conv);
+    let (cin, cout) = (conv.cin, conv.cout);
     let (hp, wp) = (x.h + 2 * pad, x.w + 2 * pad);
     let g = direct::GradGeometry {
         cin,
@@ -124,9 +136,13 @@ fn weight_grad_direct(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
 /// Stride 1 with "same" padding: the convolution of `dc` with the flipped, transposed weights
 /// (the forward kernel, direct AVX-512 where it runs). Otherwise: `dc · Wᵀ` per sample into an
 /// im2col-shaped buffer, scattered back onto the input positions (col2im).
+///
+/// # Panics
+/// If `conv` is not square ([`Conv::square`]).
 pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&Act>, pool: &BufferPool) -> Act {
-    let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
-    if conv.stride == 1 && 2 * conv.pad == k - 1 {
+    let (k, pad) = square(conv);
+    let (cin, cout) = (conv.cin, conv.cout);
+    if conv.stride == 1 && 2 * pad == k - 1 {
         let taps = k * k;
         let mut wf = vec![0.0f32; conv.w.len()];
         for t in 0..taps {
@@ -136,13 +152,13 @@ pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&A
                 }
             }
         }
-        let flipped = Conv::from_host(cout, cin, k, 1, conv.pad, wf, vec![0.0; cin], false, ConvKernel::Auto);
+        let flipped = Conv::from_host(cout, cin, k, 1, pad, wf, vec![0.0; cin], false, ConvKernel::Auto);
         return flipped.forward_into(dc, residual, false, pool.take(dc.n * h * w * cin));
     }
     let (oh, ow) = (dc.h, dc.w);
     let p = oh * ow;
     let kk = k * k * cin;
-    let (s, pad) = (conv.stride as isize, conv.pad as isize);
+    let (s, pad) = (conv.stride as isize, pad as isize);
     let mut dx = pool.take(dc.n * h * w * cin);
     match residual {
         Some(r) => dx.copy_from_slice(&r.data),
@@ -198,6 +214,12 @@ pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&A
     }
 }
 
+/// `conv`'s square kernel size and padding.
+fn square(conv: &Conv) -> (usize, usize) {
+    conv.square()
+        .expect("the convolution gradients run square kernels with equal padding")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +228,7 @@ mod tests {
     /// The definition: `dx[n][iy][ix][ci] = Σ dy[n][oy][ox][co]·w[tap][ci][co]` over the taps
     /// that map (oy, ox) onto (iy, ix).
     fn input_grad_reference(conv: &Conv, dc: &Act, h: usize, w: usize) -> Vec<f32> {
-        let (k, cin, cout, s, p) = (conv.k, conv.cin, conv.cout, conv.stride, conv.pad as isize);
+        let (k, cin, cout, s, p) = (conv.kh, conv.cin, conv.cout, conv.stride, conv.ph as isize);
         let mut dx = vec![0.0f32; dc.n * h * w * cin];
         for n in 0..dc.n {
             for oy in 0..dc.h {

@@ -4,7 +4,9 @@
 //! (`earlyexit::infer::CompiledNet`) and the native training pass (`earlyexit::train::native`).
 //! Activations are channels-last host buffers ([`Act`]); convolutions carry their BatchNorm folded
 //! in ([`Conv`]) and run a direct AVX-512 kernel ([`direct`]) where the CPU has one, im2col + GEMM
-//! ([`matmul`]) elsewhere. The backward passes ([`conv_grad`], [`batchnorm`]) and the buffer pool
+//! ([`matmul`]) elsewhere (and for rectangular kernels); depthwise convolutions have a kernel of
+//! their own ([`Depthwise`]); pooling, unfoldable BatchNorms ([`Act::affine`]) and channel
+//! concatenation are passes over [`Act`]. The backward passes ([`conv_grad`], [`batchnorm`]) and the buffer pool
 //! ([`BufferPool`]) serve training.
 //!
 //! Why a crate of its own: both paths need the same kernels and neither should import the other;
@@ -28,8 +30,10 @@ pub mod batchnorm;
 mod conv;
 pub mod conv_grad;
 mod dense;
+mod depthwise;
 pub mod direct;
 pub mod matmul;
+mod ops;
 mod pool;
 pub mod simd;
 pub mod testing;
@@ -37,5 +41,7 @@ pub mod testing;
 pub use act::Act;
 pub use conv::{Conv, ConvKernel, oihw_to_taps, taps_to_oihw};
 pub use dense::Dense;
+pub use depthwise::Depthwise;
 pub use gemm::Parallelism;
+pub use ops::{Epilogue, Window};
 pub use pool::BufferPool;

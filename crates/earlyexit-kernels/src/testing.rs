@@ -32,23 +32,24 @@ pub fn act(n: usize, h: usize, w: usize, c: usize, seed: u32) -> Act {
 /// `relu`.
 pub fn conv_forward(conv: &Conv, x: &Act, residual: Option<&Act>, relu: bool) -> Act {
     let (oh, ow) = conv.out_hw(x.h, x.w);
-    let (k, cin, cout, s, p) = (conv.k, conv.cin, conv.cout, conv.stride, conv.pad as isize);
+    let (kh, kw, cin, cout, s) = (conv.kh, conv.kw, conv.cin, conv.cout, conv.stride);
+    let (ph, pw) = (conv.ph as isize, conv.pw as isize);
     let mut out = vec![0.0f32; x.n * oh * ow * cout];
     for n in 0..x.n {
         for oy in 0..oh {
             for ox in 0..ow {
                 for o in 0..cout {
                     let mut a = conv.b[o];
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let iy = (oy * s + ky) as isize - p;
-                            let ix = (ox * s + kx) as isize - p;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * s + ky) as isize - ph;
+                            let ix = (ox * s + kx) as isize - pw;
                             if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
                                 continue;
                             }
                             for ci in 0..cin {
                                 a += x.data[((n * x.h + iy as usize) * x.w + ix as usize) * cin + ci]
-                                    * conv.w[((ky * k + kx) * cin + ci) * cout + o];
+                                    * conv.w[((ky * kw + kx) * cin + ci) * cout + o];
                             }
                         }
                     }

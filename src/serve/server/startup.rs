@@ -138,8 +138,8 @@ impl Served {
 /// let resp = client.classify(ClassifyRequest { images: vec![image] }, std::time::Duration::from_secs(5)).await?;
 /// assert_eq!(resp.answers.len(), 1);
 /// assert_eq!(resp.answers[0].tier, "serve");
-/// // LeNet-5's flattening classifier is not on the compiled path: `auto` fell back, and says so.
-/// assert!(client.info().await?.implementation.starts_with("burn"));
+/// // `auto` runs the compiled CPU path where it runs the model (every zoo model), and says so.
+/// assert_eq!(client.info().await?.implementation, "compiled");
 /// served.stop().await?;
 /// # Ok(()) }
 /// ```

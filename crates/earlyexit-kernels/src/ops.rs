@@ -1,0 +1,332 @@
+//! Channels-last passes that are not convolutions: activations, a BatchNorm that cannot be
+//! folded (pre-activation blocks), pooling, channel concatenation.
+
+use rayon::prelude::*;
+
+use crate::Act;
+
+/// The activation a kernel applies before it stores its output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Epilogue {
+    /// None (a linear layer).
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNetV2).
+    Relu6,
+}
+
+impl Epilogue {
+    /// Applies the activation to `v` in place.
+    pub fn apply(self, v: &mut [f32]) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Epilogue::Relu6 => v.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+/// Output positions of a window of `k` taps with `stride` over `len` inputs padded by `pad` on
+/// both sides (floor mode, as PyTorch's default): the one formula of every convolution and pool.
+pub(crate) fn out_len(len: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (len + 2 * pad - k) / stride + 1
+}
+
+/// A pooling window: square, with stride and zero padding (taps outside the image are skipped
+/// by max pooling and, without `count_include_pad`, by average pooling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Side.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding (every side).
+    pub pad: usize,
+}
+
+impl Window {
+    /// Output height and width for an `h × w` input (floor mode, as PyTorch's default).
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            out_len(h, self.k, self.stride, self.pad),
+            out_len(w, self.k, self.stride, self.pad),
+        )
+    }
+}
+
+/// How a pooling window combines its taps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reduce {
+    Max,
+    /// The sum divided by `k²` (`count_include_pad`) or by the taps inside the image.
+    Mean {
+        count_include_pad: bool,
+    },
+}
+
+impl Act {
+    /// `y = act(x·scale + shift)` per channel, in place: an inference-mode BatchNorm that no
+    /// convolution before it can absorb.
+    ///
+    /// # Panics
+    /// If `scale` or `shift` does not have one value per channel.
+    pub fn affine(&mut self, scale: &[f32], shift: &[f32], act: Epilogue) {
+        assert!(
+            scale.len() == self.c && shift.len() == self.c,
+            "Act::affine: one scale and shift per channel"
+        );
+        if self.c == 0 {
+            return;
+        }
+        self.data.par_chunks_mut(self.c * 64).for_each(|chunk| {
+            for px in chunk.chunks_mut(scale.len()) {
+                for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
+                    *v = *v * s + b;
+                }
+                act.apply(px);
+            }
+        });
+    }
+
+    /// Applies `act` to every value, in place.
+    pub fn activate(&mut self, act: Epilogue) {
+        if act != Epilogue::None {
+            self.data.par_chunks_mut(4096).for_each(|c| act.apply(c));
+        }
+    }
+
+    /// Max pooling (PyTorch's `MaxPool2d`: padded taps never win).
+    ///
+    /// # Shapes
+    /// `[n, h, w, c]` → `[n, h', w', c]`
+    pub fn max_pool(&self, win: Window) -> Act {
+        self.pool(win, Reduce::Max)
+    }
+
+    /// Average pooling (PyTorch's `AvgPool2d`).
+    ///
+    /// # Shapes
+    /// `[n, h, w, c]` → `[n, h', w', c]`
+    pub fn avg_pool(&self, win: Window, count_include_pad: bool) -> Act {
+        self.pool(win, Reduce::Mean { count_include_pad })
+    }
+
+    fn pool(&self, win: Window, reduce: Reduce) -> Act {
+        let (oh, ow) = win.out_hw(self.h, self.w);
+        let rows: Vec<[usize; 2]> = (0..oh).map(|y| span(y, win, self.h)).collect();
+        let cols: Vec<[usize; 2]> = (0..ow).map(|x| span(x, win, self.w)).collect();
+        self.pool_spans(&rows, &cols, |taps| match reduce {
+            Reduce::Max => None,
+            Reduce::Mean {
+                count_include_pad: true,
+            } => Some(1.0 / (win.k * win.k) as f32),
+            Reduce::Mean {
+                count_include_pad: false,
+            } => Some(1.0 / taps as f32),
+        })
+    }
+
+    /// Adaptive average pooling to `oh × ow` (PyTorch's `AdaptiveAvgPool2d`: output cell `i`
+    /// averages input rows `⌊i·h/oh⌋ .. ⌈(i+1)·h/oh⌉`).
+    ///
+    /// # Shapes
+    /// `[n, h, w, c]` → `[n, oh, ow, c]`
+    pub fn adaptive_avg_pool(&self, oh: usize, ow: usize) -> Act {
+        let spans = |out: usize, len: usize| -> Vec<[usize; 2]> {
+            (0..out)
+                .map(|i| [i * len / out, ((i + 1) * len).div_ceil(out)])
+                .collect()
+        };
+        self.pool_spans(&spans(oh, self.h), &spans(ow, self.w), |taps| Some(1.0 / taps as f32))
+    }
+
+    /// Pools input rows `rows[y]` × columns `cols[x]` into output `(y, x)`: the maximum when
+    /// `scale(taps)` is `None`, else the sum times `scale(taps)`.
+    fn pool_spans(&self, rows: &[[usize; 2]], cols: &[[usize; 2]], scale: impl Fn(usize) -> Option<f32> + Sync) -> Act {
+        let (oh, ow, c) = (rows.len(), cols.len(), self.c);
+        let row_len = ow * c;
+        let mut data = vec![0.0f32; self.n * oh * row_len];
+        let sample_len = self.sample_len();
+        if row_len > 0 {
+            data.par_chunks_mut(row_len).enumerate().for_each(|(r, dst)| {
+                let (sample, y) = (r / oh, r % oh);
+                let img = &self.data[sample * sample_len..(sample + 1) * sample_len];
+                let [y0, y1] = rows[y];
+                for (px, &[x0, x1]) in dst.chunks_mut(c).zip(cols) {
+                    let taps = (y1 - y0) * (x1 - x0);
+                    let s = scale(taps);
+                    px.fill(if s.is_some() { 0.0 } else { f32::NEG_INFINITY });
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let at = (iy * self.w + ix) * c;
+                            let src = &img[at..at + c];
+                            match s {
+                                None => px.iter_mut().zip(src).for_each(|(o, v)| *o = o.max(*v)),
+                                Some(_) => px.iter_mut().zip(src).for_each(|(o, v)| *o += v),
+                            }
+                        }
+                    }
+                    if let Some(s) = s {
+                        px.iter_mut().for_each(|o| *o *= s);
+                    }
+                }
+            });
+        }
+        Act {
+            n: self.n,
+            h: oh,
+            w: ow,
+            c,
+            data,
+        }
+    }
+
+    /// The channels of `parts` (same batch and map size) one after the other.
+    ///
+    /// # Panics
+    /// If `parts` is empty or their batch or map sizes differ.
+    pub fn concat_channels(parts: &[&Act]) -> Act {
+        let first = parts.first().expect("Act::concat_channels of no parts");
+        let (n, h, w) = (first.n, first.h, first.w);
+        assert!(
+            parts.iter().all(|p| (p.n, p.h, p.w) == (n, h, w)),
+            "Act::concat_channels: batch and map sizes differ"
+        );
+        let c: usize = parts.iter().map(|p| p.c).sum();
+        let mut data = vec![0.0f32; n * h * w * c];
+        if c > 0 {
+            data.par_chunks_mut(c).enumerate().for_each(|(px, dst)| {
+                let mut at = 0;
+                for p in parts {
+                    dst[at..at + p.c].copy_from_slice(&p.data[px * p.c..(px + 1) * p.c]);
+                    at += p.c;
+                }
+            });
+        }
+        Act { n, h, w, c, data }
+    }
+}
+
+/// The input positions `[start, end)` that output position `o` of a window covers, clipped to
+/// the image.
+fn span(o: usize, win: Window, len: usize) -> [usize; 2] {
+    let start = (o * win.stride) as isize - win.pad as isize;
+    let end = (start + win.k as isize).min(len as isize);
+    [start.max(0) as usize, end.max(0) as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::act;
+
+    /// The definition of a pooling window, one value at a time.
+    fn pool_reference(x: &Act, win: Window, max: bool, include_pad: bool) -> Vec<f32> {
+        let (oh, ow) = win.out_hw(x.h, x.w);
+        let mut out = Vec::new();
+        for n in 0..x.n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ch in 0..x.c {
+                        let (mut best, mut sum, mut count) = (f32::NEG_INFINITY, 0.0, 0);
+                        for ky in 0..win.k {
+                            for kx in 0..win.k {
+                                let iy = (oy * win.stride + ky) as isize - win.pad as isize;
+                                let ix = (ox * win.stride + kx) as isize - win.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                                    continue;
+                                }
+                                let v = x.data[((n * x.h + iy as usize) * x.w + ix as usize) * x.c + ch];
+                                best = best.max(v);
+                                sum += v;
+                                count += 1;
+                            }
+                        }
+                        out.push(if max {
+                            best
+                        } else if include_pad {
+                            sum / (win.k * win.k) as f32
+                        } else {
+                            sum / count as f32
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pools_match_their_definition_with_padding_and_odd_sizes() {
+        let x = act(2, 7, 6, 5, 1);
+        for win in [
+            Window {
+                k: 2,
+                stride: 2,
+                pad: 0,
+            },
+            Window {
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+            Window {
+                k: 3,
+                stride: 1,
+                pad: 1,
+            },
+            Window {
+                k: 3,
+                stride: 2,
+                pad: 0,
+            },
+        ] {
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() <= 1e-6);
+            assert!(
+                close(&x.max_pool(win).data, &pool_reference(&x, win, true, false)),
+                "{win:?} max"
+            );
+            for inc in [true, false] {
+                let got = x.avg_pool(win, inc);
+                assert!(
+                    close(&got.data, &pool_reference(&x, win, false, inc)),
+                    "{win:?} avg {inc}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn adaptive_pool_spans_and_concat() {
+        // 5 rows into 3 cells: [0,2), [1,4), [3,5) (PyTorch's spans).
+        let x = Act {
+            n: 1,
+            h: 5,
+            w: 1,
+            c: 1,
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        };
+        assert_eq!(x.adaptive_avg_pool(3, 1).data, vec![1.5, 3.0, 4.5]);
+        let a = act(2, 2, 2, 3, 1);
+        let b = act(2, 2, 2, 1, 2);
+        let c = Act::concat_channels(&[&a, &b]);
+        assert_eq!(c.c, 4);
+        assert_eq!(&c.data[4..7], &a.data[3..6]);
+        assert_eq!(c.data[7], b.data[1]);
+    }
+
+    #[test]
+    fn affine_and_epilogues() {
+        let mut x = Act {
+            n: 1,
+            h: 1,
+            w: 2,
+            c: 2,
+            data: vec![1.0, -1.0, 4.0, 2.0],
+        };
+        x.affine(&[2.0, 1.0], &[0.0, -1.0], Epilogue::Relu6);
+        assert_eq!(x.data, vec![2.0, 0.0, 6.0, 1.0]);
+    }
+}
