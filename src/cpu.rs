@@ -4,9 +4,10 @@
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::{AvgPool2d, MaxPool2d};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
-use earlyexit_kernels::{Conv, ConvKernel, Dense, Depthwise, Epilogue, oihw_to_taps};
+use earlyexit_kernels::{Conv, ConvKernel, Dense, Depthwise, Epilogue, Window, oihw_to_taps};
 
 /// A tensor's values on the host, as `f32`.
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -110,6 +111,41 @@ pub(crate) fn depthwise_from_burn(
         fold_bn(&mut w, &mut b, bn);
     }
     Ok(Depthwise::from_host(c, k, stride, pad, w, b, act))
+}
+
+/// A square pooling window, or why the kernels have none.
+fn window(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: &PaddingConfig2d,
+    ceil: bool,
+) -> std::result::Result<Window, &'static str> {
+    let pad = match padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => *t,
+        PaddingConfig2d::Valid => 0,
+        _ => return Err("a pooling window with uneven padding"),
+    };
+    if kernel[0] != kernel[1] || stride[0] != stride[1] || ceil {
+        return Err("a rectangular, unevenly strided or ceil-mode pooling window");
+    }
+    Ok(Window {
+        k: kernel[0],
+        stride: stride[0],
+        pad,
+    })
+}
+
+/// `p`'s window for the kernels, or why they cannot run it.
+pub(crate) fn max_pool_window(p: &MaxPool2d) -> std::result::Result<Window, &'static str> {
+    if p.dilation != [1, 1] {
+        return Err("a dilated max pool");
+    }
+    window(p.kernel_size, p.stride, &p.padding, p.ceil_mode)
+}
+
+/// `p`'s window for the kernels, or why they cannot run it.
+pub(crate) fn avg_pool_window(p: &AvgPool2d) -> std::result::Result<Window, &'static str> {
+    window(p.kernel_size, p.stride, &p.padding, p.ceil_mode)
 }
 
 /// `l` for the kernels.

@@ -44,4 +44,6 @@ pub mod serve;
 pub mod train;
 
 pub use choice::{Choice, ExecChoice};
+/// The instruction set of the CPU kernels (`EARLYEXIT_CPU` narrows it).
+pub use earlyexit_kernels::Isa;
 pub use error::{Error, Result};

@@ -122,11 +122,13 @@ impl Executor {
         self.fallback.as_deref()
     }
 
-    /// `compiled`, `compiled-gemm` or `burn (DEVICE)`, with the fallback reason: for reports.
+    /// `compiled (ISA kernels)`, `compiled-gemm` or `burn (DEVICE)`, with the fallback reason:
+    /// for reports. The ISA is the one the kernels use here (`EARLYEXIT_CPU` narrows it).
     pub fn describe(&self) -> String {
         let mut s = match self.implementation {
             Implementation::Burn if self.device == Device::flex() => "burn (CPU, flex)".to_string(),
             Implementation::Burn => format!("burn ({:?})", self.device),
+            Implementation::Compiled => format!("compiled ({} kernels)", earlyexit_kernels::Isa::selected().name()),
             i => i.to_string(),
         };
         if let Some(why) = &self.fallback {

@@ -20,9 +20,13 @@
 //! [`GradientsParams`] that the optimiser reads. Running BatchNorm statistics are updated in the
 //! module as Burn's BatchNorm does (biased batch variance, momentum from the module).
 //!
-//! Supported: convolution stacks without pooling, ResNet basic and bottleneck blocks, heads
-//! without pooled history (every kind but `dense`). [`NativeBackbone::check`] says why a network
-//! is not supported; the trainer then stays on Burn.
+//! Supported: convolution stacks (a max pool at the end: its indices are kept for the backward
+//! pass), dense blocks (flattened channels-first as Burn does), ResNet basic (projection or
+//! option-A shortcuts) and bottleneck blocks, pre-activation blocks (a training-mode BatchNorm +
+//! ReLU before the main path, no ReLU after the sum), heads without pooled history (every kind
+//! but `dense`). [`NativeBackbone::check`] says why a network is not supported (depthwise,
+//! concatenating and Inception blocks, adaptive pools, rectangular kernels); the trainer then
+//! stays on Burn.
 //!
 //! ```
 //! use burn::optim::GradientsParams;
@@ -51,11 +55,16 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use earlyexit_kernels::{Act, BufferPool, Conv, ConvKernel, batchnorm, conv_grad, taps_to_oihw};
+use earlyexit_kernels::matmul::{MatRef, matmul};
+use earlyexit_kernels::{
+    Act, BufferPool, Conv, ConvKernel, Dense, Epilogue, Parallelism, Window, batchnorm, conv_grad, taps_to_oihw,
+};
 
-use crate::cpu::{conv_from_burn, host, host_param};
+use crate::cpu::{conv_from_burn, dense_from_burn, host, host_param, max_pool_window};
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
 
 /// The backbone layout of a network the native path can train: per block, which of its layers
 /// are which, and the activation buffers it recycles. Holds no weights: they are read from the
@@ -69,36 +78,158 @@ pub struct NativeBackbone {
 
 #[derive(Clone, Copy, Debug)]
 enum BlockKind {
-    /// Convolutions one after the other.
-    Stack,
-    /// Convolutions, a shortcut (a convolution, the last layer, or the identity), the sum, ReLU.
-    Residual { shortcut: bool },
+    /// Convolutions one after the other, then a max pool if `pool`.
+    Stack { pool: Option<Window> },
+    /// Flatten (channels-first, as Burn), linear, ReLU.
+    Fc,
+    /// Convolutions, a shortcut, the sum, and ReLU after it if `relu`. A pre-activation block
+    /// ([`BlockWeights::pre`]) runs BatchNorm + ReLU on the main path's input first; its shortcut
+    /// reads the block's input.
+    Residual { shortcut: ShortcutKind, relu: bool },
 }
 
-/// A block's kind and its convolutions in order (a residual block's shortcut last); `None` for
-/// the blocks the native pass cannot run.
-fn block_parts(b: &Block) -> Option<(BlockKind, Vec<&ConvBnAct>)> {
+/// How a residual block's input reaches its sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShortcutKind {
+    Identity,
+    /// A convolution: the block's last layer.
+    Conv,
+    /// Option A: subsampled by `stride`, channels zero-padded from `front`.
+    Padded {
+        stride: usize,
+        front: usize,
+    },
+}
+
+/// Where a layer's weights live in the module: a convolution, its BatchNorm, its activation.
+#[derive(Clone, Copy)]
+struct LayerSrc<'a> {
+    conv: &'a Conv2d,
+    bn: Option<&'a BatchNorm>,
+    relu: bool,
+    relu6: bool,
+}
+
+impl<'a> From<&'a ConvBnAct> for LayerSrc<'a> {
+    fn from(l: &'a ConvBnAct) -> Self {
+        Self {
+            conv: &l.conv,
+            bn: l.bn.as_ref(),
+            relu: l.relu,
+            relu6: l.relu6,
+        }
+    }
+}
+
+/// A convolution alone (bias, no BatchNorm, no activation).
+fn bare(conv: &Conv2d) -> LayerSrc<'_> {
+    LayerSrc {
+        conv,
+        bn: None,
+        relu: false,
+        relu6: false,
+    }
+}
+
+/// A block's kind, its convolutions in order (a residual block's shortcut convolution last) and
+/// its pre-activation BatchNorm; `None` for the blocks the native pass cannot run.
+fn block_parts(b: &Block) -> Option<(BlockKind, Vec<LayerSrc<'_>>, Option<&BatchNorm>)> {
+    let residual = |shortcut: Option<&ConvBnAct>| BlockKind::Residual {
+        shortcut: if shortcut.is_some() {
+            ShortcutKind::Conv
+        } else {
+            ShortcutKind::Identity
+        },
+        relu: true,
+    };
     Some(match b {
-        Block::Conv(s) if s.pool.is_none() => (BlockKind::Stack, s.layers.iter().collect()),
-        Block::Basic(b) => (
-            BlockKind::Residual {
-                shortcut: b.shortcut.is_some(),
+        Block::Conv(s) => (
+            BlockKind::Stack {
+                pool: match &s.pool {
+                    Some(p) => Some(max_pool_window(p).ok()?),
+                    None => None,
+                },
             },
-            [&b.conv1, &b.conv2].into_iter().chain(&b.shortcut).collect(),
+            s.layers.iter().map(LayerSrc::from).collect(),
+            None,
         ),
+        Block::Fc(f) if f.pool.is_none() => (BlockKind::Fc, Vec::new(), None),
+        Block::Basic(b) => (
+            residual(b.shortcut.as_ref()),
+            [&b.conv1, &b.conv2]
+                .into_iter()
+                .chain(&b.shortcut)
+                .map(LayerSrc::from)
+                .collect(),
+            None,
+        ),
+        Block::BasicPadded(b) => {
+            let [cout, cin, ..] = b.conv1.conv.weight.val().dims();
+            let shortcut = if b.conv1.conv.stride[0] == 1 && cin == cout {
+                ShortcutKind::Identity
+            } else {
+                ShortcutKind::Padded {
+                    stride: b.conv1.conv.stride[0],
+                    front: (cout - cin) / 2,
+                }
+            };
+            (
+                BlockKind::Residual { shortcut, relu: true },
+                vec![(&b.conv1).into(), (&b.conv2).into()],
+                None,
+            )
+        }
         Block::Bottleneck(b) => (
+            residual(b.shortcut.as_ref()),
+            [&b.conv1, &b.conv2, &b.conv3]
+                .into_iter()
+                .chain(&b.shortcut)
+                .map(LayerSrc::from)
+                .collect(),
+            None,
+        ),
+        Block::PreAct(b) => (
             BlockKind::Residual {
-                shortcut: b.shortcut.is_some(),
+                shortcut: if b.shortcut.is_some() {
+                    ShortcutKind::Conv
+                } else {
+                    ShortcutKind::Identity
+                },
+                relu: false,
             },
-            [&b.conv1, &b.conv2, &b.conv3].into_iter().chain(&b.shortcut).collect(),
+            [(&b.conv1).into(), bare(&b.conv2)]
+                .into_iter()
+                .chain(b.shortcut.as_ref().map(bare))
+                .collect(),
+            b.pre.as_ref(),
         ),
         _ => return None,
     })
 }
 
+/// A standalone BatchNorm + ReLU (pre-activation), weights read from the module.
+struct PreBn<'a> {
+    src: &'a BatchNorm,
+    host: HostBn,
+}
+
+/// A block's weights as the forward pass read them.
+struct BlockWeights<'a> {
+    layers: Vec<Layer<'a>>,
+    pre: Option<PreBn<'a>>,
+    /// A dense block's linear layer.
+    dense: Option<HostDense<'a>>,
+}
+
+/// A linear layer's weights on the host (`[din][dout]`, Burn's layout) and where they live.
+struct HostDense<'a> {
+    src: &'a Linear,
+    layer: Dense,
+}
+
 /// One convolution with its optional BatchNorm and ReLU, weights read from the module.
 struct Layer<'a> {
-    src: &'a ConvBnAct,
+    src: LayerSrc<'a>,
     conv: Conv,
     has_bias: bool,
     bn: Option<HostBn>,
@@ -125,6 +256,13 @@ struct LayerTape {
 struct BlockTape {
     layers: Vec<LayerTape>,
     shortcut: Option<LayerTape>,
+    /// The pre-activation's statistics and output (`relu(BN(x))`, the main path's input).
+    pre: Option<LayerTape>,
+    /// Where each max-pooled output came from (a pooled stack: its last layer's output stays in
+    /// `layers`).
+    argmax: Option<Vec<u32>>,
+    /// A dense block's flattened input, channels-first `[n][din]`.
+    flat: Option<Vec<f32>>,
     out: Act,
 }
 
@@ -134,7 +272,7 @@ pub struct PendingBackward<'a> {
     backbone: NativeBackbone,
     input: Act,
     /// Per block, the weights the forward pass read (the backward pass uses the same).
-    weights: Vec<Vec<Layer<'a>>>,
+    weights: Vec<BlockWeights<'a>>,
     tapes: Vec<BlockTape>,
     /// The autodiff leaves the heads read, per stage (cut points, then the backbone's end).
     leaves: Vec<Tensor<4>>,
@@ -159,7 +297,7 @@ impl NativeBackbone {
         }
         let mut blocks = Vec::with_capacity(net.backbone.blocks.len());
         for (i, b) in net.backbone.blocks.iter().enumerate() {
-            let (kind, _) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
+            let (kind, ..) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
             // Reads every weight once, so that an unsupported convolution is refused now.
             block_layers(b, i)?;
             blocks.push(kind);
@@ -200,12 +338,24 @@ impl NativeBackbone {
             .enumerate()
             .map(|(i, b)| block_layers(b, i))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(first) = weights.first().and_then(|ls| ls.first())
+        if let Some(first) = weights.first().and_then(|w| w.layers.first())
             && first.conv.cin != c
         {
             return Err(Error::invalid(
                 "input",
                 format!("{c} channels, but the first convolution expects {}", first.conv.cin),
+            ));
+        }
+        if let Some(d) = weights.first().and_then(|w| w.dense.as_ref())
+            && d.layer.din != c * h * w
+        {
+            return Err(Error::invalid(
+                "input",
+                format!(
+                    "{c}x{h}x{w} = {} values, but the first dense layer expects {}",
+                    c * h * w,
+                    d.layer.din
+                ),
             ));
         }
         let device = x.device();
@@ -221,11 +371,12 @@ impl NativeBackbone {
             w,
         );
         let mut tapes: Vec<BlockTape> = Vec::with_capacity(self.blocks.len());
-        for (kind, layers) in self.blocks.iter().zip(&weights) {
+        for (kind, w) in self.blocks.iter().zip(&weights) {
             let x = tapes.last().map_or(&input, |t| &t.out);
             tapes.push(match *kind {
-                BlockKind::Stack => forward_stack(layers, x, &self.pool),
-                BlockKind::Residual { shortcut } => forward_residual(layers, shortcut, x, &self.pool),
+                BlockKind::Stack { pool } => forward_stack(&w.layers, pool, x, &self.pool),
+                BlockKind::Fc => forward_fc(w.dense.as_ref().expect("dense blocks have a linear layer"), x),
+                BlockKind::Residual { shortcut, relu } => forward_residual(w, shortcut, relu, x, &self.pool),
             });
         }
         let stage_ends = self.stage_ends();
@@ -294,7 +445,7 @@ impl PendingBackward<'_> {
             }
             let Some(dy) = d_out.take() else { continue };
             let x = if i == 0 { &self.input } else { &self.tapes[i - 1].out };
-            let layers = &self.weights[i];
+            let w = &self.weights[i];
             let need_dx = i > 0;
             let mut sink = Sink {
                 params: &mut params,
@@ -302,20 +453,31 @@ impl PendingBackward<'_> {
                 pool: &self.backbone.pool,
             };
             d_out = match self.backbone.blocks[i] {
-                BlockKind::Stack => backward_stack(layers, tape, x, dy, need_dx, &mut sink),
-                BlockKind::Residual { shortcut } => {
-                    backward_residual(layers, shortcut, tape, x, dy, need_dx, &mut sink)
+                BlockKind::Stack { .. } => backward_stack(&w.layers, tape, x, dy, need_dx, &mut sink),
+                BlockKind::Fc => backward_fc(
+                    w.dense.as_ref().expect("dense blocks have a linear layer"),
+                    tape,
+                    x,
+                    dy,
+                    need_dx,
+                    &mut sink,
+                ),
+                BlockKind::Residual { shortcut, relu } => {
+                    backward_residual(w, (shortcut, relu), tape, x, dy, need_dx, &mut sink)
                 }
             };
         }
         // The activations go back to the pool for the next step.
         let pool = &self.backbone.pool;
         for t in self.tapes {
-            for l in t.layers.into_iter().chain(t.shortcut) {
+            for l in t.layers.into_iter().chain(t.shortcut).chain(t.pre) {
                 pool.give_act(l.c);
                 pool.give_act(l.y);
             }
             pool.give(t.out.data);
+            if let Some(f) = t.flat {
+                pool.give(f);
+            }
         }
         pool.give(self.input.data);
         Ok(params)
@@ -326,21 +488,45 @@ fn data_err(e: impl std::fmt::Debug) -> Error {
     Error::invalid("tensor", format!("not readable as f32: {e:?}"))
 }
 
-/// The block's layers with their current weights; a residual block's shortcut comes last.
-fn block_layers(b: &Block, i: usize) -> Result<Vec<Layer<'_>>> {
-    let (_, srcs) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
-    srcs.into_iter().map(|l| Layer::read(l, i)).collect()
+/// The block's layers with their current weights (a residual block's shortcut convolution
+/// last) and its pre-activation BatchNorm.
+fn block_layers(b: &Block, i: usize) -> Result<BlockWeights<'_>> {
+    let (_, srcs, pre) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
+    Ok(BlockWeights {
+        dense: match b {
+            Block::Fc(f) => Some(HostDense {
+                src: &f.linear,
+                layer: dense_from_burn(&f.linear),
+            }),
+            _ => None,
+        },
+        layers: srcs.into_iter().map(|l| Layer::read(l, i)).collect::<Result<_>>()?,
+        pre: pre.map(|src| PreBn {
+            src,
+            host: HostBn::read(src),
+        }),
+    })
+}
+
+impl HostBn {
+    fn read(bn: &BatchNorm) -> Self {
+        HostBn {
+            gamma: host_param(&bn.gamma),
+            beta: host_param(&bn.beta),
+            eps: bn.epsilon as f32,
+        }
+    }
 }
 
 impl<'a> Layer<'a> {
-    fn read(l: &'a ConvBnAct, block: usize) -> Result<Self> {
+    fn read(l: LayerSrc<'a>, block: usize) -> Result<Self> {
         if l.relu6 {
             return Err(unsupported(format!("block {block}: ReLU6")));
         }
         // With BatchNorm the ReLU comes after it, not in the convolution's epilogue; the
         // BatchNorm runs in training mode, so it is not folded.
         let fused_relu = l.relu && l.bn.is_none();
-        let conv = conv_from_burn(&l.conv, None, fused_relu, ConvKernel::Auto)
+        let conv = conv_from_burn(l.conv, None, fused_relu, ConvKernel::Auto)
             .map_err(|why| unsupported(format!("block {block}: {why}")))?;
         if conv.square().is_none() {
             return Err(unsupported(format!("block {block}: a rectangular kernel or padding")));
@@ -349,11 +535,7 @@ impl<'a> Layer<'a> {
             src: l,
             conv,
             has_bias: l.conv.bias.is_some(),
-            bn: l.bn.as_ref().map(|bn| HostBn {
-                gamma: host_param(&bn.gamma),
-                beta: host_param(&bn.beta),
-                eps: bn.epsilon as f32,
-            }),
+            bn: l.bn.map(HostBn::read),
             relu: l.relu,
         })
     }
@@ -369,13 +551,25 @@ fn to_nchw_tensor(a: &Act, device: &Device) -> Tensor<4> {
 /// are updated as Burn's BatchNorm does.
 fn bn_forward(l: &Layer, c: &Act, residual: Option<&Act>, relu: bool, pool: &BufferPool) -> (Vec<f32>, Vec<f32>, Act) {
     let bn = l.bn.as_ref().expect("a BatchNorm layer");
+    let src = l.src.bn.expect("a BatchNorm layer");
+    bn_train(bn, src, c, residual, relu, pool)
+}
+
+/// BatchNorm in training mode on `c` (+ `residual`, then ReLU if `relu`): the batch's mean and
+/// inverse standard deviation, and the output; `src`'s running statistics are updated.
+fn bn_train(
+    bn: &HostBn,
+    src: &BatchNorm,
+    c: &Act,
+    residual: Option<&Act>,
+    relu: bool,
+    pool: &BufferPool,
+) -> (Vec<f32>, Vec<f32>, Act) {
     let (mean, var) = batchnorm::moments(c);
     let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + bn.eps).sqrt()).collect();
     let scale: Vec<f32> = bn.gamma.iter().zip(&invstd).map(|(g, s)| g * s).collect();
     let y = batchnorm::normalize(c, &mean, &scale, &bn.beta, residual, relu, pool);
-    if let Some(src) = l.src.bn.as_ref() {
-        update_running(src, &mean, &var);
-    }
+    update_running(src, &mean, &var);
     (mean, invstd, y)
 }
 
@@ -418,7 +612,7 @@ fn forward_layer(l: &Layer, x: &Act, pool: &BufferPool) -> LayerTape {
     }
 }
 
-fn forward_stack(layers: &[Layer], x: &Act, pool: &BufferPool) -> BlockTape {
+fn forward_stack(layers: &[Layer], max_pool: Option<Window>, x: &Act, pool: &BufferPool) -> BlockTape {
     let mut tapes: Vec<LayerTape> = Vec::with_capacity(layers.len());
     for l in layers {
         let input = tapes
@@ -426,48 +620,99 @@ fn forward_stack(layers: &[Layer], x: &Act, pool: &BufferPool) -> BlockTape {
             .map_or(x, |t| t.y.as_ref().expect("stack outputs are kept"));
         tapes.push(forward_layer(l, input, pool));
     }
-    // The block's output is its last layer's (moved, not copied).
     let last = tapes.last_mut().expect("a stack has layers");
-    let out = last.y.take().expect("stack outputs are kept");
+    let (out, argmax) = match max_pool {
+        // The last layer's output stays for its ReLU mask; the block's output is the pooled one.
+        Some(win) => {
+            let (out, arg) = last.y.as_ref().expect("stack outputs are kept").max_pool_argmax(win);
+            (out, Some(arg))
+        }
+        // The block's output is its last layer's (moved, not copied).
+        None => (last.y.take().expect("stack outputs are kept"), None),
+    };
     BlockTape {
         layers: tapes,
         shortcut: None,
+        pre: None,
+        argmax,
+        flat: None,
         out,
     }
 }
 
-fn forward_residual(layers: &[Layer], has_shortcut: bool, x: &Act, pool: &BufferPool) -> BlockTape {
-    let (main, short) = if has_shortcut {
+/// A dense block: `relu(flatten(x)·W + b)`, flattened channels-first as Burn flattens.
+fn forward_fc(d: &HostDense, x: &Act) -> BlockTape {
+    let flat = x.to_nchw();
+    let mut out = d.layer.forward(&flat);
+    Epilogue::Relu.apply(&mut out);
+    BlockTape {
+        layers: Vec::new(),
+        shortcut: None,
+        pre: None,
+        argmax: None,
+        flat: Some(flat),
+        out: Act {
+            n: x.n,
+            h: 1,
+            w: 1,
+            c: d.layer.dout,
+            data: out,
+        },
+    }
+}
+
+fn forward_residual(w: &BlockWeights, shortcut: ShortcutKind, relu: bool, x: &Act, pool: &BufferPool) -> BlockTape {
+    let layers = &w.layers;
+    let (main, short) = if shortcut == ShortcutKind::Conv {
         layers.split_at(layers.len() - 1)
     } else {
-        (layers, &[][..])
+        (&layers[..], &[][..])
     };
-    let shortcut = short.first().map(|s| forward_layer(s, x, pool));
+    let short_tape = short.first().map(|s| forward_layer(s, x, pool));
+    // Pre-activation: the main path reads relu(BN(x)); the shortcut reads x.
+    let pre = w.pre.as_ref().map(|p| {
+        let (mean, invstd, y) = bn_train(&p.host, p.src, x, None, true, pool);
+        LayerTape {
+            c: None,
+            mean,
+            invstd,
+            y: Some(y),
+        }
+    });
+    let x_main = pre
+        .as_ref()
+        .map_or(x, |t| t.y.as_ref().expect("pre-activation output is kept"));
     let (last, first) = main.split_last().expect("residual blocks have convolutions");
     let mut tapes: Vec<LayerTape> = Vec::with_capacity(main.len());
     for l in first {
         let input = tapes
             .last()
-            .map_or(x, |t| t.y.as_ref().expect("inner outputs are kept"));
+            .map_or(x_main, |t| t.y.as_ref().expect("inner outputs are kept"));
         tapes.push(forward_layer(l, input, pool));
     }
     let input = tapes
         .last()
-        .map_or(x, |t| t.y.as_ref().expect("inner outputs are kept"));
+        .map_or(x_main, |t| t.y.as_ref().expect("inner outputs are kept"));
     let (oh, ow) = last.conv.out_hw(input.h, input.w);
     let buf = pool.take(input.n * oh * ow * last.conv.cout);
     let c = last.conv.forward_into(input, None, false, buf);
-    let residual = shortcut
-        .as_ref()
-        .map_or(x, |s| s.y.as_ref().expect("shortcut output is kept"));
+    let padded = match shortcut {
+        ShortcutKind::Padded { stride, front } => Some(x.subsample_pad_channels(stride, front, last.conv.cout)),
+        _ => None,
+    };
+    let residual = match (&short_tape, &padded) {
+        (Some(s), _) => s.y.as_ref().expect("shortcut output is kept"),
+        (None, Some(p)) => p,
+        (None, None) => x,
+    };
     let (mean, invstd, out) = if last.bn.is_some() {
-        bn_forward(last, &c, Some(residual), true, pool)
+        bn_forward(last, &c, Some(residual), relu, pool)
     } else {
         let mut y = c.clone();
-        y.data
-            .iter_mut()
-            .zip(&residual.data)
-            .for_each(|(o, r)| *o = (*o + r).max(0.0));
+        y.data.iter_mut().zip(&residual.data).for_each(|(o, r)| *o += r);
+        if relu {
+            y.activate(earlyexit_kernels::Epilogue::Relu);
+        }
         (Vec::new(), Vec::new(), y)
     };
     tapes.push(LayerTape {
@@ -478,7 +723,10 @@ fn forward_residual(layers: &[Layer], has_shortcut: bool, x: &Act, pool: &Buffer
     });
     BlockTape {
         layers: tapes,
-        shortcut,
+        shortcut: short_tape,
+        pre,
+        argmax: None,
+        flat: None,
         out,
     }
 }
@@ -512,7 +760,7 @@ fn backward_layer(
     residual: Option<&Act>,
     sink: &mut Sink,
 ) -> Option<Act> {
-    let owned: Option<Act> = match (&l.bn, &tape.c, l.src.bn.as_ref()) {
+    let owned: Option<Act> = match (&l.bn, &tape.c, l.src.bn) {
         (Some(bn), Some(c), Some(src)) => {
             let (dc, dgamma, dbeta) = batchnorm::backward(g, mask, c, &tape.mean, &tape.invstd, &bn.gamma, sink.pool);
             register(sink.params, &src.gamma, dgamma, sink.device);
@@ -553,7 +801,14 @@ fn backward_layer(
 }
 
 fn backward_stack(layers: &[Layer], tape: &BlockTape, x: &Act, dy: Act, need_dx: bool, sink: &mut Sink) -> Option<Act> {
-    let mut g = dy;
+    let mut g = match (&tape.argmax, tape.layers.last().and_then(|t| t.y.as_ref())) {
+        (Some(arg), Some(y)) => {
+            let g = dy.max_pool_backward(arg, y.h, y.w);
+            sink.pool.give(dy.data);
+            g
+        }
+        _ => dy,
+    };
     for (j, l) in layers.iter().enumerate().rev() {
         let t = &tape.layers[j];
         let mask = l.relu.then(|| t.y.as_ref().unwrap_or(&tape.out));
@@ -568,51 +823,121 @@ fn backward_stack(layers: &[Layer], tape: &BlockTape, x: &Act, dy: Act, need_dx:
     Some(g)
 }
 
+/// A dense block's backward pass: the weight and bias gradients, and the input's gradient
+/// (unflattened back to channels-last) when `need_dx`.
+fn backward_fc(d: &HostDense, tape: &BlockTape, x: &Act, mut dy: Act, need_dx: bool, sink: &mut Sink) -> Option<Act> {
+    let (din, dout, w) = (d.layer.din, d.layer.dout, &d.layer.w);
+    batchnorm::relu_mask(&mut dy, &tape.out);
+    let flat = tape.flat.as_ref().expect("dense blocks keep their flattened input");
+    let n = x.n;
+    let mut dw = vec![0.0f32; din * dout];
+    matmul(
+        &mut dw,
+        din,
+        dout,
+        n,
+        false,
+        MatRef::transposed(flat, din),
+        MatRef::row_major(&dy.data, dout),
+        Parallelism::Rayon(0),
+    );
+    register(sink.params, &d.src.weight, dw, sink.device);
+    if let Some(b) = &d.src.bias {
+        let mut db = vec![0.0f64; dout];
+        for row in dy.data.chunks_exact(dout) {
+            db.iter_mut().zip(row).for_each(|(a, v)| *a += *v as f64);
+        }
+        register(sink.params, b, db.into_iter().map(|v| v as f32).collect(), sink.device);
+    }
+    let dx = need_dx.then(|| {
+        let mut dflat = vec![0.0f32; n * din];
+        matmul(
+            &mut dflat,
+            n,
+            din,
+            dout,
+            false,
+            MatRef::row_major(&dy.data, dout),
+            MatRef::transposed(w, dout),
+            Parallelism::Rayon(0),
+        );
+        Act::from_nchw(&dflat, n, x.c, x.h, x.w)
+    });
+    sink.pool.give(dy.data);
+    dx
+}
+
 fn backward_residual(
-    layers: &[Layer],
-    has_shortcut: bool,
+    w: &BlockWeights,
+    (shortcut, relu): (ShortcutKind, bool),
     tape: &BlockTape,
     x: &Act,
     mut dy: Act,
     need_dx: bool,
     sink: &mut Sink,
 ) -> Option<Act> {
-    let (main, short) = if has_shortcut {
+    let layers = &w.layers;
+    let (main, short) = if shortcut == ShortcutKind::Conv {
         layers.split_at(layers.len() - 1)
     } else {
-        (layers, &[][..])
+        (&layers[..], &[][..])
     };
     // The sum's gradient feeds both paths.
-    batchnorm::relu_mask(&mut dy, &tape.out);
-    let d_short = match (short.first(), &tape.shortcut) {
-        (Some(s), Some(t)) => backward_layer(s, t, x, &dy, None, need_dx, None, sink),
+    if relu {
+        batchnorm::relu_mask(&mut dy, &tape.out);
+    }
+    let d_short = match (short.first(), &tape.shortcut, shortcut) {
+        (Some(s), Some(t), _) => backward_layer(s, t, x, &dy, None, need_dx, None, sink),
+        (_, _, ShortcutKind::Padded { stride, front }) if need_dx => {
+            Some(dy.subsample_pad_channels_backward(stride, front, x.h, x.w, x.c))
+        }
         _ => None,
     };
     // The input's gradient: the main path's plus the shortcut's (the sum's own gradient for the
-    // identity), added in the first convolution's epilogue.
-    let residual = if has_shortcut { d_short.as_ref() } else { Some(&dy) };
+    // identity), added in the first convolution's epilogue, or after the pre-activation's
+    // backward pass.
+    let residual = match shortcut {
+        ShortcutKind::Identity => Some(&dy),
+        _ => d_short.as_ref(),
+    };
+    let x_main = tape
+        .pre
+        .as_ref()
+        .map_or(x, |t| t.y.as_ref().expect("pre-activation output is kept"));
     let mut g: Option<Act> = None;
     for (j, l) in main.iter().enumerate().rev() {
         let t = &tape.layers[j];
         let mask = (j + 1 < main.len() && l.relu).then(|| t.y.as_ref().expect("inner outputs are kept"));
         let input = if j == 0 {
-            x
+            x_main
         } else {
             tape.layers[j - 1].y.as_ref().expect("inner outputs are kept")
         };
-        let res = if j == 0 { residual } else { None };
+        let res = if j == 0 && tape.pre.is_none() { residual } else { None };
         let next = backward_layer(
             l,
             t,
             input,
             g.as_ref().unwrap_or(&dy),
             mask,
-            need_dx || j > 0,
+            // The pre-activation's parameters need the gradient of its output.
+            need_dx || j > 0 || tape.pre.is_some(),
             res,
             sink,
         );
         sink.pool.give_act(std::mem::replace(&mut g, next));
         g.as_ref()?;
+    }
+    if let (Some(p), Some(t), Some(dp)) = (&w.pre, &tape.pre, &g) {
+        // relu(BN(x)) backward, then the shortcut's gradient added.
+        let (mut dx, dgamma, dbeta) =
+            batchnorm::backward(dp, t.y.as_ref(), x, &t.mean, &t.invstd, &p.host.gamma, sink.pool);
+        register(sink.params, &p.src.gamma, dgamma, sink.device);
+        register(sink.params, &p.src.beta, dbeta, sink.device);
+        if let Some(r) = residual {
+            dx.data.iter_mut().zip(&r.data).for_each(|(a, b)| *a += b);
+        }
+        sink.pool.give_act(g.replace(dx));
     }
     sink.pool.give(dy.data);
     sink.pool.give_act(d_short);

@@ -26,6 +26,11 @@ fn tune_heap() {
 fn main() -> ExitCode {
     tune_heap();
     let args = cli::Cli::parse();
+    // A mistyped EARLYEXIT_CPU would otherwise silently time the default kernels.
+    if let Err(e) = earlyexit::Isa::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

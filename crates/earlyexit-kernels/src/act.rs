@@ -86,6 +86,40 @@ impl Act {
         }
     }
 
+    /// The gradient of [`Act::subsample_pad_channels`] with respect to its input (`[n, h, w, c]`)
+    /// from the gradient of its output (`self`): the channels `front..front + c` of every output
+    /// pixel go back to the input pixel it was taken from; every other input pixel gets zero.
+    ///
+    /// # Panics
+    /// If `stride` is 0, `front + c > self.c`, or `(h, w)` does not subsample to `self`'s map.
+    pub fn subsample_pad_channels_backward(&self, stride: usize, front: usize, h: usize, w: usize, c: usize) -> Act {
+        assert!(
+            stride > 0 && front + c <= self.c && h.div_ceil(stride) == self.h && w.div_ceil(stride) == self.w,
+            "subsample_pad_channels_backward: bad geometry"
+        );
+        let mut data = vec![0.0f32; self.n * h * w * c];
+        let out_len = self.sample_len();
+        if h * w * c > 0 {
+            data.par_chunks_mut(h * w * c).enumerate().for_each(|(s, dst)| {
+                let src = &self.data[s * out_len..(s + 1) * out_len];
+                for y in 0..self.h {
+                    for x in 0..self.w {
+                        let from = (y * self.w + x) * self.c + front;
+                        let to = ((y * stride) * w + x * stride) * c;
+                        dst[to..to + c].copy_from_slice(&src[from..from + c]);
+                    }
+                }
+            });
+        }
+        Act {
+            n: self.n,
+            h,
+            w,
+            c,
+            data,
+        }
+    }
+
     /// The values channels-first, `[n][c][h][w]`.
     pub fn to_nchw(&self) -> Vec<f32> {
         let (hw, c) = (self.h * self.w, self.c);
@@ -150,6 +184,23 @@ mod tests {
         assert_eq!(a.to_nchw(), nchw);
         let pooled = a.global_avg_pool();
         assert_eq!(&pooled[..3], &[1.5, 5.5, 9.5]);
+        // The option-A shortcut's backward pass is its adjoint: <P x, g> = <x, Pᵀ g>.
+        let x = Act::from_nchw(
+            &(0..2 * 3 * 5 * 5).map(|v| (v % 7) as f32 - 3.0).collect::<Vec<_>>(),
+            2,
+            3,
+            5,
+            5,
+        );
+        let p = x.subsample_pad_channels(2, 2, 8);
+        let g = Act {
+            data: (0..p.data.len()).map(|v| (v % 5) as f32 - 2.0).collect(),
+            ..p.clone()
+        };
+        let back = g.subsample_pad_channels_backward(2, 2, 5, 5, 3);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f32>();
+        assert_eq!(dot(&p.data, &g.data), dot(&x.data, &back.data));
+        assert_eq!((back.h, back.w, back.c), (5, 5, 3));
         let b = a.select(&[1]);
         assert_eq!(b.n, 1);
         assert_eq!(b.data, a.data[12..]);

@@ -14,16 +14,10 @@
 /// Output channels per vector register.
 pub const LANES: usize = 16;
 
-/// Whether this CPU can run the kernel.
+/// Whether the kernel runs here: the CPU has AVX-512F and `EARLYEXIT_CPU` does not narrow the
+/// kernels to the portable path ([`crate::Isa::selected`]).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::Isa::selected() == crate::Isa::Avx512
 }
 
 /// Weights `[(ky·k + kx)·cin + ci][cout]` repacked as `[cout/16][ky·k + kx][cin][16]`, so that a

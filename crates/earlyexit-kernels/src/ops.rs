@@ -128,6 +128,89 @@ impl Act {
         })
     }
 
+    /// [`Act::max_pool`] for training: also where each output's maximum came from (its index
+    /// `(y·w + x)·c + ch` within the sample; the first maximum in scan order on ties).
+    ///
+    /// # Shapes
+    /// `[n, h, w, c]` → `[n, h', w', c]` and `n·h'·w'·c` indices
+    pub fn max_pool_argmax(&self, win: Window) -> (Act, Vec<u32>) {
+        let (oh, ow) = win.out_hw(self.h, self.w);
+        let c = self.c;
+        assert!(
+            self.sample_len() <= u32::MAX as usize,
+            "max_pool_argmax: a sample too large for u32 indices"
+        );
+        let row_len = ow * c;
+        let mut data = vec![0.0f32; self.n * oh * row_len];
+        let mut arg = vec![0u32; data.len()];
+        let sample_len = self.sample_len();
+        if row_len > 0 {
+            data.par_chunks_mut(row_len)
+                .zip(arg.par_chunks_mut(row_len))
+                .enumerate()
+                .for_each(|(r, (dst, idx))| {
+                    let (sample, y) = (r / oh, r % oh);
+                    let img = &self.data[sample * sample_len..(sample + 1) * sample_len];
+                    let [y0, y1] = span(y, win, self.h);
+                    for (x, (px, ix)) in dst.chunks_mut(c).zip(idx.chunks_mut(c)).enumerate() {
+                        let [x0, x1] = span(x, win, self.w);
+                        px.fill(f32::NEG_INFINITY);
+                        for iy in y0..y1 {
+                            for jx in x0..x1 {
+                                let at = (iy * self.w + jx) * c;
+                                for ch in 0..c {
+                                    let v = img[at + ch];
+                                    if v > px[ch] {
+                                        px[ch] = v;
+                                        ix[ch] = (at + ch) as u32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+        }
+        (
+            Act {
+                n: self.n,
+                h: oh,
+                w: ow,
+                c,
+                data,
+            },
+            arg,
+        )
+    }
+
+    /// The gradient of a max pool's input (`[n, h, w, c]`) from the gradient of its output
+    /// (`self`) and [`Act::max_pool_argmax`]'s indices: each output's gradient goes to where its
+    /// maximum came from (summed where windows overlap).
+    ///
+    /// # Panics
+    /// If `argmax` does not hold one index per output value, or an index lies outside a sample.
+    pub fn max_pool_backward(&self, argmax: &[u32], h: usize, w: usize) -> Act {
+        assert_eq!(argmax.len(), self.data.len(), "max_pool_backward: one index per output");
+        let in_len = h * w * self.c;
+        let out_len = self.sample_len();
+        let mut data = vec![0.0f32; self.n * in_len];
+        if in_len > 0 {
+            data.par_chunks_mut(in_len).enumerate().for_each(|(s, dst)| {
+                let g = &self.data[s * out_len..(s + 1) * out_len];
+                let idx = &argmax[s * out_len..(s + 1) * out_len];
+                for (v, &i) in g.iter().zip(idx) {
+                    dst[i as usize] += v;
+                }
+            });
+        }
+        Act {
+            n: self.n,
+            h,
+            w,
+            c: self.c,
+            data,
+        }
+    }
+
     /// Adaptive average pooling to `oh × ow` (PyTorch's `AdaptiveAvgPool2d`: output cell `i`
     /// averages input rows `⌊i·h/oh⌋ .. ⌈(i+1)·h/oh⌉`).
     ///
@@ -295,6 +378,37 @@ mod tests {
                     "{win:?} avg {inc}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn max_pool_argmax_points_at_the_maximum_and_backward_is_its_adjoint() {
+        let x = act(2, 7, 6, 3, 9);
+        for win in [
+            Window {
+                k: 2,
+                stride: 2,
+                pad: 0,
+            },
+            Window {
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ] {
+            let (y, arg) = x.max_pool_argmax(win);
+            assert_eq!(y.data, x.max_pool(win).data, "{win:?}");
+            let len = x.sample_len();
+            for (i, (&v, &a)) in y.data.iter().zip(&arg).enumerate() {
+                let sample = i / y.sample_len();
+                assert_eq!(v, x.data[sample * len + a as usize]);
+            }
+            // Overlapping windows (3×3 stride 2) sum their gradients: <pool'(x)·d, g> = <d, back(g)>.
+            let g = act(y.n, y.h, y.w, y.c, 10);
+            let back = g.max_pool_backward(&arg, x.h, x.w);
+            let total: f32 = g.data.iter().sum();
+            let back_total: f32 = back.data.iter().sum();
+            assert!((total - back_total).abs() < 1e-4, "{win:?}: {total} vs {back_total}");
         }
     }
 

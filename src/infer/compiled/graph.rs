@@ -7,12 +7,12 @@
 //! pooling, a dense layer) through two combinators (a residual sum, a channel concatenation).
 //! A new block kind is a new arm in [`block_ops`], not a new kernel.
 
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, MaxPool2d};
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use earlyexit_kernels::{Act, Conv, ConvKernel, Dense, Depthwise, Epilogue, Window};
 
-use crate::cpu::{bn_affine, conv_from_burn, dense_from_burn, depthwise_from_burn};
+use crate::cpu::{avg_pool_window, bn_affine, conv_from_burn, dense_from_burn, depthwise_from_burn, max_pool_window};
 use crate::error::{Error, Result};
 use crate::model::Shape;
 use crate::model::layers::{Block, ConvBnAct};
@@ -222,42 +222,13 @@ fn affine(bn: &BatchNorm, act: Epilogue) -> Op {
     Op::Affine { scale, shift, act }
 }
 
-/// A square pooling window, or why the kernels have none.
-fn window(kernel: [usize; 2], stride: [usize; 2], padding: &PaddingConfig2d, ceil: bool, what: &str) -> Result<Window> {
-    let pad = match padding {
-        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => *t,
-        PaddingConfig2d::Valid => 0,
-        _ => return Err(refuse(what, "a pooling window with uneven padding")),
-    };
-    if kernel[0] != kernel[1] || stride[0] != stride[1] || ceil {
-        return Err(refuse(
-            what,
-            "a rectangular, unevenly strided or ceil-mode pooling window",
-        ));
-    }
-    Ok(Window {
-        k: kernel[0],
-        stride: stride[0],
-        pad,
-    })
-}
-
 fn max_pool(p: &MaxPool2d, what: &str) -> Result<Op> {
-    if p.dilation != [1, 1] {
-        return Err(refuse(what, "a dilated max pool"));
-    }
-    Ok(Op::MaxPool(window(
-        p.kernel_size,
-        p.stride,
-        &p.padding,
-        p.ceil_mode,
-        what,
-    )?))
+    Ok(Op::MaxPool(max_pool_window(p).map_err(|why| refuse(what, why))?))
 }
 
 fn avg_pool(p: &AvgPool2d, what: &str) -> Result<Op> {
     Ok(Op::AvgPool(
-        window(p.kernel_size, p.stride, &p.padding, p.ceil_mode, what)?,
+        avg_pool_window(p).map_err(|why| refuse(what, why))?,
         p.count_include_pad,
     ))
 }

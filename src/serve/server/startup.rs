@@ -139,7 +139,7 @@ impl Served {
 /// assert_eq!(resp.answers.len(), 1);
 /// assert_eq!(resp.answers[0].tier, "serve");
 /// // `auto` runs the compiled CPU path where it runs the model (every zoo model), and says so.
-/// assert_eq!(client.info().await?.implementation, "compiled");
+/// assert!(client.info().await?.implementation.starts_with("compiled"));
 /// served.stop().await?;
 /// # Ok(()) }
 /// ```
