@@ -1,6 +1,6 @@
 //! Channels-last (NHWC) activations of a batch on the host.
 
-use rayon::prelude::*;
+use crate::par::{SERIAL_VALUES, for_each_chunk};
 
 /// Channels-last activations of a batch: `data[((s·h + y)·w + x)·c + ch]`.
 ///
@@ -39,7 +39,7 @@ impl Act {
         let hw = h * w;
         let mut data = vec![0.0f32; nchw.len()];
         if hw * c > 0 {
-            data.par_chunks_mut(hw * c).enumerate().for_each(|(s, dst)| {
+            for_each_chunk(&mut data, hw * c, nchw.len(), SERIAL_VALUES, |(s, dst)| {
                 let src = &nchw[s * c * hw..(s + 1) * c * hw];
                 for ch in 0..c {
                     for p in 0..hw {
@@ -66,7 +66,8 @@ impl Act {
         let mut data = vec![0.0f32; self.n * oh * ow * cout];
         let c = self.c;
         if oh * ow * cout > 0 {
-            data.par_chunks_mut(oh * ow * cout).enumerate().for_each(|(s, dst)| {
+            let len = data.len();
+            for_each_chunk(&mut data, oh * ow * cout, len, SERIAL_VALUES, |(s, dst)| {
                 let src = &self.data[s * self.sample_len()..(s + 1) * self.sample_len()];
                 for y in 0..oh {
                     for x in 0..ow {
@@ -100,7 +101,8 @@ impl Act {
         let mut data = vec![0.0f32; self.n * h * w * c];
         let out_len = self.sample_len();
         if h * w * c > 0 {
-            data.par_chunks_mut(h * w * c).enumerate().for_each(|(s, dst)| {
+            let len = data.len();
+            for_each_chunk(&mut data, h * w * c, len, SERIAL_VALUES, |(s, dst)| {
                 let src = &self.data[s * out_len..(s + 1) * out_len];
                 for y in 0..self.h {
                     for x in 0..self.w {
@@ -125,7 +127,8 @@ impl Act {
         let (hw, c) = (self.h * self.w, self.c);
         let mut v = vec![0.0f32; self.data.len()];
         if hw * c > 0 {
-            v.par_chunks_mut(hw * c).enumerate().for_each(|(s, dst)| {
+            let len = v.len();
+            for_each_chunk(&mut v, hw * c, len, SERIAL_VALUES, |(s, dst)| {
                 let src = &self.data[s * c * hw..(s + 1) * c * hw];
                 for p in 0..hw {
                     for ch in 0..c {

@@ -3,9 +3,11 @@
 
 use rayon::prelude::*;
 
+use crate::lanes::{self, Lanes};
 use crate::matmul::{MatRef, matmul};
 use crate::ops::out_len;
-use crate::{Act, direct};
+use crate::par::{SERIAL_MACS, for_each_chunk};
+use crate::{Act, Isa, direct};
 
 /// Output rows (positions × samples) per GEMM task: large enough to amortise packing, small
 /// enough that the im2col tile stays in cache and both cores get work at batch 1.
@@ -39,6 +41,9 @@ pub struct Conv {
     pub relu: bool,
     /// `w` repacked for the direct AVX-512 kernel, where it runs this convolution.
     packed: Option<Vec<f32>>,
+    /// The portable-SIMD direct kernel ([`crate::lanes`]), where it runs this convolution and
+    /// the AVX-512 one does not.
+    lanes: Option<Lanes>,
 }
 
 /// Weights `[cout][cin][kh][kw]` (Burn's and PyTorch's layout) with `taps = kh·kw` →
@@ -72,7 +77,8 @@ pub fn taps_to_oihw(w: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f32>
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvKernel {
     /// The direct AVX-512 kernel wherever the CPU has AVX-512F and a convolution has a multiple
-    /// of 16 output channels; im2col + GEMM for the others.
+    /// of 16 output channels, the portable-SIMD direct kernel ([`crate::lanes`]) for multiples
+    /// of the vector width, im2col + GEMM for the others (as [`crate::Isa::selected`] allows).
     #[default]
     Auto,
     /// im2col + GEMM everywhere (portable; the reference the direct kernel is tested against).
@@ -127,6 +133,11 @@ impl Conv {
         let packed =
             (kernel == ConvKernel::Auto && square && cout.is_multiple_of(direct::LANES) && direct::available())
                 .then(|| direct::pack(&w, kh, cin, cout));
+        let simd = matches!(Isa::selected(), Isa::Avx512 | Isa::Avx2 | Isa::Neon);
+        let lanes = (kernel == ConvKernel::Auto && packed.is_none() && simd)
+            .then(Lanes::detect)
+            .flatten()
+            .filter(|l| cout.is_multiple_of(l.width()));
         Self {
             cin,
             cout,
@@ -139,6 +150,7 @@ impl Conv {
             b,
             relu,
             packed,
+            lanes,
         }
     }
 
@@ -151,6 +163,16 @@ impl Conv {
     /// Whether the direct AVX-512 kernel runs this convolution.
     pub fn is_direct(&self) -> bool {
         self.packed.is_some()
+    }
+
+    /// Which kernel runs this convolution: `direct-avx512`, `direct-simd` (AVX2 or NEON) or
+    /// `im2col-gemm`.
+    pub fn kernel_name(&self) -> &'static str {
+        match (&self.packed, &self.lanes) {
+            (Some(_), _) => "direct-avx512",
+            (None, Some(_)) => "direct-simd",
+            (None, None) => "im2col-gemm",
+        }
     }
 
     /// Output height and width for an `h × w` input.
@@ -175,15 +197,20 @@ impl Conv {
         if let Some(packed) = &self.packed {
             return self.forward_direct(packed, x, residual, relu, out);
         }
+        if let Some(lanes) = self.lanes {
+            return self.forward_lanes(lanes, x, residual, relu, out);
+        }
         let per_sample = oh * ow;
         let rows = x.n * per_sample;
         let (cin, cout, kk) = (self.cin, self.cout, self.kh * self.kw * self.cin);
         let threads = rayon::current_num_threads().max(1);
         let tile = rows.div_ceil(threads * 2).clamp(MIN_TILE_ROWS, MAX_TILE_ROWS);
         let direct = kk == cin && self.stride == 1 && self.ph == 0 && self.pw == 0;
-        // Few tasks (small batches, late stages): let the GEMM split its own work instead.
+        // Few tasks (small batches, late stages): let the GEMM split its own work instead; tiny
+        // convolutions stay on this thread ([`crate::par`]).
         let tasks = rows.div_ceil(tile);
-        let par = if tasks < threads {
+        let small = rows * kk * cout < SERIAL_MACS;
+        let par = if tasks < threads && !small {
             crate::Parallelism::Rayon(threads)
         } else {
             crate::Parallelism::None
@@ -235,7 +262,7 @@ impl Conv {
                 }
             }
         };
-        if tasks < threads {
+        if tasks < threads || small {
             out.chunks_mut(tile * cout).enumerate().for_each(run_tile);
         } else {
             out.par_chunks_mut(tile * cout).enumerate().for_each(run_tile);
@@ -249,10 +276,9 @@ impl Conv {
         }
     }
 
-    /// [`Conv::forward`] with the direct AVX-512 kernel: output rows (sample, y) split between
-    /// the threads.
-    fn forward_direct(&self, packed: &[f32], x: &Act, residual: Option<&Act>, relu: bool, mut out: Vec<f32>) -> Act {
-        let (oh, ow) = self.out_hw(x.h, x.w);
+    /// [`Conv::forward`] with the direct AVX-512 kernel.
+    fn forward_direct(&self, packed: &[f32], x: &Act, residual: Option<&Act>, relu: bool, out: Vec<f32>) -> Act {
+        let ow = self.out_hw(x.h, x.w).1;
         let g = direct::Geometry {
             cin: self.cin,
             cout: self.cout,
@@ -263,20 +289,54 @@ impl Conv {
             w: x.w,
             ow,
         };
+        self.by_rows(x, residual, out, |img, oy, res, out_row| {
+            direct::conv_row(&g, img, oy, packed, &self.b, res, relu, out_row)
+        })
+    }
+
+    /// [`Conv::forward`] with the portable-SIMD direct kernel.
+    fn forward_lanes(&self, lanes: Lanes, x: &Act, residual: Option<&Act>, relu: bool, out: Vec<f32>) -> Act {
+        let ow = self.out_hw(x.h, x.w).1;
+        let g = lanes::Geometry {
+            cin: self.cin,
+            cout: self.cout,
+            k: [self.kh, self.kw],
+            stride: self.stride,
+            pad: [self.ph, self.pw],
+            hw: [x.h, x.w],
+            ow,
+        };
+        self.by_rows(x, residual, out, |img, oy, res, out_row| {
+            lanes::conv_row(lanes, &g, img, oy, &self.w, &self.b, res, relu, out_row)
+        })
+    }
+
+    /// The output row by row for a direct kernel, `row(sample input, oy, residual row, out row)`,
+    /// rows (sample, y) split between the threads (about four tasks per thread: enough to
+    /// balance, few enough to amortise the hand-off), or on this thread when the convolution is
+    /// small ([`crate::par`]).
+    fn by_rows(
+        &self,
+        x: &Act,
+        residual: Option<&Act>,
+        mut out: Vec<f32>,
+        row: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) + Sync,
+    ) -> Act {
+        let (oh, ow) = self.out_hw(x.h, x.w);
         let row_len = ow * self.cout;
         let rows = x.n * oh;
         debug_assert_eq!(out.len(), rows * row_len);
         let threads = rayon::current_num_threads().max(1);
-        // About four tasks per thread: enough to balance, few enough to amortise the hand-off.
         let per_task = rows.div_ceil(threads * 4).max(1);
         let sample_len = x.sample_len();
-        out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(t, dst)| {
+        let macs = out.len() * self.kh * self.kw * self.cin;
+        for_each_chunk(&mut out, per_task * row_len, macs, SERIAL_MACS, |(t, dst)| {
             for (i, out_row) in dst.chunks_mut(row_len).enumerate() {
                 let r = t * per_task + i;
                 let (sample, oy) = (r / oh, r % oh);
                 let img = &x.data[sample * sample_len..(sample + 1) * sample_len];
                 let res = residual.map(|a| &a.data[r * row_len..(r + 1) * row_len]);
-                direct::conv_row(&g, img, oy, packed, &self.b, res, relu, out_row);
+                row(img, oy, res, out_row);
             }
         });
         Act {
@@ -338,7 +398,10 @@ mod tests {
     /// (cin, cout, k, stride, pad, h, w): stem-like 3 input channels, 1, 2 and 4 blocks of 16
     /// output channels, stride 2, 1×1 shortcuts, odd sizes, widths that leave partial tiles, a
     /// kernel larger than part of the image, and channel counts off the direct kernel's grid.
-    const CASES: [(usize, usize, usize, usize, usize, usize, usize); 10] = [
+    const CASES: [(usize, usize, usize, usize, usize, usize, usize); 13] = [
+        (1, 8, 3, 1, 1, 9, 10),
+        (8, 24, 3, 2, 1, 11, 9),
+        (16, 40, 1, 1, 0, 4, 5),
         (3, 16, 3, 1, 1, 9, 21),
         (16, 16, 3, 1, 1, 7, 7),
         (16, 32, 3, 2, 1, 11, 13),
@@ -396,9 +459,14 @@ mod tests {
             let x = act(2, h, w, cin, seed);
             for kernel in [ConvKernel::Auto, ConvKernel::Gemm] {
                 let conv = Conv::from_host(cin, cout, k, stride, pad, weights.clone(), bias.clone(), false, kernel);
-                // The direct kernel is really the one under test wherever it can run.
+                // The direct kernels are really the ones under test wherever they can run.
                 let direct = kernel == ConvKernel::Auto && direct::available() && cout % direct::LANES == 0;
                 assert_eq!(conv.is_direct(), direct, "case {i} {kernel:?}");
+                let simd = kernel == ConvKernel::Auto
+                    && !direct
+                    && Isa::selected() != Isa::Portable
+                    && Lanes::detect().is_some_and(|l| cout % l.width() == 0);
+                assert_eq!(conv.kernel_name() == "direct-simd", simd, "case {i} {kernel:?}");
                 let (oh, ow) = conv.out_hw(h, w);
                 let res = act(2, oh, ow, cout, 300 + seed);
                 for (residual, relu) in [(false, false), (true, true), (false, true)] {

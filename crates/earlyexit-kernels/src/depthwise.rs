@@ -5,7 +5,7 @@
 //! channels are contiguous, and so are a tap's weights, so one output pixel is `k²` fused
 //! multiply-adds over contiguous channel runs, which the compiler vectorises.
 
-use rayon::prelude::*;
+use crate::par::{SERIAL_MACS, for_each_chunk};
 
 use crate::ops::out_len;
 use crate::{Act, Epilogue};
@@ -87,7 +87,8 @@ impl Depthwise {
         let mut out = vec![0.0f32; x.n * oh * row_len];
         let sample_len = x.sample_len();
         if row_len > 0 {
-            out.par_chunks_mut(row_len).enumerate().for_each(|(r, dst)| {
+            let macs = out.len() * self.kh * self.kw;
+            for_each_chunk(&mut out, row_len, macs, SERIAL_MACS, |(r, dst)| {
                 let (sample, oy) = (r / oh, r % oh);
                 let img = &x.data[sample * sample_len..(sample + 1) * sample_len];
                 for (ox, px) in dst.chunks_mut(c).enumerate() {

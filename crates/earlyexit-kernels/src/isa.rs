@@ -5,9 +5,8 @@
 //! compare with PyTorch held to the same ISA) without another machine. It can only narrow what the
 //! CPU has: asking for AVX-512 on a CPU without it selects the portable path.
 //!
-//! `EARLYEXIT_CPU=avx512` the direct AVX-512 kernels where the CPU has them (the default);
-//! `portable` (alias `avx2`: the `gemm` crate under the portable path picks AVX2/FMA kernels by
-//! itself where the CPU has them) im2col + GEMM everywhere.
+//! `EARLYEXIT_CPU=avx512` (the default where the CPU has it), `avx2`, `neon` or `portable`
+//! (im2col + GEMM everywhere; the `gemm` crate underneath still picks its own SIMD).
 
 use std::sync::OnceLock;
 
@@ -15,11 +14,17 @@ use std::sync::OnceLock;
 pub const ENV: &str = "EARLYEXIT_CPU";
 
 /// An instruction set of the kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// im2col + GEMM only (the `gemm` crate dispatches its own SIMD).
     Portable,
-    /// The direct AVX-512 convolution and weight-gradient kernels.
+    /// The portable-SIMD direct convolution ([`crate::lanes`]) on AVX2 + FMA, 8 lanes, for
+    /// layers with 8·j output channels; im2col + GEMM for the others.
+    Avx2,
+    /// The same on NEON (aarch64), 4 lanes.
+    Neon,
+    /// The direct AVX-512 kernels ([`crate::direct`]) for 16·j output channels and the weight
+    /// gradient, AVX2 ones for 8·j, im2col + GEMM for the others.
     Avx512,
 }
 
@@ -28,17 +33,48 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
             Isa::Avx512 => "avx512",
         }
     }
 
+    /// How wide: a request selects the widest instruction set the CPU runs at or below it.
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Portable => 0,
+            Isa::Avx2 | Isa::Neon => 1,
+            Isa::Avx512 => 2,
+        }
+    }
+
+    /// Whether a CPU whose best instruction set is `self` runs `other`.
+    fn runs(self, other: Isa) -> bool {
+        other == Isa::Portable || other == self || (self == Isa::Avx512 && other == Isa::Avx2)
+    }
+
     /// The best instruction set this CPU has.
     pub fn detected() -> Isa {
+        let simd = crate::lanes::Lanes::detect().is_some();
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
+        {
+            if simd && std::arch::is_x86_feature_detected!("avx512f") {
+                Isa::Avx512
+            } else if simd {
+                Isa::Avx2
+            } else {
+                Isa::Portable
+            }
         }
-        Isa::Portable
+        #[cfg(target_arch = "aarch64")]
+        {
+            if simd { Isa::Neon } else { Isa::Portable }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            let _ = simd;
+            Isa::Portable
+        }
     }
 
     /// Parses a value of `EARLYEXIT_CPU`.
@@ -48,9 +84,11 @@ impl Isa {
     pub fn parse(value: &str) -> Result<Isa, String> {
         match value.trim().to_ascii_lowercase().as_str() {
             "avx512" => Ok(Isa::Avx512),
-            "portable" | "avx2" => Ok(Isa::Portable),
+            "avx2" => Ok(Isa::Avx2),
+            "neon" => Ok(Isa::Neon),
+            "portable" => Ok(Isa::Portable),
             other => Err(format!(
-                "{ENV}={other:?} is not an instruction set; expected `avx512`, `avx2` or `portable`"
+                "{ENV}={other:?} is not an instruction set; expected `avx512`, `avx2`, `neon` or `portable`"
             )),
         }
     }
@@ -75,9 +113,15 @@ impl Isa {
     }
 }
 
-/// `detected`, or `requested` where that is a narrower set.
+/// What a CPU whose best set is `detected` runs for `requested`: that set if it can, else the
+/// widest one it runs below it.
 fn narrow(detected: Isa, requested: Option<Isa>) -> Isa {
-    requested.map_or(detected, |r| r.min(detected))
+    let Some(r) = requested else { return detected };
+    [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Portable]
+        .into_iter()
+        .filter(|&c| c.rank() <= r.rank() && detected.runs(c))
+        .max_by_key(|c| c.rank())
+        .unwrap_or(Isa::Portable)
 }
 
 #[cfg(test)]
@@ -88,14 +132,19 @@ mod tests {
     fn names_parse_and_requests_only_narrow() {
         assert_eq!(Isa::parse("AVX512"), Ok(Isa::Avx512));
         assert_eq!(Isa::parse(" portable "), Ok(Isa::Portable));
-        assert_eq!(Isa::parse("avx2"), Ok(Isa::Portable));
+        assert_eq!(Isa::parse("avx2"), Ok(Isa::Avx2));
         let e = Isa::parse("sse9").unwrap_err();
         assert!(
             e.contains("EARLYEXIT_CPU") && e.contains("sse9") && e.contains("portable"),
             "{e}"
         );
         assert_eq!(narrow(Isa::Avx512, Some(Isa::Portable)), Isa::Portable);
+        assert_eq!(narrow(Isa::Avx512, Some(Isa::Avx2)), Isa::Avx2);
+        assert_eq!(narrow(Isa::Avx2, Some(Isa::Avx512)), Isa::Avx2);
         assert_eq!(narrow(Isa::Portable, Some(Isa::Avx512)), Isa::Portable);
+        // Another architecture's set of the same width: the same width here.
+        assert_eq!(narrow(Isa::Avx2, Some(Isa::Neon)), Isa::Avx2);
+        assert_eq!(narrow(Isa::Neon, Some(Isa::Avx512)), Isa::Neon);
         assert_eq!(narrow(Isa::Avx512, None), Isa::Avx512);
         assert_eq!(Isa::Portable.name(), "portable");
     }

@@ -3,8 +3,11 @@
 //! The CPU kernels under both of earlyexit's CPU paths: the compiled inference network
 //! (`earlyexit::infer::CompiledNet`) and the native training pass (`earlyexit::train::native`).
 //! Activations are channels-last host buffers ([`Act`]); convolutions carry their BatchNorm folded
-//! in ([`Conv`]) and run a direct AVX-512 kernel ([`direct`]) where the CPU has one, im2col + GEMM
-//! ([`matmul`]) elsewhere (and for rectangular kernels); depthwise convolutions have a kernel of
+//! in ([`Conv`]) and run a direct AVX-512 kernel ([`direct`]) for 16·j output channels where the
+//! CPU has AVX-512F, a portable direct kernel ([`lanes`]: AVX2 + FMA or NEON, through `pulp`) for
+//! multiples of the vector width, im2col + GEMM ([`matmul`]) for the rest; [`Isa`] says which
+//! instruction set runs (`EARLYEXIT_CPU` narrows it), and passes too small for the thread pool
+//! run on the caller's thread; depthwise convolutions have a kernel of
 //! their own ([`Depthwise`]); pooling, unfoldable BatchNorms ([`Act::affine`]) and channel
 //! concatenation are passes over [`Act`]. The backward passes ([`conv_grad`], [`batchnorm`]) and the buffer pool
 //! ([`BufferPool`]) serve training.
@@ -33,8 +36,10 @@ mod dense;
 mod depthwise;
 pub mod direct;
 mod isa;
+pub mod lanes;
 pub mod matmul;
 mod ops;
+mod par;
 mod pool;
 pub mod simd;
 pub mod testing;

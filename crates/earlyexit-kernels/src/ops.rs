@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::par::{SERIAL_VALUES, for_each_chunk};
+
 use crate::Act;
 
 /// The activation a kernel applies before it stores its output.
@@ -80,7 +82,8 @@ impl Act {
         if self.c == 0 {
             return;
         }
-        self.data.par_chunks_mut(self.c * 64).for_each(|chunk| {
+        let len = self.data.len();
+        for_each_chunk(&mut self.data, self.c * 64, len, SERIAL_VALUES, |(_, chunk)| {
             for px in chunk.chunks_mut(scale.len()) {
                 for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
                     *v = *v * s + b;
@@ -93,7 +96,8 @@ impl Act {
     /// Applies `act` to every value, in place.
     pub fn activate(&mut self, act: Epilogue) {
         if act != Epilogue::None {
-            self.data.par_chunks_mut(4096).for_each(|c| act.apply(c));
+            let len = self.data.len();
+            for_each_chunk(&mut self.data, 4096, len, SERIAL_VALUES, |(_, c)| act.apply(c));
         }
     }
 
@@ -194,7 +198,8 @@ impl Act {
         let out_len = self.sample_len();
         let mut data = vec![0.0f32; self.n * in_len];
         if in_len > 0 {
-            data.par_chunks_mut(in_len).enumerate().for_each(|(s, dst)| {
+            let len = data.len();
+            for_each_chunk(&mut data, in_len, len, SERIAL_VALUES, |(s, dst)| {
                 let g = &self.data[s * out_len..(s + 1) * out_len];
                 let idx = &argmax[s * out_len..(s + 1) * out_len];
                 for (v, &i) in g.iter().zip(idx) {
@@ -233,7 +238,8 @@ impl Act {
         let mut data = vec![0.0f32; self.n * oh * row_len];
         let sample_len = self.sample_len();
         if row_len > 0 {
-            data.par_chunks_mut(row_len).enumerate().for_each(|(r, dst)| {
+            let len = self.data.len();
+            for_each_chunk(&mut data, row_len, len, SERIAL_VALUES, |(r, dst)| {
                 let (sample, y) = (r / oh, r % oh);
                 let img = &self.data[sample * sample_len..(sample + 1) * sample_len];
                 let [y0, y1] = rows[y];
@@ -280,7 +286,8 @@ impl Act {
         let c: usize = parts.iter().map(|p| p.c).sum();
         let mut data = vec![0.0f32; n * h * w * c];
         if c > 0 {
-            data.par_chunks_mut(c).enumerate().for_each(|(px, dst)| {
+            let len = data.len();
+            for_each_chunk(&mut data, c, len, SERIAL_VALUES, |(px, dst)| {
                 let mut at = 0;
                 for p in parts {
                     dst[at..at + p.c].copy_from_slice(&p.data[px * p.c..(px + 1) * p.c]);

@@ -14,6 +14,10 @@ pub struct Args {
     /// Backbone name.
     #[arg(long, default_value = "resnet56")]
     model: String,
+    /// Width of the backbone where it has one (EENet-8's base channels, MobileNetV2's multiplier
+    /// in %)
+    #[arg(long)]
+    width: Option<usize>,
     /// Input shape CxHxW.
     #[arg(long, default_value = "3x32x32")]
     input: Shape,
@@ -68,6 +72,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut desc = ModelDescription::new(&a.model, a.input, a.classes, a.exits.clone());
+    desc.width = a.width;
     desc.head = a.head;
     let arch = desc.resolve().context("cannot build this model")?;
     let device = a.device.device()?;
