@@ -159,6 +159,13 @@ impl BackboneSpec {
                 reason: "input shape has a zero dimension".into(),
             });
         }
+        // A zero width would build empty layers (and panic in Burn): report it instead.
+        if width == Some(0) {
+            return Err(Error::Invalid {
+                field: "width".into(),
+                reason: format!("the width of `{name}` must be at least 1"),
+            });
+        }
         let mut blocks: Vec<(String, BlockSpec)> = Vec::new();
         let pool_cls = |bn_relu| ClassifierSpec {
             bn_relu,
@@ -479,6 +486,14 @@ mod tests {
             .unwrap()
             .total_cost()
             .macs(MacConvention::All)
+    }
+
+    #[test]
+    fn a_zero_width_is_refused() {
+        let input = Shape::new(1, 28, 28);
+        let e = BackboneSpec::new("eenet8", input, 10, Some(0)).unwrap_err().to_string();
+        assert!(e.contains("width") && e.contains("at least 1"), "{e}");
+        assert!(BackboneSpec::new("eenet8", input, 10, Some(8)).is_ok());
     }
 
     #[test]

@@ -156,6 +156,15 @@ impl Act {
 
     /// Global average pool: `[n][c]`, row-major.
     pub fn global_avg_pool(&self) -> Vec<f32> {
+        self.pool_all(false)
+    }
+
+    /// Global average pool of `relu(self)` (`dense` heads' pooled history), without a copy.
+    pub fn relu_global_avg_pool(&self) -> Vec<f32> {
+        self.pool_all(true)
+    }
+
+    fn pool_all(&self, relu: bool) -> Vec<f32> {
         let (hw, c) = (self.h * self.w, self.c);
         let mut out = vec![0.0f32; self.n * c];
         if c == 0 {
@@ -164,7 +173,7 @@ impl Act {
         for (s, o) in out.chunks_mut(c).enumerate() {
             for p in self.data[s * hw * c..(s + 1) * hw * c].chunks(c) {
                 for (a, v) in o.iter_mut().zip(p) {
-                    *a += v;
+                    *a += if relu { v.max(0.0) } else { *v };
                 }
             }
             let inv = 1.0 / hw as f32;
@@ -187,6 +196,10 @@ mod tests {
         assert_eq!(a.to_nchw(), nchw);
         let pooled = a.global_avg_pool();
         assert_eq!(&pooled[..3], &[1.5, 5.5, 9.5]);
+        let mut shifted = a.clone();
+        shifted.data.iter_mut().for_each(|v| *v -= 2.0);
+        // relu(x - 2) of channel 0 (0, 1, 2, 3) is (0, 0, 0, 1).
+        assert_eq!(shifted.relu_global_avg_pool()[0], 0.25);
         // The option-A shortcut's backward pass is its adjoint: <P x, g> = <x, Pᵀ g>.
         let x = Act::from_nchw(
             &(0..2 * 3 * 5 * 5).map(|v| (v % 7) as f32 - 3.0).collect::<Vec<_>>(),

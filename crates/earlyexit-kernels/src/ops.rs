@@ -312,6 +312,10 @@ mod tests {
     use super::*;
     use crate::testing::act;
 
+    const fn window(k: usize, stride: usize, pad: usize) -> Window {
+        Window { k, stride, pad }
+    }
+
     /// The definition of a pooling window, one value at a time.
     fn pool_reference(x: &Act, win: Window, max: bool, include_pad: bool) -> Vec<f32> {
         let (oh, ow) = win.out_hw(x.h, x.w);
@@ -351,28 +355,7 @@ mod tests {
     #[test]
     fn pools_match_their_definition_with_padding_and_odd_sizes() {
         let x = act(2, 7, 6, 5, 1);
-        for win in [
-            Window {
-                k: 2,
-                stride: 2,
-                pad: 0,
-            },
-            Window {
-                k: 3,
-                stride: 2,
-                pad: 1,
-            },
-            Window {
-                k: 3,
-                stride: 1,
-                pad: 1,
-            },
-            Window {
-                k: 3,
-                stride: 2,
-                pad: 0,
-            },
-        ] {
+        for win in [window(2, 2, 0), window(3, 2, 1), window(3, 1, 1), window(3, 2, 0)] {
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() <= 1e-6);
             assert!(
                 close(&x.max_pool(win).data, &pool_reference(&x, win, true, false)),
@@ -391,18 +374,7 @@ mod tests {
     #[test]
     fn max_pool_argmax_points_at_the_maximum_and_backward_is_its_adjoint() {
         let x = act(2, 7, 6, 3, 9);
-        for win in [
-            Window {
-                k: 2,
-                stride: 2,
-                pad: 0,
-            },
-            Window {
-                k: 3,
-                stride: 2,
-                pad: 1,
-            },
-        ] {
+        for win in [window(2, 2, 0), window(3, 2, 1)] {
             let (y, arg) = x.max_pool_argmax(win);
             assert_eq!(y.data, x.max_pool(win).data, "{win:?}");
             let len = x.sample_len();

@@ -212,6 +212,14 @@ fn layers_ops<'a>(ls: impl IntoIterator<Item = &'a ConvBnAct>, what: &str, kerne
     Ok(ops)
 }
 
+/// A residual block's projection shortcut (1×1 convolution + BatchNorm), or the identity.
+fn projection(l: Option<&ConvBnAct>, what: &str, kernel: ConvKernel) -> Result<Shortcut> {
+    Ok(match l {
+        Some(l) => Shortcut::Conv(conv_only(l, what, kernel)?),
+        None => Shortcut::Identity,
+    })
+}
+
 /// A bare convolution (no BatchNorm, no activation).
 fn bare(conv: &Conv2d, what: &str, kernel: ConvKernel) -> Result<Conv> {
     conv_from_burn(conv, None, false, kernel).map_err(|why| refuse(what, why))
@@ -249,10 +257,7 @@ pub(super) fn block_ops(b: &Block, index: usize, input: Shape, kernel: ConvKerne
         Block::Basic(b) => vec![Op::Residual {
             main: vec![Op::Conv(conv_only(&b.conv1, what, kernel)?)],
             last: conv_only(&b.conv2, what, kernel)?,
-            shortcut: match &b.shortcut {
-                Some(l) => Shortcut::Conv(conv_only(l, what, kernel)?),
-                None => Shortcut::Identity,
-            },
+            shortcut: projection(b.shortcut.as_ref(), what, kernel)?,
             relu: true,
         }],
         Block::BasicPadded(b) => {
@@ -274,10 +279,7 @@ pub(super) fn block_ops(b: &Block, index: usize, input: Shape, kernel: ConvKerne
                 Op::Conv(conv_only(&b.conv2, what, kernel)?),
             ],
             last: conv_only(&b.conv3, what, kernel)?,
-            shortcut: match &b.shortcut {
-                Some(l) => Shortcut::Conv(conv_only(l, what, kernel)?),
-                None => Shortcut::Identity,
-            },
+            shortcut: projection(b.shortcut.as_ref(), what, kernel)?,
             relu: true,
         }],
         Block::PreAct(b) => {

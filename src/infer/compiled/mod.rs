@@ -331,9 +331,7 @@ impl StageSlices for CompiledNet {
         for b in &self.blocks[self.stage_blocks(k)] {
             act = graph::run(b, act);
             if self.pools_history {
-                let mut r = act.clone();
-                r.activate(Epilogue::Relu);
-                pooled.push(r.global_avg_pool());
+                pooled.push(act.relu_global_avg_pool());
             }
         }
         CompiledState { act, pooled }
