@@ -204,10 +204,11 @@ pub struct Deployable {
 }
 
 /// Opens `dir` for deployment, the one way every serving and exporting command does: as a run
-/// folder when `as_run` and it holds `config.toml`, else as a bare model folder (which then needs
-/// `given` or a `policy.json`).
+/// folder when `as_run` (an error when it is not one: without its `config.toml` the input
+/// normalisation is unknown, and answering unnormalised inputs would be silently wrong), else as
+/// a bare model folder (which then needs `given` or a `policy.json`).
 pub fn open_deployable(dir: &Path, as_run: bool, given: Option<&Policy>, device: &Device) -> Result<Deployable> {
-    if as_run && dir.join(CONFIG_FILE).exists() {
+    if as_run {
         let run = Run::open(dir)?;
         return Ok(Deployable {
             model: run.load_model(device)?,
@@ -320,6 +321,25 @@ mod tests {
             let e = read_policy_file(&d).unwrap_err().to_string();
             assert!(e.contains(POLICY_FILE) && e.contains(says), "{bad}: {e}");
         }
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_bare_model_folder_asked_for_as_a_run_is_an_error_not_an_unnormalised_model() {
+        use crate::model::{ModelDescription, Shape};
+        let d = dir("bare-as-run");
+        let device = Device::flex();
+        let desc = ModelDescription::new("lenet5", Shape::new(1, 28, 28), 10, "cuts:1".parse().unwrap());
+        let net = desc.resolve().unwrap().init_seeded(&device, 1);
+        crate::model::io::save_model(&d, &desc, &net).unwrap();
+        let policy: Policy = "maxprob:0.9".parse().unwrap();
+        let e = open_deployable(&d, true, Some(&policy), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(CONFIG_FILE), "{e}");
+        // As a bare model folder it opens, without a normalisation.
+        let ok = open_deployable(&d, false, Some(&policy), &device).unwrap();
+        assert!(ok.normalize.is_none() && ok.run.is_none());
         let _ = std::fs::remove_dir_all(d);
     }
 }
