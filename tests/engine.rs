@@ -3,10 +3,10 @@
 
 mod common;
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 use earlyexit::infer::{Answers, MultiExitModel, Policy, Thresholds, argmax};
-use earlyexit::model::{HeadKind, Shape};
+use earlyexit::model::{ExitOutput, HeadKind, Shape};
 
 fn model(backbone: &str, input: Shape, head: HeadKind, exits: &str, seed: u64) -> MultiExitModel {
     common::model(backbone, input, exits, head, seed)
@@ -35,13 +35,26 @@ fn midpoints(scores: &[Vec<f32>]) -> Vec<f32> {
         .collect()
 }
 
+/// The policy's score computed with tensor operations on the device: a reference independent of
+/// the host code the engine scores with.
+fn device_score(policy: &Policy, out: &ExitOutput) -> Vec<f32> {
+    let [n, k] = out.logits.dims();
+    let t = match (policy, &out.confidence) {
+        (Policy::Confidence(_), Some(c)) => sigmoid(c.clone()).reshape([n]),
+        (Policy::Entropy(_), _) => {
+            let logp = log_softmax(out.logits.clone(), 1);
+            let h = (logp.clone().exp() * logp).sum_dim(1).neg().reshape([n]);
+            h.div_scalar((k as f64).ln()).neg().add_scalar(1.0)
+        }
+        _ => softmax(out.logits.clone(), 1).max_dim(1).reshape([n]),
+    };
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
 fn reference(model: &MultiExitModel, x: Tensor<4>, policy: &Policy) -> (Vec<usize>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let outs = model.net.forward_all(x);
     let n_exits = model.net.num_exits();
-    let scores: Vec<Vec<f32>> = outs[..n_exits]
-        .iter()
-        .map(|o| policy.score(o).into_data().try_to_vec::<f32>().unwrap())
-        .collect();
+    let scores: Vec<Vec<f32>> = outs[..n_exits].iter().map(|o| device_score(policy, o)).collect();
     let probs: Vec<Vec<Vec<f32>>> = outs.iter().map(|o| rows(softmax(o.logits.clone(), 1))).collect();
     let preds: Vec<Vec<usize>> = probs[..n_exits]
         .iter()

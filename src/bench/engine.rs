@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::timing::{median, time};
 use crate::error::{Error, Result};
-use crate::infer::{Executor, MultiExitModel, Policy, Thresholds, max_prob};
+use crate::infer::engine::StageSlices;
+use crate::infer::executor::OnStages;
+use crate::infer::{Executor, ExitLogits, MultiExitModel, Policy, Thresholds};
 use crate::model::MacConvention;
 
 /// What to time.
@@ -82,7 +84,7 @@ pub fn forced_thresholds(model: &MultiExitModel, pool: Tensor<4>, shares: &[f64]
     let mut alive: Vec<usize> = (0..n).collect();
     let mut thresholds = Vec::with_capacity(n_exits);
     for (k, share) in shares.iter().enumerate() {
-        let scores: Vec<f32> = max_prob(&outs[k].logits).into_data().try_to_vec::<f32>().expect("f32");
+        let scores = ExitLogits::from_output(&outs[k]).max_prob();
         let mut alive_scores: Vec<f32> = alive.iter().map(|&i| scores[i]).collect();
         alive_scores.sort_by(|a, b| b.partial_cmp(a).expect("finite scores"));
         let take = ((share * n as f64).round() as usize).min(alive_scores.len());
@@ -100,49 +102,53 @@ pub fn forced_thresholds(model: &MultiExitModel, pool: Tensor<4>, shares: &[f64]
 }
 
 /// Median seconds per pass over `chunks` of every stage (final stage with its classifier) and
-/// of every early-exit head, on full batches.
-fn stage_times(model: &MultiExitModel, chunks: &[Tensor<4>], reps: usize) -> (Vec<f64>, Vec<f64>) {
-    use crate::model::StageState;
-    let stages = model.net.num_stages();
-    let mut st = vec![Vec::new(); stages];
-    let mut ht = vec![Vec::new(); stages - 1];
-    for _ in 0..reps {
-        let mut acc_s = vec![0.0; stages];
-        let mut acc_h = vec![0.0; stages - 1];
-        for c in chunks {
-            let mut state = StageState::new(c.clone());
-            for k in 0..stages {
-                let (s, d) = time(|| {
-                    let s = model.net.run_stage(k, state.clone());
-                    let _ = s.x.clone().sum().into_scalar::<f32>();
-                    s
-                });
-                state = s;
-                acc_s[k] += d.as_secs_f64();
-                let (out, d) = time(|| {
-                    let out = model.net.exit(k, &state);
-                    let _ = out.logits.clone().sum().into_scalar::<f32>();
-                    out
-                });
-                std::hint::black_box(out);
-                if k + 1 < stages {
-                    acc_h[k] += d.as_secs_f64();
-                } else {
-                    acc_s[k] += d.as_secs_f64();
+/// of every early-exit head, on full batches, on the code the executor runs.
+struct StageTimes<'a> {
+    chunks: &'a [Tensor<4>],
+    reps: usize,
+}
+
+impl OnStages for StageTimes<'_> {
+    type Output = Result<(Vec<f64>, Vec<f64>)>;
+
+    fn on<N: StageSlices>(self, net: &N) -> Self::Output {
+        let stages = net.num_exits() + 1;
+        let mut st = vec![Vec::new(); stages];
+        let mut ht = vec![Vec::new(); stages - 1];
+        for _ in 0..self.reps {
+            let mut acc_s = vec![0.0; stages];
+            let mut acc_h = vec![0.0; stages - 1];
+            for c in self.chunks {
+                let mut state = net.start(c.clone())?;
+                for (k, stage_acc) in acc_s.iter_mut().enumerate() {
+                    let (s, d) = time(|| {
+                        let s = net.run_stage(k, state);
+                        net.sync(&s);
+                        s
+                    });
+                    state = s;
+                    *stage_acc += d.as_secs_f64();
+                    let (out, d) = time(|| net.exit(k, &state));
+                    std::hint::black_box(out);
+                    // The final classifier counts with its stage; early heads apart.
+                    match acc_h.get_mut(k) {
+                        Some(h) => *h += d.as_secs_f64(),
+                        None => *stage_acc += d.as_secs_f64(),
+                    }
                 }
             }
+            for (v, a) in st.iter_mut().zip(acc_s) {
+                v.push(a);
+            }
+            for (v, a) in ht.iter_mut().zip(acc_h) {
+                v.push(a);
+            }
         }
-        for k in 0..stages {
-            st[k].push(acc_s[k]);
-        }
-        for k in 0..stages - 1 {
-            ht[k].push(acc_h[k]);
-        }
+        Ok((
+            st.into_iter().map(median).collect(),
+            ht.into_iter().map(median).collect(),
+        ))
     }
-    (
-        st.into_iter().map(median).collect(),
-        ht.into_iter().map(median).collect(),
-    )
 }
 
 /// The plain backbone with softmax over every chunk, probabilities brought to the host (the work
@@ -209,7 +215,10 @@ pub fn run_engine_bench(exec: &Executor, cfg: &EngineBench) -> Result<Vec<Engine
             never.push(r.map(|()| t.as_secs_f64())?);
         }
         let (plain, engine, never) = (median(plain), median(engine), median(never));
-        let (stage_t, head_t) = stage_times(model, &chunks, cfg.reps.max(1));
+        let (stage_t, head_t) = exec.with_stages(StageTimes {
+            chunks: &chunks,
+            reps: cfg.reps.max(1),
+        })?;
         let reach: Vec<f64> = (0..exits.len())
             .map(|k| exits[k..].iter().sum::<usize>() as f64 / samples)
             .collect();

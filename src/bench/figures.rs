@@ -3,8 +3,10 @@
 //! and the user-sized timings of `earlyexit bench --forward` / `--train-step`.
 //!
 //! A figure is a fixed piece of work on random data (weights and inputs do not change the cost of
-//! dense convolutions): a plain ResNet forward pass, the early-exit engine with forced exit
-//! shares, or one SGD training step. [`measure`] warms it up, then times it and reports the
+//! dense convolutions) on one of [`FIGURE_MODELS`]: a plain forward pass, the early-exit engine
+//! with forced exit shares, or one SGD training step. The PyTorch side builds the ResNets itself
+//! and loads the others from the export [`export_figure_model`] writes, so that both sides time
+//! the same layers and parameters. [`measure`] warms it up, then times it and reports the
 //! median seconds per iteration. Inference figures run on the [`Executor`] the [`ExecChoice`]
 //! selects (`auto`: the compiled CPU path); the training step on the native backbone pass that
 //! `earlyexit train` runs on the CPU ([`crate::train::native`]) for `auto` and `compiled`, or on
@@ -23,7 +25,7 @@ use super::timing::{median, timed};
 use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::infer::{Executor, MultiExitModel};
-use crate::model::{ModelDescription, Placement, Shape};
+use crate::model::{MacConvention, ModelDescription, Placement, Shape};
 use crate::train::objectives::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use crate::train::trainer::native_pass;
@@ -33,35 +35,84 @@ use crate::train::trainer::native_pass;
 pub const ENGINE_MODEL: &str = "resnet56";
 /// Exit shares forced at the four early exits (the rest reaches the final classifier).
 pub const ENGINE_SHARES: [f64; 4] = [0.3, 0.2, 0.15, 0.1];
+/// Exit shares forced at EENet-8's two exits in its engine figure (`eenet8-engine-b…`).
+pub const EENET8_ENGINE_SHARES: [f64; 2] = [0.10, 0.23];
 /// Random inputs the engine figure cycles through (and fits its thresholds on).
 pub const ENGINE_POOL: usize = 256;
+
+/// The networks of the figures: the ResNets 6n+2 on 3×32×32, EENet-8 at width 8 on 1×28×28 with
+/// the quickstart's two `pool` exits (cuts 1 and 2), VGG-13 and MobileNetV2 on 3×32×32.
+pub const FIGURE_MODELS: [&str; 8] = [
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "eenet8",
+    "vgg13",
+    "mobilenet_v2",
+];
+
+/// A figure model's network: plain, except EENet-8 with the quickstart's two `pool` exits
+/// (cuts 1 and 2) and, with `engine_exits`, ResNet-56 with four `pool` exits placed by the
+/// Pareto rule (cuts 6, 10, 14, 16). A forward figure evaluates no exit, whatever the network has.
+///
+/// # Errors
+/// `model` is not one of [`FIGURE_MODELS`].
+pub fn figure_model(model: &str, engine_exits: bool) -> Result<ModelDescription> {
+    let cifar = Shape::new(3, 32, 32);
+    let d = match model {
+        "eenet8" => {
+            let mut d = ModelDescription::new(model, Shape::new(1, 28, 28), 10, "cuts:1,2".parse()?);
+            d.width = Some(8);
+            d
+        }
+        ENGINE_MODEL if engine_exits => ModelDescription::new(model, cifar, 10, "pareto:4".parse()?),
+        m if FIGURE_MODELS.contains(&m) => ModelDescription::new(model, cifar, 10, Placement::Cuts(vec![])),
+        _ => {
+            return Err(Error::UnknownName {
+                what: "figure model",
+                name: model.into(),
+                expected: FIGURE_MODELS.join(", "),
+            });
+        }
+    };
+    Ok(d)
+}
 
 /// One standard piece of work.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Figure {
-    /// A plain forward pass (no exits) of `model` on a `[batch, 3, 32, 32]` input.
+    /// A plain forward pass (no exit evaluated) of `model` ([`figure_model`]) on a batch.
     Forward {
-        /// A ResNet 6n+2 name (`resnet20` … `resnet110`).
+        /// One of [`FIGURE_MODELS`].
         model: String,
         /// Batch size.
         batch: usize,
     },
-    /// The early-exit engine on ResNet-56 with forced shares, over [`ENGINE_POOL`] inputs in
-    /// batches of `batch`; the time is per batch.
+    /// The early-exit engine with forced shares over [`ENGINE_POOL`] inputs in batches of
+    /// `batch`; the time is per batch. `resnet56` (`engine-b…`): four `pool` exits, shares
+    /// [`ENGINE_SHARES`]; `eenet8` (`eenet8-engine-b…`): the quickstart's two exits, shares
+    /// [`EENET8_ENGINE_SHARES`].
     Engine {
+        /// `resnet56` or `eenet8`.
+        model: String,
         /// Batch size.
         batch: usize,
     },
-    /// One training step of a plain ResNet-20 (forward, cross-entropy, backward, SGD with momentum
-    /// 0.9, lr 0.1) on a `[batch, 3, 32, 32]` input.
+    /// One training step (forward, cross-entropy, backward, SGD with momentum 0.9, lr 0.1) on
+    /// a batch: of the plain network, or for `eenet8` through both exits and the final
+    /// classifier with the three cross-entropies summed (the quickstart's network).
     TrainStep {
+        /// One of [`FIGURE_MODELS`] (`train-step-b…`: `resnet20`).
+        model: String,
         /// Batch size.
         batch: usize,
     },
 }
 
 /// The figures of the side-by-side table, in the order `scripts/bench-vs-torch` prints them.
-pub const STANDARD_FIGURES: [&str; 7] = [
+pub const STANDARD_FIGURES: [&str; 18] = [
     "resnet20-forward-b1",
     "resnet20-forward-b128",
     "resnet56-forward-b1",
@@ -69,7 +120,32 @@ pub const STANDARD_FIGURES: [&str; 7] = [
     "engine-b1",
     "engine-b256",
     "train-step-b128",
+    "eenet8-forward-b1",
+    "eenet8-forward-b256",
+    "eenet8-engine-b1",
+    "eenet8-engine-b256",
+    "eenet8-train-step-b32",
+    "vgg13-forward-b1",
+    "vgg13-forward-b128",
+    "vgg13-train-step-b128",
+    "mobilenet_v2-forward-b1",
+    "mobilenet_v2-forward-b128",
+    "mobilenet_v2-train-step-b128",
 ];
+
+impl Figure {
+    /// The figure's model name.
+    pub fn model(&self) -> &str {
+        match self {
+            Self::Forward { model, .. } | Self::Engine { model, .. } | Self::TrainStep { model, .. } => model,
+        }
+    }
+
+    /// The figure's network ([`figure_model`]).
+    pub fn description(&self) -> Result<ModelDescription> {
+        figure_model(self.model(), matches!(self, Self::Engine { .. }))
+    }
+}
 
 impl FromStr for Figure {
     type Err = Error;
@@ -79,8 +155,10 @@ impl FromStr for Figure {
             Error::invalid(
                 "figure",
                 format!(
-                    "`{s}` is not a figure; expected <resnet20|resnet32|resnet44|resnet56|resnet110>-forward-b<N>, \
-                     engine-b<N> (N ≤ {ENGINE_POOL}) or train-step-b<N>, e.g. one of {}",
+                    "`{s}` is not a figure; expected <model>-forward-b<N>, engine-b<N> or eenet8-engine-b<N> \
+                     (N ≤ {ENGINE_POOL}), train-step-b<N> or <model>-train-step-b<N>, with <model> one of {}; \
+                     e.g. one of {}",
+                    FIGURE_MODELS.join(", "),
                     STANDARD_FIGURES.join(", ")
                 ),
             )
@@ -90,16 +168,35 @@ impl FromStr for Figure {
         if batch == 0 {
             return Err(bad());
         }
+        let model = |m: &str| FIGURE_MODELS.contains(&m).then(|| m.to_string()).ok_or_else(bad);
         match head {
-            "engine" if batch <= ENGINE_POOL => Ok(Self::Engine { batch }),
-            "train-step" => Ok(Self::TrainStep { batch }),
-            _ => match head.strip_suffix("-forward") {
-                Some(m @ ("resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110")) => Ok(Self::Forward {
-                    model: m.to_string(),
-                    batch,
-                }),
-                _ => Err(bad()),
-            },
+            "engine" if batch <= ENGINE_POOL => Ok(Self::Engine {
+                model: ENGINE_MODEL.into(),
+                batch,
+            }),
+            "eenet8-engine" if batch <= ENGINE_POOL => Ok(Self::Engine {
+                model: "eenet8".into(),
+                batch,
+            }),
+            "train-step" => Ok(Self::TrainStep {
+                model: "resnet20".into(),
+                batch,
+            }),
+            _ => {
+                if let Some(m) = head.strip_suffix("-forward") {
+                    Ok(Self::Forward {
+                        model: model(m)?,
+                        batch,
+                    })
+                } else if let Some(m) = head.strip_suffix("-train-step") {
+                    Ok(Self::TrainStep {
+                        model: model(m)?,
+                        batch,
+                    })
+                } else {
+                    Err(bad())
+                }
+            }
         }
     }
 }
@@ -108,8 +205,10 @@ impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Forward { model, batch } => write!(f, "{model}-forward-b{batch}"),
-            Self::Engine { batch } => write!(f, "engine-b{batch}"),
-            Self::TrainStep { batch } => write!(f, "train-step-b{batch}"),
+            Self::Engine { model, batch } if model == ENGINE_MODEL => write!(f, "engine-b{batch}"),
+            Self::Engine { model, batch } => write!(f, "{model}-engine-b{batch}"),
+            Self::TrainStep { model, batch } if model == "resnet20" => write!(f, "train-step-b{batch}"),
+            Self::TrainStep { model, batch } => write!(f, "{model}-train-step-b{batch}"),
         }
     }
 }
@@ -124,12 +223,52 @@ pub struct Measurement {
     pub path: String,
     /// Median wall-clock seconds per iteration (one batch).
     pub seconds: f64,
+    /// Multiply-adds per iteration (convention `all`): the plain network's per sample × batch
+    /// for a forward pass; the MACs the engine spent, exits included, for the engine; three
+    /// forward passes' worth (forward, and the input and weight gradients) for a training step.
+    pub macs: f64,
     /// Every timed iteration, in seconds.
     pub samples: Vec<f64>,
 }
 
-fn input_shape() -> Shape {
-    Shape::new(3, 32, 32)
+impl Measurement {
+    /// Billions of floating-point operations per second (2 per multiply-add).
+    pub fn gflops(&self) -> f64 {
+        2.0 * self.macs / self.seconds / 1e9
+    }
+}
+
+/// The figure's model and a random input batch, on `device`.
+fn figure_input(desc: &ModelDescription, batch: usize, device: &Device) -> Tensor<4> {
+    let s = desc.input;
+    Tensor::<4>::random([batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), device)
+}
+
+/// The exit shares an engine figure forces on `model`.
+fn engine_shares(model: &str) -> &'static [f64] {
+    if model == "eenet8" {
+        &EENET8_ENGINE_SHARES
+    } else {
+        &ENGINE_SHARES
+    }
+}
+
+/// Writes `figure`'s network (fresh weights, seed 0) to `out` as a PyTorch export
+/// ([`crate::interop::export_torch`]), with the thresholds of its engine figure as the policy
+/// (`never` otherwise), so that `scripts/torch_perf.py` times the same network.
+pub fn export_figure_model(figure: &Figure, out: &std::path::Path) -> Result<()> {
+    let device = Device::flex();
+    device.seed(0);
+    let desc = figure.description()?;
+    let model = MultiExitModel::new(desc.resolve()?, &device);
+    let policy = match figure {
+        Figure::Engine { model: m, .. } => {
+            let pool = figure_input(&desc, ENGINE_POOL, &device);
+            forced_thresholds(&model, pool, engine_shares(m))?
+        }
+        _ => crate::infer::Policy::Never,
+    };
+    crate::interop::export_torch(&model, &policy, None, out)
 }
 
 /// Measures `figure` on the CPU with `reps` timed iterations after warm-up. Threads: as many as
@@ -138,27 +277,33 @@ pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measure
     let device = path.device(&Device::flex());
     device.seed(0);
     let ran: String;
-    let s = input_shape();
+    let desc = figure.description()?;
+    let macs: f64;
     let samples = match figure {
-        Figure::Forward { model, batch } => {
-            let arch = ModelDescription::new(model, s, 10, Placement::Cuts(vec![])).resolve()?;
+        Figure::Forward { batch, .. } => {
+            let arch = desc.resolve()?;
+            macs = (arch.cost.backbone.macs(MacConvention::All) * *batch as u64) as f64;
             let exec = Executor::new(MultiExitModel::new(arch, &device), &device, path)?;
             ran = exec.describe();
-            let x = Tensor::<4>::random([*batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
+            let x = figure_input(&desc, *batch, &device);
             timed(2, reps, || {
                 std::hint::black_box(exec.forward_plain(x.clone())?);
                 Ok(())
             })?
         }
-        Figure::Engine { batch } => {
-            let arch = ModelDescription::new(ENGINE_MODEL, s, 10, "pareto:4".parse()?).resolve()?;
-            let exec = Executor::new(MultiExitModel::new(arch, &device), &device, path)?;
+        Figure::Engine { model, batch } => {
+            let exec = Executor::new(MultiExitModel::new(desc.resolve()?, &device), &device, path)?;
             ran = exec.describe();
-            let pool = Tensor::<4>::random([ENGINE_POOL, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &device);
-            let policy = forced_thresholds(exec.model(), pool.clone(), &ENGINE_SHARES)?;
+            let pool = figure_input(&desc, ENGINE_POOL, &device);
+            let policy = forced_thresholds(exec.model(), pool.clone(), engine_shares(model))?;
             let chunks: Vec<Tensor<4>> = (0..ENGINE_POOL / batch)
                 .map(|i| pool.clone().narrow(0, i * batch, *batch))
                 .collect();
+            let mut spent = 0u64;
+            for c in &chunks {
+                spent += exec.infer(c.clone(), &policy)?.macs.iter().sum::<u64>();
+            }
+            macs = spent as f64 / chunks.len() as f64;
             let mut i = 0;
             timed(chunks.len().min(8), reps, || {
                 let x = chunks[i % chunks.len()].clone();
@@ -167,12 +312,14 @@ pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measure
                 Ok(())
             })?
         }
-        Figure::TrainStep { batch } => {
-            let arch = ModelDescription::new("resnet20", s, 10, Placement::Cuts(vec![])).resolve()?;
+        Figure::TrainStep { batch, .. } => {
+            let arch = desc.resolve()?;
+            let classes = arch.description.classes;
+            macs = 3.0 * (arch.cost.exit_macs(MacConvention::All).last().copied().unwrap_or(0) * *batch as u64) as f64;
             let ad = device.clone().autodiff();
             let mut net = Some(arch.init(&ad));
-            let x = Tensor::<4>::random([*batch, s.c, s.h, s.w], Distribution::Normal(0.0, 1.0), &ad);
-            let labels: Vec<i64> = (0..*batch as i64).map(|i| i % 10).collect();
+            let x = figure_input(&desc, *batch, &ad);
+            let labels: Vec<i64> = (0..*batch).map(|i| (i % classes) as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [*batch]), &ad);
             let mut opt = Optimizer::new(OptimizerConfig {
                 momentum: 0.9,
@@ -189,18 +336,24 @@ pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measure
                 Some(_) => "native".to_string(),
                 None => format!("burn ({device:?})"),
             };
+            // Every exit's cross-entropy, summed (a plain network has only its classifier).
+            let loss_of = |outs: Vec<crate::model::ExitOutput>| {
+                outs.into_iter()
+                    .map(|o| cross_entropy(o.logits, y.clone()).mean())
+                    .reduce(|a, b| a + b)
+                    .expect("a final classifier")
+            };
             timed(2, reps, || {
                 let n = net.take().expect("the network is put back after every step");
                 let grads = match &native {
                     Some(native) => {
                         let (outs, pending) = native.forward(&n, x.clone())?;
-                        let logits = outs.into_iter().last().expect("the final classifier").logits;
-                        let loss = cross_entropy(logits, y.clone()).mean();
+                        let loss = loss_of(outs);
                         std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
                         pending.backward(loss.backward())?
                     }
                     None => {
-                        let loss = cross_entropy(n.forward_backbone(x.clone()), y.clone()).mean();
+                        let loss = loss_of(n.forward_all(x.clone()));
                         // As a training loop does (and PyTorch's `loss.item()`): read the loss.
                         std::hint::black_box(loss.clone().inner().into_scalar::<f32>());
                         GradientsParams::from_grads(loss.backward(), &n)
@@ -216,6 +369,7 @@ pub fn measure(figure: &Figure, reps: usize, path: ExecChoice) -> Result<Measure
         figure: figure.to_string(),
         path: ran,
         seconds: median(samples.clone()),
+        macs,
         samples,
     })
 }
@@ -351,12 +505,46 @@ mod tests {
         }
     }
 
+    /// The figures measure the network they name, count its multiply-adds, and export it for
+    /// PyTorch as the same architecture with the engine's thresholds as its policy.
+    #[test]
+    fn figures_measure_and_export_their_networks() {
+        let fwd: Figure = "eenet8-forward-b2".parse().unwrap();
+        let m = measure(&fwd, 1, ExecChoice::Auto).unwrap();
+        let arch = fwd.description().unwrap().resolve().unwrap();
+        assert_eq!(m.macs, (2 * arch.cost.backbone.macs(MacConvention::All)) as f64);
+        assert!(
+            m.seconds > 0.0 && m.gflops() > 0.0 && m.path.starts_with("compiled"),
+            "{m:?}"
+        );
+        // The engine spends fewer MACs than the plain network plus every head on every sample.
+        let eng: Figure = "eenet8-engine-b64".parse().unwrap();
+        let e = measure(&eng, 1, ExecChoice::Auto).unwrap();
+        let full = *arch.cost.exit_macs(MacConvention::All).last().unwrap() as f64 * 64.0;
+        assert!(e.macs > 0.0 && e.macs < full, "{} vs {full}", e.macs);
+        let step = measure(&"eenet8-train-step-b4".parse().unwrap(), 1, ExecChoice::Auto).unwrap();
+        assert!(step.seconds > 0.0);
+
+        let dir = std::env::temp_dir().join(format!("ee-figure-export-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        export_figure_model(&eng, &dir).unwrap();
+        let back = crate::interop::load_torch_export(&dir, &Device::flex()).unwrap();
+        assert_eq!(back.arch, arch);
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("architecture.json")).unwrap()).unwrap();
+        let policy = spec["policy"].as_str().unwrap();
+        assert!(policy.starts_with("maxprob:") && policy.contains(','), "{policy}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(figure_model("resnet21", false).is_err());
+    }
+
     #[test]
     fn bad_figure_names_say_what_is_expected() {
         for bad in [
             "resnet21-forward-b1",
             "engine-b0",
             "engine-b257",
+            "vgg13-engine-b1",
             "train-step",
             "forward-b1x",
         ] {

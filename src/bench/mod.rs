@@ -20,8 +20,8 @@ pub mod timing;
 
 pub use engine::{EngineBench, EngineBenchRow, forced_thresholds, run_engine_bench};
 pub use figures::{
-    ENGINE_MODEL, ENGINE_POOL, ENGINE_SHARES, Figure, ForwardRow, Measurement, STANDARD_FIGURES, TrainStepRow, measure,
-    time_forward, time_train_step,
+    EENET8_ENGINE_SHARES, ENGINE_MODEL, ENGINE_POOL, ENGINE_SHARES, FIGURE_MODELS, Figure, ForwardRow, Measurement,
+    STANDARD_FIGURES, TrainStepRow, export_figure_model, figure_model, measure, time_forward, time_train_step,
 };
 pub use rebatch::{RebatchBench, RebatchRow, run_rebatch_bench};
 pub use timing::median;

@@ -2,16 +2,17 @@
 //!
 //! After each stage the samples whose exit fires are answered and only the rest go on: the
 //! survivors are gathered (`select`), so later stages really run on fewer samples. The only host
-//! transfer per stage is the exit mask; answers are gathered on the device and brought back once
-//! at the end. The loop ([`exit_loop`]) is written once, over [`StageSlices`]: the Burn module and
-//! the compiled CPU network both run it, and the [`Rebatcher`] runs its steps.
+//! transfer per stage is the exit's logits (`N × classes` floats, [`ExitLogits`]): the policy
+//! scores and decides on the host, and the leaving samples' answers are made there. The loop
+//! ([`exit_loop`]) is written once, over [`StageSlices`]: the Burn module and the compiled CPU
+//! network both run it, and the [`Rebatcher`] runs its steps.
 
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::Result;
-use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState, check_input};
-use crate::policy::{Policy, PolicyState, argmax, max_prob};
+use crate::model::{Architecture, EarlyExitNet, MacConvention, StageState, check_input};
+use crate::policy::{ExitLogits, Policy, PolicyState, argmax};
 
 /// Per-sample answers of [`MultiExitModel::infer`], in input order.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,11 +70,13 @@ pub struct MultiExitModel {
     pub net: EarlyExitNet,
 }
 
+/// The samples that left at one exit: their input rows, probabilities (`[rows, classes]`) and
+/// scores.
 struct Answered {
     rows: Vec<usize>,
     exit: usize,
-    probs: Tensor<2>,
-    score: Tensor<1>,
+    probs: Vec<f32>,
+    score: Vec<f32>,
 }
 
 impl MultiExitModel {
@@ -117,7 +120,6 @@ impl MultiExitModel {
         policy.check(num_exits, has_conf)?;
         let [n, ..] = x.dims();
         let classes = self.arch.description.classes;
-        let device = x.device();
         let exit_macs = self.exit_macs();
 
         if let Policy::Ensemble = policy {
@@ -128,11 +130,19 @@ impl MultiExitModel {
                     let g = sigmoid(o.confidence.clone().expect("checked: confidence heads"));
                     mix = softmax(o.logits.clone(), 1) * g.clone() + mix * g.neg().add_scalar(1.0);
                 }
-                let score = mix.clone().max_dim(1).reshape([n]);
+                let probs = ExitLogits::from_output(&crate::model::ExitOutput {
+                    logits: mix,
+                    confidence: None,
+                })
+                .logits;
+                let score = probs
+                    .chunks(classes)
+                    .map(|p| p.iter().copied().fold(0.0, f32::max))
+                    .collect();
                 let answered = vec![Answered {
                     rows: (0..n).collect(),
                     exit: num_exits,
-                    probs: mix,
+                    probs,
                     score,
                 }];
                 return Ok(assemble(n, classes, answered, |e| exit_macs[e]));
@@ -145,7 +155,6 @@ impl MultiExitModel {
             n,
             classes,
             policy,
-            &device,
             (&exit_macs, backbone_macs),
         ))
     }
@@ -181,12 +190,21 @@ pub(crate) trait StageSlices {
     type State;
     /// Early exits (the final classifier is exit `num_exits`).
     fn num_exits(&self) -> usize;
+    /// The state of an input batch before stage 0.
+    ///
+    /// # Errors
+    /// `x` does not have the model's input shape (the compiled path checks it; callers of the
+    /// Burn module check it with [`check_input`]).
+    fn start(&self, x: Tensor<4>) -> Result<Self::State>;
+    /// Waits until `state` is computed (a device may run asynchronously): for timing.
+    fn sync(&self, _state: &Self::State) {}
     /// Runs stage `k` (the blocks up to cut `k`; the last stage ends the backbone).
     fn run_stage(&self, k: usize, state: Self::State) -> Self::State;
-    /// Exit `k`'s output on the state after stage `k` (`k == num_exits`: the final classifier).
-    fn exit(&self, k: usize, state: &Self::State) -> ExitOutput;
-    /// The samples at `rows` (also given as an index tensor on the loop's device).
-    fn select(&self, state: Self::State, rows: &[usize], index: Tensor<1, Int>) -> Self::State;
+    /// Exit `k`'s output on the state after stage `k` (`k == num_exits`: the final classifier),
+    /// on the host.
+    fn exit(&self, k: usize, state: &Self::State) -> ExitLogits;
+    /// The samples at `rows`.
+    fn select(&self, state: Self::State, rows: &[usize]) -> Self::State;
 }
 
 impl StageSlices for EarlyExitNet {
@@ -196,15 +214,24 @@ impl StageSlices for EarlyExitNet {
         EarlyExitNet::num_exits(self)
     }
 
+    fn start(&self, x: Tensor<4>) -> Result<StageState> {
+        Ok(StageState::new(x))
+    }
+
+    fn sync(&self, state: &StageState) {
+        let _ = state.x.clone().sum().into_scalar::<f32>();
+    }
+
     fn run_stage(&self, k: usize, state: StageState) -> StageState {
         EarlyExitNet::run_stage(self, k, state)
     }
 
-    fn exit(&self, k: usize, state: &StageState) -> ExitOutput {
-        EarlyExitNet::exit(self, k, state)
+    fn exit(&self, k: usize, state: &StageState) -> ExitLogits {
+        ExitLogits::from_output(&EarlyExitNet::exit(self, k, state))
     }
 
-    fn select(&self, state: StageState, _rows: &[usize], index: Tensor<1, Int>) -> StageState {
+    fn select(&self, state: StageState, rows: &[usize]) -> StageState {
+        let index = index_tensor(rows, &state.x.device());
         state.select(index)
     }
 }
@@ -220,7 +247,6 @@ pub(crate) fn exit_loop<N: StageSlices>(
     n: usize,
     classes: usize,
     policy: &Policy,
-    device: &burn::tensor::Device,
     macs: (&[u64], u64),
 ) -> Answers {
     let num_exits = net.num_exits();
@@ -242,7 +268,7 @@ pub(crate) fn exit_loop<N: StageSlices>(
     let mut part = Some(part);
     for k in first..=num_exits {
         match part {
-            Some(p) => part = step(net, k, p, policy, device, &mut answered),
+            Some(p) => part = step(net, k, p, policy, &mut answered),
             None => break,
         }
     }
@@ -256,13 +282,12 @@ pub(crate) fn exit_loop<N: StageSlices>(
 }
 
 /// Runs stage `k` and its exit on `part`: the samples that leave go to `answered`, the
-/// survivors (compacted on the device) are returned. The final stage answers everyone.
+/// survivors (compacted where they live) are returned. The final stage answers everyone.
 fn step<N: StageSlices>(
     net: &N,
     k: usize,
     part: Part<N::State>,
     policy: &Policy,
-    device: &burn::tensor::Device,
     answered: &mut Vec<Answered>,
 ) -> Option<Part<N::State>> {
     let Part {
@@ -273,36 +298,32 @@ fn step<N: StageSlices>(
     let state = net.run_stage(k, state);
     let out = net.exit(k, &state);
     if k == net.num_exits() {
-        let score = max_prob(&out.logits);
         answered.push(Answered {
+            score: out.max_prob(),
+            probs: out.probs(0..rows.len()),
             rows,
             exit: k,
-            probs: softmax(out.logits, 1),
-            score,
         });
         return None;
     }
     let score = policy.score(&out);
     let mask = policy.decide(k, &out, &score, &mut pstate);
-    let mask = host_mask(mask);
     let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
     if leave.is_empty() {
         return Some(Part { state, pstate, rows });
     }
-    let leave_t = index_tensor(&leave, device);
     answered.push(Answered {
         rows: leave.iter().map(|&i| rows[i]).collect(),
         exit: k,
-        probs: softmax(out.logits.select(0, leave_t.clone()), 1),
-        score: score.select(0, leave_t),
+        probs: out.probs(leave.iter().copied()),
+        score: leave.iter().map(|&i| score[i]).collect(),
     });
     if stay.is_empty() {
         return None;
     }
-    let stay_t = index_tensor(&stay, device);
     Some(Part {
-        state: net.select(state, &stay, stay_t.clone()),
-        pstate: pstate.select(stay_t),
+        state: net.select(state, &stay),
+        pstate: pstate.select(&stay),
         rows: stay.iter().map(|&i| rows[i]).collect(),
     })
 }
@@ -341,13 +362,13 @@ impl Part<StageState> {
         let rest = rows.split_off(m);
         (
             Part {
-                state: self.state.clone().select(ht.clone()),
-                pstate: self.pstate.clone().select(ht),
+                state: self.state.clone().select(ht),
+                pstate: self.pstate.clone().select(&head),
                 rows,
             },
             Part {
-                state: self.state.select(tt.clone()),
-                pstate: self.pstate.select(tt),
+                state: self.state.select(tt),
+                pstate: self.pstate.select(&tail),
                 rows: rest,
             },
         )
@@ -485,7 +506,7 @@ impl<'m> Rebatcher<'m> {
                 self.queued[k] -= m;
                 self.stats.runs[k] += 1;
                 self.stats.samples[k] += m;
-                if let Some(s) = step(&self.model.net, k, part, &self.policy, &device, &mut self.answered) {
+                if let Some(s) = step(&self.model.net, k, part, &self.policy, &mut self.answered) {
                     self.queued[k + 1] += s.rows.len();
                     self.queues[k + 1].push(s);
                 }
@@ -520,65 +541,23 @@ impl<'m> Rebatcher<'m> {
     }
 }
 
-/// A device's bool tensor on the host, whatever its storage: backends keep booleans as native
-/// `bool` (`flex`) or as bytes (Vulkan), and [`TensorData::try_to_vec`] only takes the first.
-pub(crate) fn host_mask(mask: Tensor<1, burn::tensor::Bool>) -> Vec<bool> {
-    mask_values(&mask.into_data())
-}
-
-fn mask_values(data: &TensorData) -> Vec<bool> {
-    data.iter::<u8>().map(|b| b != 0).collect()
-}
-
 fn index_tensor(idx: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
     Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), device)
 }
 
-/// One transfer for all probabilities and one for all scores, then placement in input order.
+/// Every exit's answers placed in input order.
 fn assemble(n: usize, classes: usize, answered: Vec<Answered>, macs_of: impl Fn(usize) -> u64) -> Answers {
     let mut out = Answers::unanswered(n, classes);
-    if answered.is_empty() {
-        return out;
-    }
-    let probs: Vec<f32> = Tensor::cat(answered.iter().map(|a| a.probs.clone()).collect(), 0)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 probs");
-    let scores: Vec<f32> = Tensor::cat(answered.iter().map(|a| a.score.clone()).collect(), 0)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 scores");
-    let mut j = 0;
     for a in &answered {
-        for &r in &a.rows {
-            let p = &probs[j * classes..(j + 1) * classes];
+        for (j, &r) in a.rows.iter().enumerate() {
+            let p = &a.probs[j * classes..(j + 1) * classes];
             out.probs[r * classes..(r + 1) * classes].copy_from_slice(p);
             out.class[r] = argmax(p);
             out.exit[r] = a.exit;
-            out.confidence[r] = scores[j];
+            out.confidence[r] = a.score[j];
             out.macs[r] = macs_of(a.exit);
-            j += 1;
         }
     }
     out
-}
-
-#[cfg(test)]
-mod mask_tests {
-    use super::*;
-    use burn::tensor::{BoolStore, DType};
-
-    /// The Vulkan backend stores booleans as bytes (or words): the engine reads them all.
-    #[test]
-    fn masks_read_in_every_bool_storage() {
-        let want = vec![true, false, true, true];
-        let native = TensorData::new(want.clone(), [4]);
-        let bytes = TensorData::from_bytes_vec(vec![1, 0, 1, 1], [4], DType::Bool(BoolStore::U8));
-        let words: Vec<u8> = [1u32, 0, 1, 1].iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let words = TensorData::from_bytes_vec(words, [4], DType::Bool(BoolStore::U32));
-        for data in [native, bytes, words] {
-            assert_eq!(mask_values(&data), want, "{:?}", data.dtype());
-        }
-    }
 }

@@ -28,7 +28,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::compiled::CompiledNet;
-use super::engine::{Answers, MultiExitModel};
+use super::engine::{Answers, MultiExitModel, StageSlices};
 use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -164,6 +164,15 @@ impl Executor {
         }
     }
 
+    /// `f` on the stage slices of the code this executor runs (the one place that dispatches
+    /// generic stage-by-stage work: timing, re-batching, tiers).
+    pub(crate) fn with_stages<F: OnStages>(&self, f: F) -> F::Output {
+        match &self.compiled {
+            Some(c) => f.on(&**c),
+            None => f.on(&self.model.net),
+        }
+    }
+
     /// The plain network (no exit evaluated): class probabilities, row-major `[N, classes]`, on
     /// the host — the work a network without exits does per batch.
     ///
@@ -185,6 +194,14 @@ impl Executor {
             }
         }
     }
+}
+
+/// Work generic over the code that runs a model's stages ([`Executor::with_stages`]).
+pub(crate) trait OnStages {
+    /// What the work returns.
+    type Output;
+    /// The work on `net`'s stage slices.
+    fn on<N: StageSlices>(self, net: &N) -> Self::Output;
 }
 
 /// Softmax of every `classes`-wide row of `v`, in place.

@@ -3,9 +3,9 @@
 
 pub mod calibrate;
 pub(crate) mod compiled;
-mod engine;
+pub(crate) mod engine;
 pub mod eval;
-mod executor;
+pub(crate) mod executor;
 pub mod prune;
 mod table;
 

@@ -1,12 +1,11 @@
 //! Reading an [`ExitTable`] from a model: labelled splits and one pass of every exit over them.
 
-use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
 use super::engine::MultiExitModel;
 use crate::error::{Error, Result};
 use crate::model::MacConvention;
-use crate::policy::{ExitColumn, ExitTable, SplitKind, argmax, certainty};
+use crate::policy::{ExitColumn, ExitLogits, ExitTable, SplitKind};
 
 /// A labelled split that can be read by index.
 ///
@@ -99,21 +98,12 @@ impl ExitTable {
             labels.extend(y);
             let outs = model.net.forward_all(x);
             for (col, out) in exits.iter_mut().zip(outs) {
-                let [n, k] = out.logits.dims();
-                let probs: Vec<f32> = softmax(out.logits.clone(), 1)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .expect("f32");
-                let cert: Vec<f32> = certainty(&out.logits).into_data().try_to_vec::<f32>().expect("f32");
-                for i in 0..n {
-                    let row = &probs[i * k..(i + 1) * k];
-                    let c = argmax(row);
-                    col.pred.push(c);
-                    col.maxprob.push(row[c]);
-                }
-                col.certainty.extend(cert);
-                if let (Some(v), Some(conf)) = (col.confidence.as_mut(), out.confidence) {
-                    v.extend(sigmoid(conf).into_data().try_to_vec::<f32>().expect("f32"));
+                let out = ExitLogits::from_output(&out);
+                col.pred.extend(out.preds());
+                col.maxprob.extend(out.max_prob());
+                col.certainty.extend(out.certainty());
+                if let (Some(v), Some(conf)) = (col.confidence.as_mut(), out.confidence()) {
+                    v.extend(conf);
                 }
             }
         }

@@ -1,16 +1,17 @@
 //! Exit policies and score tables: when is an exit's answer good enough?
 //!
 //! A policy turns one exit's output into a per-sample score and an exit decision. It never
-//! touches the model. The same rules are available on device tensors (for the engine) and on
-//! host vectors ([`Policy::simulate`], for calibration sweeps and as the engine's reference).
-//! Training (validation under the eval policy) and inference both use this module; it imports
-//! neither.
+//! touches the model. Scores and decisions are computed on the host, on an exit's logits brought
+//! over once ([`ExitLogits`]): a batch's logits are a few kilobytes, and a few host loops cost
+//! less than the dozen small tensor operations (each a dispatch, on a GPU a launch) the same rules
+//! take on a device, which at batch 1 cost as much as a small network's stage. The engine, the
+//! tiers, calibration sweeps ([`Policy::simulate`]) and training's validation all score with this
+//! code; it imports neither training nor inference.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::activation::{log_softmax, sigmoid, softmax};
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::ExitOutput;
@@ -147,89 +148,171 @@ impl fmt::Display for Policy {
     }
 }
 
-/// Per-sample exit decision state carried between exits (patience's streaks).
-#[derive(Clone, Debug)]
+/// Per-sample exit decision state carried between exits (patience's streaks), on the host.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicyState {
-    prev: Option<Tensor<1, Int>>,
-    streak: Option<Tensor<1, Int>>,
+    /// The previous exit's predicted class and the agreement streak per sample; `None` before
+    /// the first exit (and for policies that keep no state).
+    parts: Option<(Vec<i64>, Vec<i64>)>,
 }
 
 impl PolicyState {
     /// No exit seen yet.
     pub fn new() -> Self {
-        Self {
-            prev: None,
-            streak: None,
-        }
+        Self::default()
     }
 
     /// Rebuilds a state from [`Self::parts`]: the previous exit's predicted class and the
     /// agreement streak per sample (how tiers carry patience across processes).
-    pub fn from_parts(prev: Tensor<1, Int>, streak: Tensor<1, Int>) -> Self {
-        Self {
-            prev: Some(prev),
-            streak: Some(streak),
+    ///
+    /// # Errors
+    /// The two vectors differ in length.
+    pub fn from_parts(prev: Vec<i64>, streak: Vec<i64>) -> Result<Self> {
+        if prev.len() != streak.len() {
+            return Err(Error::invalid(
+                "policy state",
+                format!("{} previous classes for {} streaks", prev.len(), streak.len()),
+            ));
         }
+        Ok(Self {
+            parts: Some((prev, streak)),
+        })
     }
 
     /// The previous exit's predicted class and the agreement streak per sample, when a
     /// policy keeps them (patience); `None` otherwise.
-    pub fn parts(&self) -> Option<(Tensor<1, Int>, Tensor<1, Int>)> {
-        match (&self.prev, &self.streak) {
-            (Some(p), Some(s)) => Some((p.clone(), s.clone())),
-            _ => None,
-        }
+    pub fn parts(&self) -> Option<(&[i64], &[i64])> {
+        self.parts.as_ref().map(|(p, s)| (&p[..], &s[..]))
     }
 
     /// Keeps only the samples at `rows`.
-    pub fn select(self, rows: Tensor<1, Int>) -> Self {
+    pub fn select(self, rows: &[usize]) -> Self {
         Self {
-            prev: self.prev.map(|p| p.select(0, rows.clone())),
-            streak: self.streak.map(|s| s.select(0, rows)),
+            parts: self.parts.map(|(p, s)| {
+                (
+                    rows.iter().map(|&r| p[r]).collect(),
+                    rows.iter().map(|&r| s[r]).collect(),
+                )
+            }),
         }
     }
 
     /// The samples of several states (all after the same exit) one after the other.
     pub fn cat(parts: Vec<PolicyState>) -> Self {
-        if parts.len() == 1 {
-            return parts.into_iter().next().expect("one part");
-        }
-        let (mut prev, mut streak) = (Vec::new(), Vec::new());
-        let mut all = true;
+        let mut joined: Option<(Vec<i64>, Vec<i64>)> = Some((Vec::new(), Vec::new()));
         for p in parts {
-            match (p.prev, p.streak) {
-                (Some(a), Some(b)) => {
-                    prev.push(a);
-                    streak.push(b);
+            joined = match (joined, p.parts) {
+                (Some((mut a, mut b)), Some((p, s))) => {
+                    a.extend(p);
+                    b.extend(s);
+                    Some((a, b))
                 }
-                _ => all = false,
-            }
+                _ => None,
+            };
         }
-        if !all || prev.is_empty() {
-            return Self::new();
-        }
-        Self::from_parts(Tensor::cat(prev, 0), Tensor::cat(streak, 0))
+        Self { parts: joined }
     }
 }
 
-impl Default for PolicyState {
-    fn default() -> Self {
-        Self::new()
+/// One exit's outputs for a batch, on the host: what policies score and answers are made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExitLogits {
+    /// Number of classes.
+    pub classes: usize,
+    /// Class logits, row-major `[n, classes]`.
+    pub logits: Vec<f32>,
+    /// Confidence logits (before the sigmoid), `[n]`, when the head has a confidence branch.
+    pub confidence: Option<Vec<f32>>,
+}
+
+impl ExitLogits {
+    /// Brings a device output to the host.
+    pub fn from_output(out: &ExitOutput) -> Self {
+        let [_, classes] = out.logits.dims();
+        Self {
+            classes,
+            logits: host_f32(&out.logits),
+            confidence: out.confidence.as_ref().map(host_f32),
+        }
+    }
+
+    /// Samples.
+    pub fn len(&self) -> usize {
+        self.logits.len() / self.classes.max(1)
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.logits.is_empty()
+    }
+
+    /// Logits of sample `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Softmax probabilities of the samples at `rows`, row-major `[rows.len(), classes]`.
+    pub fn probs(&self, rows: impl IntoIterator<Item = usize>) -> Vec<f32> {
+        let mut out = Vec::new();
+        for i in rows {
+            let row = self.row(i);
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let at = out.len();
+            out.extend(row.iter().map(|&l| (l - max).exp()));
+            let sum: f32 = out[at..].iter().sum();
+            out[at..].iter_mut().for_each(|p| *p /= sum);
+        }
+        out
+    }
+
+    /// Predicted class per sample (first on ties).
+    pub fn preds(&self) -> Vec<usize> {
+        (0..self.len()).map(|i| argmax(self.row(i))).collect()
+    }
+
+    /// Largest softmax probability per sample: `1 / Σ_j exp(l_j − max l)`.
+    pub fn max_prob(&self) -> Vec<f32> {
+        (0..self.len())
+            .map(|i| {
+                let row = self.row(i);
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                1.0 / row.iter().map(|&l| (l - max).exp()).sum::<f32>()
+            })
+            .collect()
+    }
+
+    /// `1 − H(p)/ln K` per sample (1 = certain, 0 = uniform), computed in log space.
+    pub fn certainty(&self) -> Vec<f32> {
+        let ln_k = (self.classes as f32).ln();
+        (0..self.len())
+            .map(|i| {
+                let row = self.row(i);
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let log_sum = row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+                let h: f32 = row
+                    .iter()
+                    .map(|&l| {
+                        let logp = l - max - log_sum;
+                        -logp.exp() * logp
+                    })
+                    .sum();
+                1.0 - h / ln_k
+            })
+            .collect()
+    }
+
+    /// `sigmoid` of the confidence branch per sample, when the head has one.
+    pub fn confidence(&self) -> Option<Vec<f32>> {
+        self.confidence
+            .as_ref()
+            .map(|c| c.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect())
     }
 }
 
-/// Largest softmax probability per sample, `[N]`.
-pub fn max_prob(logits: &Tensor<2>) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    softmax(logits.clone(), 1).max_dim(1).reshape([n])
-}
-
-/// `1 − H(p)/ln K` per sample, `[N]` (1 = certain, 0 = uniform); computed in log space.
-pub fn certainty(logits: &Tensor<2>) -> Tensor<1> {
-    let [n, k] = logits.dims();
-    let logp = log_softmax(logits.clone(), 1);
-    let h = (logp.clone().exp() * logp).sum_dim(1).neg().reshape([n]);
-    h.div_scalar((k as f64).ln()).neg().add_scalar(1.0)
+/// A float tensor's values on the host (any float storage).
+fn host_f32<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    let data: TensorData = t.clone().into_data();
+    data.convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
 }
 
 impl Policy {
@@ -259,41 +342,39 @@ impl Policy {
         Ok(())
     }
 
-    /// The score this policy reports as "confidence" at an early exit, `[N]`.
-    pub fn score(&self, out: &ExitOutput) -> Tensor<1> {
-        match (self, &out.confidence) {
-            (Policy::Confidence(_), Some(c)) => {
-                let [n, _] = c.dims();
-                sigmoid(c.clone()).reshape([n])
-            }
-            (Policy::Entropy(_), _) => certainty(&out.logits),
-            _ => max_prob(&out.logits),
+    /// The score this policy reports as "confidence" at an early exit, one per sample:
+    /// `sigmoid(h)` for `confidence` (on heads with the branch), the normalised certainty for
+    /// `entropy`, the largest softmax probability otherwise.
+    pub fn score(&self, out: &ExitLogits) -> Vec<f32> {
+        match (self, out.confidence()) {
+            (Policy::Confidence(_), Some(c)) => c,
+            (Policy::Entropy(_), _) => out.certainty(),
+            _ => out.max_prob(),
         }
     }
 
-    /// Which samples leave at early exit `k`, on the device.
-    pub fn decide(&self, k: usize, out: &ExitOutput, score: &Tensor<1>, state: &mut PolicyState) -> Tensor<1, Bool> {
+    /// Which samples leave at early exit `k`, given their [`Self::score`]s; updates `state`
+    /// (patience's streaks) for the next exit.
+    pub fn decide(&self, k: usize, out: &ExitLogits, score: &[f32], state: &mut PolicyState) -> Vec<bool> {
         match self {
-            Policy::Confidence(t) | Policy::MaxProb(t) => score.clone().greater_equal_elem(t.at(k)),
-            Policy::Entropy(t) => score.clone().greater_equal_elem(1.0 - t.at(k)),
+            Policy::Confidence(t) | Policy::MaxProb(t) => score.iter().map(|&s| s >= t.at(k)).collect(),
+            Policy::Entropy(t) => score.iter().map(|&s| s >= 1.0 - t.at(k)).collect(),
             Policy::Patience(n) => {
-                let pred = out.logits.clone().argmax(1).reshape([-1]);
-                let streak = match (state.prev.take(), state.streak.take()) {
-                    (Some(prev), Some(streak)) => {
-                        // Same class as the previous exit: one longer; otherwise a new streak of 1.
-                        pred.clone().equal(prev).int() * streak + 1
-                    }
-                    _ => pred.ones_like(),
+                let pred: Vec<i64> = out.preds().into_iter().map(|c| c as i64).collect();
+                let streak: Vec<i64> = match state.parts.take() {
+                    // Same class as the previous exit: one longer; otherwise a new streak of 1.
+                    Some((prev, streak)) => pred
+                        .iter()
+                        .zip(prev.iter().zip(&streak))
+                        .map(|(p, (q, s))| if p == q { s + 1 } else { 1 })
+                        .collect(),
+                    None => vec![1; pred.len()],
                 };
-                let decision = streak.clone().greater_equal_elem(*n as i64);
-                state.prev = Some(pred);
-                state.streak = Some(streak);
+                let decision = streak.iter().map(|&s| s >= *n as i64).collect();
+                state.parts = Some((pred, streak));
                 decision
             }
-            Policy::Never | Policy::Ensemble => {
-                let [n] = score.dims();
-                Tensor::<1, Bool>::from_data(burn::tensor::TensorData::new(vec![false; n], [n]), &score.device())
-            }
+            Policy::Never | Policy::Ensemble => vec![false; score.len()],
         }
     }
 
@@ -374,6 +455,60 @@ mod tests {
         assert!(p.check(2, true).is_ok());
         assert!(p.check(3, true).unwrap_err().to_string().contains("2 thresholds"));
         assert!(Policy::default().check(2, false).is_err());
+    }
+
+    /// The host scores equal the same formulas in tensor operations, and patience's streaks
+    /// survive selection and concatenation.
+    #[test]
+    fn host_scores_match_tensor_ops_and_streaks_follow_samples() {
+        use burn::tensor::activation::{log_softmax, softmax};
+        use burn::tensor::{Device, Distribution};
+        let device = Device::flex();
+        device.seed(3);
+        let (n, k) = (6, 7);
+        let logits = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 3.0), &device);
+        let conf = Tensor::<2>::random([n, 1], Distribution::Normal(0.0, 2.0), &device);
+        let out = ExitLogits::from_output(&ExitOutput {
+            logits: logits.clone(),
+            confidence: Some(conf.clone()),
+        });
+        let host = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let max_prob = host(softmax(logits.clone(), 1).max_dim(1).reshape([n]));
+        let logp = log_softmax(logits.clone(), 1);
+        let h = (logp.clone().exp() * logp).sum_dim(1).neg().reshape([n]);
+        let certainty = host(h.div_scalar((k as f64).ln()).neg().add_scalar(1.0));
+        let sig = host(burn::tensor::activation::sigmoid(conf).reshape([n]));
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(&out.max_prob(), &max_prob), "{:?} {max_prob:?}", out.max_prob());
+        assert!(close(&out.certainty(), &certainty));
+        assert!(close(&Policy::default().score(&out), &sig));
+        let probs = host(softmax(logits, 1).reshape([n * k]));
+        assert!(close(&out.probs(0..n), &probs));
+        assert!(close(
+            &out.probs([4, 1]),
+            &[&probs[4 * k..5 * k], &probs[k..2 * k]].concat()
+        ));
+
+        // Patience: the first exit starts every streak at 1; the next one extends the streaks
+        // of samples that agree, after the state followed a selection.
+        let p = Policy::Patience(2);
+        let mut state = PolicyState::new();
+        let first = ExitLogits {
+            classes: 2,
+            logits: vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+            confidence: None,
+        };
+        assert_eq!(p.decide(0, &first, &[0.0; 3], &mut state), vec![false; 3]);
+        let state = PolicyState::cat(vec![state.select(&[2, 1])]);
+        assert_eq!(state.parts(), Some((&[0, 1][..], &[1, 1][..])));
+        let mut state = state;
+        let second = ExitLogits {
+            classes: 2,
+            logits: vec![1.0, 0.0, 1.0, 0.0],
+            confidence: None,
+        };
+        assert_eq!(p.decide(1, &second, &[0.0; 2], &mut state), vec![true, false]);
+        assert!(PolicyState::from_parts(vec![0], vec![]).is_err());
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use prost::Message;
 use tokio::sync::oneshot;
@@ -26,7 +25,7 @@ use super::error::{ServeError, ServeResult};
 use super::metrics::Metrics;
 use super::proto;
 use crate::choice::ExecChoice;
-use crate::infer::{Executor, MultiExitModel, Policy, PolicyState, argmax, max_prob};
+use crate::infer::{Executor, ExitLogits, MultiExitModel, Policy, PolicyState, argmax};
 use crate::model::{HeadKind, Shape, StageState};
 
 /// A half-open range of stages: `A..B`, or `A..` to the last stage.
@@ -353,10 +352,7 @@ impl Engine {
                 prev.extend_from_slice(p);
                 streak.extend_from_slice(s);
             }
-            PolicyState::from_parts(
-                Tensor::<1, Int>::from_data(TensorData::new(prev, [n]), device),
-                Tensor::<1, Int>::from_data(TensorData::new(streak, [n]), device),
-            )
+            PolicyState::from_parts(prev, streak)?
         } else {
             PolicyState::new()
         };
@@ -366,10 +362,10 @@ impl Engine {
         let classes = self.exec.model().arch.description.classes;
         for k in self.range.clone() {
             state = self.exec.model().net.run_stage(k, state);
-            let out = self.exec.model().net.exit(k, &state);
+            let out = ExitLogits::from_output(&self.exec.model().net.exit(k, &state));
             if k == num_exits {
-                let score: Vec<f32> = max_prob(&out.logits).into_data().try_into_vec_as::<f32>().expect("f32");
-                let probs = host_f32(softmax(out.logits, 1));
+                let score = out.max_prob();
+                let probs = out.probs(0..alive.len());
                 for (i, &r) in alive.iter().enumerate() {
                     let (j, s) = rows[r];
                     slots[j][s] =
@@ -380,9 +376,7 @@ impl Engine {
             }
             let score = self.policy.score(&out);
             let mask = self.policy.decide(k, &out, &score, &mut pstate);
-            let mask: Vec<bool> = mask.into_data().try_into_vec_as::<bool>().expect("bool mask");
-            let score: Vec<f32> = score.into_data().try_into_vec_as::<f32>().expect("f32");
-            let probs = host_f32(softmax(out.logits, 1));
+            let probs = out.probs(0..alive.len());
             let mut stay = Vec::with_capacity(alive.len());
             for (i, &r) in alive.iter().enumerate() {
                 let p = &probs[i * classes..(i + 1) * classes];
@@ -406,8 +400,8 @@ impl Engine {
             }
             if stay.len() < alive.len() {
                 let t = index_tensor(&stay, device);
-                state = state.select(t.clone());
-                pstate = pstate.select(t);
+                state = state.select(t);
+                pstate = pstate.select(&stay);
                 alive = stay.iter().map(|&i| alive[i]).collect();
             }
         }
@@ -427,10 +421,7 @@ impl Engine {
             })
             .collect();
         let (prev_class, streak) = match pstate.parts() {
-            Some((p, s)) => (
-                p.into_data().try_into_vec_as::<i64>().expect("i64"),
-                s.into_data().try_into_vec_as::<i64>().expect("i64"),
-            ),
+            Some((p, s)) => (p.to_vec(), s.to_vec()),
             None => (Vec::new(), Vec::new()),
         };
         let best: Vec<Best> = alive

@@ -11,7 +11,7 @@ use super::objectives::{LossContext, Objective, log_mixtures};
 use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::model::EarlyExitNet;
-use crate::policy::{Policy, argmax};
+use crate::policy::{ExitLogits, Policy, argmax};
 
 /// File name of the metrics inside a run folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -147,14 +147,7 @@ pub fn decide(outs: &[crate::model::ExitOutput], policy: &Policy) -> (Vec<usize>
         _ => {
             let scores: Vec<Vec<f32>> = outs[..n_exits]
                 .iter()
-                .map(|o| {
-                    policy
-                        .score(o)
-                        .into_data()
-                        .convert::<f32>()
-                        .try_to_vec::<f32>()
-                        .expect("f32")
-                })
+                .map(|o| policy.score(&ExitLogits::from_output(o)))
                 .collect();
             let exits = policy.simulate(&scores, &preds[..n_exits]);
             let chosen = exits.iter().enumerate().map(|(i, &e)| preds[e][i]).collect();

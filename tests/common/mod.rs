@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses some of them
 
 use burn::tensor::{Device, Tensor, TensorData};
-use earlyexit::infer::{MultiExitModel, Policy, Thresholds, max_prob};
+use earlyexit::infer::{ExitLogits, MultiExitModel, Policy, Thresholds};
 use earlyexit::model::{HeadKind, ModelDescription, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,7 +46,7 @@ pub fn median_thresholds(m: &MultiExitModel, x: Tensor<4>) -> Policy {
     let t = outs[..m.net.num_exits()]
         .iter()
         .map(|o| {
-            let mut s: Vec<f32> = max_prob(&o.logits).into_data().try_to_vec::<f32>().unwrap();
+            let mut s = ExitLogits::from_output(o).max_prob();
             s.sort_by(f32::total_cmp);
             let k = s.len() / 2;
             (s[k - 1] + s[k]) / 2.0

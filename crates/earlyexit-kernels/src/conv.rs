@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::lanes::{self, Lanes};
+use crate::lanes::{self, Lanes, PaddedInput};
 use crate::matmul::{MatRef, matmul};
 use crate::ops::out_len;
 use crate::par::{SERIAL_MACS, for_each_chunk};
@@ -289,7 +289,7 @@ impl Conv {
             w: x.w,
             ow,
         };
-        self.by_rows(x, residual, out, |img, oy, res, out_row| {
+        self.by_rows(x, residual, out, |_, img, oy, res, out_row, _| {
             direct::conv_row(&g, img, oy, packed, &self.b, res, relu, out_row)
         })
     }
@@ -306,12 +306,13 @@ impl Conv {
             hw: [x.h, x.w],
             ow,
         };
-        self.by_rows(x, residual, out, |img, oy, res, out_row| {
-            lanes::conv_row(lanes, &g, img, oy, &self.w, &self.b, res, relu, out_row)
+        self.by_rows(x, residual, out, |sample, img, oy, res, out_row, padded| {
+            lanes::conv_row(lanes, &g, sample, img, oy, &self.w, &self.b, res, relu, out_row, padded)
         })
     }
 
-    /// The output row by row for a direct kernel, `row(sample input, oy, residual row, out row)`,
+    /// The output row by row for a direct kernel, `row(sample, its input, oy, residual row, out
+    /// row, padded)` (`padded`: the portable kernel's padded input, kept across one task's rows),
     /// rows (sample, y) split between the threads (about four tasks per thread: enough to
     /// balance, few enough to amortise the hand-off), or on this thread when the convolution is
     /// small ([`crate::par`]).
@@ -320,7 +321,7 @@ impl Conv {
         x: &Act,
         residual: Option<&Act>,
         mut out: Vec<f32>,
-        row: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) + Sync,
+        row: impl Fn(usize, &[f32], usize, Option<&[f32]>, &mut [f32], &mut PaddedInput) + Sync,
     ) -> Act {
         let (oh, ow) = self.out_hw(x.h, x.w);
         let row_len = ow * self.cout;
@@ -331,12 +332,13 @@ impl Conv {
         let sample_len = x.sample_len();
         let macs = out.len() * self.kh * self.kw * self.cin;
         for_each_chunk(&mut out, per_task * row_len, macs, SERIAL_MACS, |(t, dst)| {
+            let mut padded = PaddedInput::default();
             for (i, out_row) in dst.chunks_mut(row_len).enumerate() {
                 let r = t * per_task + i;
                 let (sample, oy) = (r / oh, r % oh);
                 let img = &x.data[sample * sample_len..(sample + 1) * sample_len];
                 let res = residual.map(|a| &a.data[r * row_len..(r + 1) * row_len]);
-                row(img, oy, res, out_row);
+                row(sample, img, oy, res, out_row, &mut padded);
             }
         });
         Act {

@@ -10,8 +10,13 @@
 //! 4 on NEON), so any multiple of it runs here. The weights keep [`crate::Conv::w`]'s layout
 //! (`[tap][cin][cout]`: a tap and input channel's output channels are contiguous).
 //!
-//! Safe code: `pulp` checks the CPU's features once ([`Lanes::detect`]) and its vector
-//! operations take slices.
+//! Every output row runs in tiles of `P` pixels × `NB` vectors of output channels (seven or more
+//! accumulators), over a zero-padded copy of the sample ([`PaddedInput`]), so border pixels run
+//! in full tiles too.
+//!
+//! Nearly safe code: `pulp` checks the CPU's features once ([`Lanes::detect`]) and its vector
+//! operations take slices; the one unchecked read is the input value of the inner loop, inside a
+//! slice whose bounds are checked per kernel row.
 
 use pulp::{Simd, WithSimd};
 
@@ -83,8 +88,9 @@ pub struct Geometry {
 }
 
 /// One output row `oy` of one sample: `out_row` (`[ow][cout]`) = conv(`x`) + `bias`
-/// (+ `res_row`), then ReLU if `relu`. `x` is the sample's `[h][w][cin]` input, `w` the weights
-/// `[(ky·kw + kx)·cin + ci][cout]`.
+/// (+ `res_row`), then ReLU if `relu`. `x` is sample `sample`'s `[h][w][cin]` input, `w` the
+/// weights `[(ky·kw + kx)·cin + ci][cout]`. `padded` keeps the zero-padded copy of the sample
+/// between its rows (reuse one per thread; see [`PaddedInput`]).
 ///
 /// # Panics
 /// If `cout` is not a multiple of the lane width or a slice is shorter than the geometry says.
@@ -92,6 +98,7 @@ pub struct Geometry {
 pub fn conv_row(
     lanes: Lanes,
     g: &Geometry,
+    sample: usize,
     x: &[f32],
     oy: usize,
     w: &[f32],
@@ -99,6 +106,7 @@ pub fn conv_row(
     res_row: Option<&[f32]>,
     relu: bool,
     out_row: &mut [f32],
+    padded: &mut PaddedInput,
 ) {
     assert!(
         g.cout.is_multiple_of(lanes.width()),
@@ -110,10 +118,12 @@ pub fn conv_row(
     );
     assert!(w.len() >= g.k[0] * g.k[1] * g.cin * g.cout && bias.len() >= g.cout);
     assert!(out_row.len() >= g.ow * g.cout && res_row.is_none_or(|r| r.len() >= g.ow * g.cout));
+    let (src, row_stride) = padded.of(g, sample, x);
+    let at = oy * g.stride * row_stride;
     lanes.run(Row {
         g,
-        x,
-        oy,
+        src: &src[at..at + g.k[0] * row_stride],
+        row_stride,
         w,
         bias,
         res_row,
@@ -122,14 +132,60 @@ pub fn conv_row(
     });
 }
 
+/// A sample's input with its zero padding written out, so that every tap of every output pixel
+/// lands inside: border pixels then run in full tiles like the others.
+///
+/// Why a padded copy rather than clipped taps at the borders: a border pixel computed alone has
+/// one chain of dependent multiply-adds per vector, eight times slower than a tile of pixels; on
+/// a 28-pixel row its two border columns cost as much as the other 26. The copy is made once per
+/// sample and thread (the rows of a sample run one after the other), one pass over the input
+/// against `kh · kw · cout` multiply-adds per input value.
+#[derive(Debug, Default)]
+pub struct PaddedInput {
+    sample: Option<usize>,
+    buf: Vec<f32>,
+}
+
+impl PaddedInput {
+    /// The rows sample `sample` (input `x`) is read from, and the distance between them: `x`
+    /// itself when the convolution has no padding, else the padded copy (made on the sample's
+    /// first row).
+    fn of<'a>(&'a mut self, g: &Geometry, sample: usize, x: &'a [f32]) -> (&'a [f32], usize) {
+        let [kh, kw] = g.k;
+        let [ph, pw] = g.pad;
+        let [h, w] = g.hw;
+        let cin = g.cin;
+        if ph == 0 && pw == 0 {
+            return (x, w * cin);
+        }
+        // Only the rows and columns some tap reads.
+        let oh = (h + 2 * ph).saturating_sub(kh) / g.stride + 1;
+        let (hp, wp) = ((oh - 1) * g.stride + kh, (g.ow.max(1) - 1) * g.stride + kw);
+        let row = wp * cin;
+        if self.sample != Some(sample) || self.buf.len() != hp * row {
+            self.buf.clear();
+            self.buf.resize(hp * row, 0.0);
+            let cols = w.min(wp.saturating_sub(pw));
+            for iy in 0..h.min(hp.saturating_sub(ph)) {
+                let (from, to) = (iy * w * cin, (iy + ph) * row + pw * cin);
+                self.buf[to..to + cols * cin].copy_from_slice(&x[from..from + cols * cin]);
+            }
+            self.sample = Some(sample);
+        }
+        (&self.buf, row)
+    }
+}
+
 struct Row<'a> {
     g: &'a Geometry,
-    x: &'a [f32],
-    oy: usize,
+    /// The `kh` input rows under the output row, every tap inside ([`PaddedInput`]).
+    src: &'a [f32],
+    row_stride: usize,
     w: &'a [f32],
     bias: &'a [f32],
     res_row: Option<&'a [f32]>,
     relu: bool,
+    /// Taken out by [`WithSimd::with_simd`] and written tile by tile.
     out_row: &'a mut [f32],
 }
 
@@ -137,138 +193,88 @@ impl WithSimd for Row<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Row {
-            g,
-            x,
-            oy,
-            w: weights,
-            bias,
-            res_row,
-            relu,
-            out_row,
-        } = self;
-        let [kh, kw] = g.k;
-        let [ph, pw] = g.pad;
-        let [h, w] = g.hw;
-        let s = g.stride;
-        let iy0 = (oy * s) as isize - ph as isize;
-        let ky = (
-            (-iy0).max(0) as usize,
-            ((h as isize - iy0).min(kh as isize)).max(0) as usize,
-        );
-        // Output columns whose every tap lands inside the image: [lo, hi).
-        let lo = pw.div_ceil(s).min(g.ow);
-        let hi = if w + pw >= kw {
-            ((w + pw - kw) / s + 1).min(g.ow).max(lo)
-        } else {
-            lo
-        };
-        let blocks = g.cout / S::F32_LANES;
-        let t = Tile {
-            g,
-            x,
-            w: weights,
-            bias,
-            relu,
-            iy0,
-            ky,
-        };
+    fn with_simd<S: Simd>(mut self, simd: S) {
+        let out = std::mem::take(&mut self.out_row);
+        let blocks = self.g.cout / S::F32_LANES;
+        let ow = self.g.ow;
         let mut b0 = 0;
         while b0 < blocks {
             // Eight accumulators per tile: enough independent FMA chains for two FMA units.
-            let nb = if blocks - b0 >= 4 {
-                4
-            } else if blocks - b0 >= 2 {
-                2
-            } else {
-                1
+            let nb = match blocks - b0 {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
             };
-            let mut ox = 0;
-            while ox < g.ow {
-                let interior = ox >= lo && ox < hi;
-                let left = if interior { hi - ox } else { 1 };
-                let (out, res) = (&mut *out_row, res_row);
-                macro_rules! go {
-                    ($p:literal, $nb:literal) => {
-                        t.run::<S, $p, $nb>(simd, ox, b0, out, res, interior)
-                    };
-                }
-                let p = match (nb, interior && left >= 8 / nb) {
-                    (4, true) => go!(2, 4),
-                    (2, true) => go!(4, 2),
-                    (1, true) => go!(8, 1),
-                    (4, false) => go!(1, 4),
-                    (2, false) => go!(1, 2),
-                    _ => go!(1, 1),
+            macro_rules! tiles {
+                ($p:literal, $nb:literal) => {
+                    self.tiles::<S, $p, $nb>(simd, b0, out)
                 };
-                ox += p;
+            }
+            // Seven pixels where they divide a row that eight do not (28, 14, 7: MNIST's maps),
+            // so that no tile recomputes pixels.
+            let sevens = ow.is_multiple_of(7) && !ow.is_multiple_of(8);
+            match (nb, ow) {
+                (4, 2..) => tiles!(2, 4),
+                (2, 4..) => tiles!(4, 2),
+                (2, 2..) => tiles!(2, 2),
+                (1, 7..) if sevens => tiles!(7, 1),
+                (1, 8..) => tiles!(8, 1),
+                (1, 4..) => tiles!(4, 1),
+                (1, 2..) => tiles!(2, 1),
+                (4, _) => tiles!(1, 4),
+                (2, _) => tiles!(1, 2),
+                _ => tiles!(1, 1),
             }
             b0 += nb;
         }
     }
 }
 
-/// What every tile of a row shares.
-struct Tile<'a> {
-    g: &'a Geometry,
-    x: &'a [f32],
-    w: &'a [f32],
-    bias: &'a [f32],
-    relu: bool,
-    /// Input row of tap `ky = 0` (may be negative: padding).
-    iy0: isize,
-    /// Taps `ky` that land inside the image.
-    ky: (usize, usize),
-}
-
-impl Tile<'_> {
-    /// `P` pixels from `ox0` × `NB` vectors of output channels from vector `b0`; `interior`: every
-    /// tap of every pixel lands inside the image (else `P == 1` and the taps are clipped).
-    /// Returns `P`.
+impl Row<'_> {
+    /// Output channel vectors `b0..b0 + NB` of the whole row, `P` pixels at a time; the last
+    /// tile ends at the row's end and may recompute pixels of the one before (same values), so
+    /// that no pixel runs in a narrower tile with fewer independent chains. Needs `P <= ow`.
     #[inline(always)]
-    fn run<S: Simd, const P: usize, const NB: usize>(
-        &self,
-        simd: S,
-        ox0: usize,
-        b0: usize,
-        out_row: &mut [f32],
-        res_row: Option<&[f32]>,
-        interior: bool,
-    ) -> usize {
+    fn tiles<S: Simd, const P: usize, const NB: usize>(&self, simd: S, b0: usize, out_row: &mut [f32]) {
+        let ow = self.g.ow;
+        let mut ox = 0;
+        loop {
+            let at = ox.min(ow - P);
+            self.tile::<S, P, NB>(simd, at, b0, out_row);
+            if at + P >= ow {
+                return;
+            }
+            ox += P;
+        }
+    }
+
+    /// `P` pixels from `ox0` × `NB` vectors of output channels from vector `b0`, stored with bias,
+    /// residual and ReLU.
+    #[inline(always)]
+    fn tile<S: Simd, const P: usize, const NB: usize>(&self, simd: S, ox0: usize, b0: usize, out_row: &mut [f32]) {
         let g = self.g;
         let l = S::F32_LANES;
         let (cin, cout) = (g.cin, g.cout);
-        let [_, kw] = g.k;
-        let [_, pw] = g.pad;
-        let w_in = g.hw[1];
+        let [kh, kw] = g.k;
+        // For one kernel row, a pixel reads `kw · cin` contiguous inputs (its taps' channels),
+        // and the weights of those taps are contiguous too: one loop of `run` steps.
+        let run = kw * cin;
+        let step = g.stride * cin;
         let mut acc = [[simd.splat_f32s(0.0); NB]; P];
-        let ix0 = |p: usize| ((ox0 + p) * g.stride) as isize - pw as isize;
-        let kx = if interior {
-            (0, kw)
-        } else {
-            let i = ix0(0);
-            (
-                (-i).max(0) as usize,
-                ((w_in as isize - i).min(kw as isize)).max(0) as usize,
-            )
-        };
-        for ky in self.ky.0..self.ky.1 {
-            let iy = (self.iy0 + ky as isize) as usize;
-            for kx in kx.0..kx.1 {
-                let tap = ky * kw + kx;
-                let mut base = [0usize; P];
-                for (p, b) in base.iter_mut().enumerate() {
-                    *b = (iy * w_in + (ix0(p) + kx as isize) as usize) * cin;
-                }
-                for ci in 0..cin {
-                    let row = (tap * cin + ci) * cout + b0 * l;
-                    let wv = S::as_simd_f32s(&self.w[row..row + NB * l]).0;
-                    for (a, &b) in acc.iter_mut().zip(&base) {
-                        let xv = simd.splat_f32s(self.x[b + ci]);
-                        for (ab, &wb) in a.iter_mut().zip(wv) {
-                            *ab = simd.mul_add_e_f32s(xv, wb, *ab);
-                        }
+        for ky in 0..kh {
+            let x0 = ky * self.row_stride + ox0 * step;
+            let xs = &self.src[x0..x0 + (P - 1) * step + run];
+            let ws = &self.w[ky * run * cout..(ky + 1) * run * cout];
+            for j in 0..run {
+                let at = j * cout + b0 * l;
+                let wv = S::as_simd_f32s(&ws[at..at + NB * l]).0;
+                let wv: [S::f32s; NB] = core::array::from_fn(|b| wv[b]);
+                for (p, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `p < P` and `j < run`, so `p · step + j < (P - 1) · step + run`,
+                    // the length of `xs` (checked when it was sliced).
+                    let xv = simd.splat_f32s(unsafe { *xs.get_unchecked(p * step + j) });
+                    for (ab, &wb) in a.iter_mut().zip(&wv) {
+                        *ab = simd.mul_add_e_f32s(xv, wb, *ab);
                     }
                 }
             }
@@ -277,7 +283,7 @@ impl Tile<'_> {
         let zero = simd.splat_f32s(0.0);
         for (p, a) in acc.iter().enumerate() {
             let at = (ox0 + p) * cout + b0 * l;
-            let res = res_row.map(|r| S::as_simd_f32s(&r[at..at + NB * l]).0);
+            let res = self.res_row.map(|r| S::as_simd_f32s(&r[at..at + NB * l]).0);
             let out = S::as_mut_simd_f32s(&mut out_row[at..at + NB * l]).0;
             for (b, (o, &v)) in out.iter_mut().zip(a).enumerate() {
                 let mut v = simd.add_f32s(v, bias[b]);
@@ -287,7 +293,6 @@ impl Tile<'_> {
                 *o = if self.relu { simd.max_f32s(v, zero) } else { v };
             }
         }
-        P
     }
 }
 
@@ -348,12 +353,13 @@ mod tests {
             for (residual, relu) in [(false, false), (true, true), (false, true)] {
                 let want = conv_forward(&conv, &x, residual.then_some(&res), relu);
                 let mut got = vec![f32::NAN; want.data.len()];
+                let mut padded = PaddedInput::default();
                 let row_len = ow * cout;
                 for (r, out) in got.chunks_mut(row_len).enumerate() {
                     let (n, oy) = (r / oh, r % oh);
                     let img = &x.data[n * h * w * cin..(n + 1) * h * w * cin];
                     let res_row = residual.then(|| &res.data[r * row_len..(r + 1) * row_len]);
-                    conv_row(lanes, &g, img, oy, &conv.w, &conv.b, res_row, relu, out);
+                    conv_row(lanes, &g, n, img, oy, &conv.w, &conv.b, res_row, relu, out, &mut padded);
                 }
                 let worst = max_abs_diff(&got, &want.data);
                 assert!(worst <= 1e-4, "case {i} residual {residual} relu {relu}: {worst}");

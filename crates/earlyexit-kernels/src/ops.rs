@@ -75,22 +75,54 @@ impl Act {
     /// # Panics
     /// If `scale` or `shift` does not have one value per channel.
     pub fn affine(&mut self, scale: &[f32], shift: &[f32], act: Epilogue) {
+        let (scale, shift) = self.affine_rows(scale, shift);
+        let len = self.data.len();
+        for_each_chunk(&mut self.data, scale.len(), len, SERIAL_VALUES, |(_, chunk)| {
+            crate::simd::wide(
+                #[inline(always)]
+                || {
+                    for ((v, s), b) in chunk.iter_mut().zip(&scale).zip(&shift) {
+                        *v = v.mul_add(*s, *b);
+                    }
+                    act.apply(chunk);
+                },
+            );
+        });
+    }
+
+    /// [`Act::affine`] into a new activation, `self` unchanged: one pass instead of a copy and a
+    /// pass (a pre-activation block keeps its input for the shortcut).
+    ///
+    /// # Panics
+    /// If `scale` or `shift` does not have one value per channel.
+    pub fn affine_to(&self, scale: &[f32], shift: &[f32], act: Epilogue) -> Act {
+        let (scale, shift) = self.affine_rows(scale, shift);
+        let mut data = vec![0.0f32; self.data.len()];
+        let len = data.len();
+        for_each_chunk(&mut data, scale.len(), len, SERIAL_VALUES, |(i, chunk)| {
+            let x = &self.data[i * scale.len()..][..chunk.len()];
+            crate::simd::wide(
+                #[inline(always)]
+                || {
+                    for (((y, v), s), b) in chunk.iter_mut().zip(x).zip(&scale).zip(&shift) {
+                        *y = v.mul_add(*s, *b);
+                    }
+                    act.apply(chunk);
+                },
+            );
+        });
+        Act { data, ..*self }
+    }
+
+    /// `scale` and `shift` repeated over 64 pixels: the chunk a task works on, so that one flat
+    /// loop over it vectorises whatever the channel count.
+    fn affine_rows(&self, scale: &[f32], shift: &[f32]) -> (Vec<f32>, Vec<f32>) {
         assert!(
             scale.len() == self.c && shift.len() == self.c,
             "Act::affine: one scale and shift per channel"
         );
-        if self.c == 0 {
-            return;
-        }
-        let len = self.data.len();
-        for_each_chunk(&mut self.data, self.c * 64, len, SERIAL_VALUES, |(_, chunk)| {
-            for px in chunk.chunks_mut(scale.len()) {
-                for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
-                    *v = *v * s + b;
-                }
-                act.apply(px);
-            }
-        });
+        let rep = |v: &[f32]| v.iter().copied().cycle().take(v.len() * 64).collect::<Vec<f32>>();
+        (rep(scale), rep(shift))
     }
 
     /// Applies `act` to every value, in place.

@@ -102,6 +102,7 @@ impl Op {
             Op::AvgPool(w, include_pad) => x.avg_pool(*w, *include_pad),
             Op::AdaptiveAvgPool([h, w]) => x.adaptive_avg_pool(*h, *w),
             Op::Concat { keep_input, branches } => concat(*keep_input, branches, x),
+            Op::Affine { scale, shift, act } => x.affine_to(scale, shift, *act),
             other => other.forward(x.clone()),
         }
     }
@@ -306,7 +307,9 @@ pub(super) fn block_ops(b: &Block, index: usize, input: Shape, kernel: ConvKerne
                 shape = Shape::new(input.c, p.output_size[0], p.output_size[1]);
             }
             ops.push(Op::Dense {
-                dense: dense_from_burn(&b.linear).with_nhwc_input(shape.c, shape.h * shape.w),
+                dense: dense_from_burn(&b.linear)
+                    .for_inference()
+                    .with_nhwc_input(shape.c, shape.h * shape.w),
                 relu: true,
             });
             ops

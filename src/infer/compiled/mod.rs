@@ -42,20 +42,26 @@
 mod graph;
 
 use burn::nn::Linear;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use earlyexit_kernels::{Act, ConvKernel, Dense, Epilogue};
 
 use super::engine::{Answers, MultiExitModel, StageSlices, exit_loop};
 use crate::cpu::{bn_affine, conv_from_burn, dense_from_burn, host};
 use crate::error::{Error, Result};
-use crate::model::{ExitHead, ExitOutput, HeadKind, MacConvention, Shape};
-use crate::policy::Policy;
+use crate::model::{ExitHead, HeadKind, MacConvention, Shape};
+use crate::policy::{ExitLogits, Policy};
 use graph::Op;
+
+/// A linear layer laid out for inference ([`Dense::for_inference`]: small batches of narrow
+/// layers run as dot products).
+fn dense(l: &Linear) -> Dense {
+    dense_from_burn(l).for_inference()
+}
 
 /// A classifier that Burn feeds with NCHW-flattened `input` features, with its input rows
 /// reordered for the NHWC flattening of the compiled path.
 fn dense_nhwc(l: &Linear, input: Shape) -> Dense {
-    dense_from_burn(l).with_nhwc_input(input.c, input.h * input.w)
+    dense(l).with_nhwc_input(input.c, input.h * input.w)
 }
 
 /// An inference-mode BatchNorm followed by ReLU.
@@ -116,8 +122,8 @@ impl Head {
         };
         Ok(Self {
             features,
-            classifier: dense_from_burn(&h.classifier),
-            confidence: h.confidence.as_ref().map(dense_from_burn),
+            classifier: dense(&h.classifier),
+            confidence: h.confidence.as_ref().map(dense),
         })
     }
 
@@ -231,7 +237,7 @@ impl CompiledNet {
         let classifier = match (&c.bn, c.global_pool) {
             (bn, true) => Head {
                 features: Features::Pool(bn.iter().map(bn_relu).collect()),
-                classifier: dense_from_burn(&c.linear),
+                classifier: dense(&c.linear),
                 confidence: None,
             },
             (None, false) => Head {
@@ -296,7 +302,6 @@ impl CompiledNet {
     /// Real per-sample early exit on a batch, as [`MultiExitModel::infer`] (same policies, same
     /// answers within float rounding).
     pub fn infer(&self, x: Tensor<4>, policy: &Policy) -> Result<Answers> {
-        let device = x.device();
         let num_exits = self.heads.len();
         policy.check(num_exits, self.heads.iter().all(|h| h.confidence.is_some()))?;
         if matches!(policy, Policy::Ensemble) {
@@ -313,7 +318,6 @@ impl CompiledNet {
             n,
             self.classes,
             policy,
-            &device,
             (&self.exit_macs, self.backbone_macs),
         ))
     }
@@ -324,6 +328,10 @@ impl StageSlices for CompiledNet {
 
     fn num_exits(&self) -> usize {
         self.heads.len()
+    }
+
+    fn start(&self, x: Tensor<4>) -> Result<CompiledState> {
+        self.to_state(x)
     }
 
     fn run_stage(&self, k: usize, state: CompiledState) -> CompiledState {
@@ -337,17 +345,17 @@ impl StageSlices for CompiledNet {
         CompiledState { act, pooled }
     }
 
-    fn exit(&self, k: usize, state: &CompiledState) -> ExitOutput {
+    fn exit(&self, k: usize, state: &CompiledState) -> ExitLogits {
         let head = self.heads.get(k).unwrap_or(&self.classifier);
         let (logits, confidence) = head.forward(state);
-        let (m, device) = (state.act.n, Device::flex());
-        ExitOutput {
-            logits: Tensor::<2>::from_data(TensorData::new(logits, [m, self.classes]), &device),
-            confidence: confidence.map(|c| Tensor::<2>::from_data(TensorData::new(c, [m, 1]), &device)),
+        ExitLogits {
+            classes: self.classes,
+            logits,
+            confidence,
         }
     }
 
-    fn select(&self, state: CompiledState, rows: &[usize], _index: Tensor<1, Int>) -> CompiledState {
+    fn select(&self, state: CompiledState, rows: &[usize]) -> CompiledState {
         state.select(rows)
     }
 }

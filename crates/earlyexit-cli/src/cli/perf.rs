@@ -1,6 +1,8 @@
 //! `earlyexit perf`: time one standard figure, for `scripts/bench-vs-torch`.
 
-use earlyexit::bench::{Figure, measure};
+use std::path::PathBuf;
+
+use earlyexit::bench::{Figure, export_figure_model, measure};
 
 use super::common::PathArg;
 
@@ -21,15 +23,29 @@ pub struct Args {
     /// Print JSON (one object per figure, every iteration's time included).
     #[arg(long)]
     json: bool,
+    /// Instead of timing: write each figure's network (fresh weights; an engine figure's forced
+    /// thresholds as its policy) as a PyTorch export to DIR/<figure>, for
+    /// `scripts/torch_perf.py --export DIR`.
+    #[arg(long, value_name = "DIR")]
+    export_torch: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(dir) = &a.export_torch {
+        for f in &a.figure {
+            let out = dir.join(f.to_string());
+            export_figure_model(f, &out)?;
+            println!("exported {f} to {}", out.display());
+        }
+        return Ok(());
+    }
     for f in &a.figure {
         let m = measure(f, a.reps, a.path.path)?;
         if a.json {
             println!("{}", serde_json::to_string(&m)?);
         } else {
-            println!("figure {} {:.6}", m.figure, m.seconds);
+            // The fourth column, multiply-adds per iteration, gives the script its GFLOP/s.
+            println!("figure {} {:.6} {:.0}", m.figure, m.seconds, m.macs);
         }
     }
     Ok(())
