@@ -4,7 +4,8 @@
 mod common;
 
 use burn::tensor::{Device, Tensor};
-use earlyexit::infer::{MultiExitModel, Policy, Rebatcher};
+use earlyexit::ExecChoice;
+use earlyexit::infer::{Executor, Implementation, MultiExitModel, Policy, Rebatcher};
 use earlyexit::model::{HeadKind, Shape};
 
 fn model(backbone: &str, head: HeadKind, exits: &str, seed: u64) -> MultiExitModel {
@@ -59,6 +60,27 @@ fn check(m: &MultiExitModel, sizes: &[usize], batch: usize) {
         // The streaming shorthand is the same.
         let s = m.infer_stream(chunks.iter().cloned(), policy, batch).unwrap();
         assert_eq!(s, got);
+        // On the compiled CPU path too: the executor's queues answer as its engine does.
+        let exec = Executor::new(m.clone(), &Device::flex(), ExecChoice::Auto).unwrap();
+        assert_eq!(exec.implementation(), Implementation::Compiled);
+        let want = exec.infer(all.clone(), policy).unwrap();
+        let mut r = exec.rebatcher(policy, batch).unwrap();
+        for c in &chunks {
+            r.push(c.clone()).unwrap();
+        }
+        let (fast, fast_runs) = r.finish_with_runs();
+        assert_eq!(
+            (&fast.exit, &fast.class, &fast.macs),
+            (&want.exit, &want.class, &want.macs),
+            "{policy}: compiled"
+        );
+        for (i, (a, b)) in fast.probs.iter().zip(&want.probs).enumerate() {
+            assert!((a - b).abs() < 1e-4, "{policy}: compiled prob {i}: {a} vs {b}");
+        }
+        if matches!(policy, Policy::MaxProb(_)) {
+            assert_eq!(fast_runs, runs, "{policy}: the same stage runs on either path");
+        }
+        assert_eq!(exec.infer_stream(chunks.iter().cloned(), policy, batch).unwrap(), fast);
     }
 }
 

@@ -1,13 +1,12 @@
 //! Shrinking batches against re-batched stages ([`crate::infer::Rebatcher`]) on one stream.
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{engine_pass, forced_thresholds, plain_pass};
 use super::timing::{median, time};
-use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
-use crate::infer::{Executor, MultiExitModel};
+use crate::infer::Executor;
 use crate::model::MacConvention;
 
 /// What [`run_rebatch_bench`] times: the engine on a stream of batches, each batch shrinking as
@@ -56,18 +55,17 @@ pub struct RebatchRow {
     pub rebatch_stage_batch: Vec<f64>,
     /// Whether both engines gave every sample the same exit and class.
     pub same_answers: bool,
-    /// The code timed (the Burn module: see [`run_rebatch_bench`]).
+    /// The code timed ([`Executor::describe`]).
     #[serde(default)]
     pub implementation: String,
 }
 
 /// Times the plain backbone, the shrinking-batch engine and the re-batching engine on the same
-/// stream of `cfg.stream` random batches per batch size, interleaved, all on the Burn module.
-pub fn run_rebatch_bench(model: &MultiExitModel, cfg: &RebatchBench, device: &Device) -> Result<Vec<RebatchRow>> {
-    use crate::infer::{Rebatcher, StageRuns};
-    // Re-batching runs stage slices, which only the Burn module offers yet: every pass of this
-    // benchmark runs on it, so that the three are comparable.
-    let exec = Executor::new(model.clone(), device, ExecChoice::Burn)?;
+/// stream of `cfg.stream` random batches per batch size, interleaved, all on the code `exec`
+/// runs.
+pub fn run_rebatch_bench(exec: &Executor, cfg: &RebatchBench) -> Result<Vec<RebatchRow>> {
+    use crate::infer::StageRuns;
+    let (model, device) = (exec.model(), exec.device());
 
     let shape = model.arch.description.input;
     if cfg.stream == 0 || cfg.fit == 0 {
@@ -106,7 +104,7 @@ pub fn run_rebatch_bench(model: &MultiExitModel, cfg: &RebatchBench, device: &De
         let mut shrink_samples = vec![0usize; stages];
         let mut shrink = Vec::with_capacity(cfg.stream);
         for c in &chunks {
-            let a = model.infer(c.clone(), &policy)?;
+            let a = exec.infer(c.clone(), &policy)?;
             for k in 0..stages {
                 let reach = a.exit.iter().filter(|&&e| e >= k).count();
                 if reach > 0 {
@@ -116,7 +114,7 @@ pub fn run_rebatch_bench(model: &MultiExitModel, cfg: &RebatchBench, device: &De
             }
             shrink.push(a);
         }
-        let mut r = Rebatcher::new(model, &policy, batch)?;
+        let mut r = exec.rebatcher(&policy, batch)?;
         for c in &chunks {
             r.push(c.clone())?;
         }
@@ -132,17 +130,17 @@ pub fn run_rebatch_bench(model: &MultiExitModel, cfg: &RebatchBench, device: &De
                 macs += a.macs[j];
             }
         }
-        let plain_pass = || plain_pass(&exec, &chunks);
+        let plain_pass = || plain_pass(exec, &chunks);
         plain_pass()?;
         let (mut plain, mut shr, mut reb) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.reps.max(1) {
             let (r, t) = time(plain_pass);
             plain.push(r.map(|()| t.as_secs_f64())?);
-            let (r, t) = time(|| engine_pass(&exec, &chunks, &policy));
+            let (r, t) = time(|| engine_pass(exec, &chunks, &policy));
             shr.push(r.map(|()| t.as_secs_f64())?);
             reb.push(
                 time(|| -> Result<()> {
-                    std::hint::black_box(model.infer_stream(chunks.iter().cloned(), &policy, batch)?);
+                    std::hint::black_box(exec.infer_stream(chunks.iter().cloned(), &policy, batch)?);
                     Ok(())
                 })
                 .1

@@ -187,7 +187,7 @@ impl MultiExitModel {
 /// so both answer with the one loop.
 pub(crate) trait StageSlices {
     /// The samples' activations at a cut.
-    type State;
+    type State: Clone;
     /// Early exits (the final classifier is exit `num_exits`).
     fn num_exits(&self) -> usize;
     /// The state of an input batch before stage 0.
@@ -205,6 +205,8 @@ pub(crate) trait StageSlices {
     fn exit(&self, k: usize, state: &Self::State) -> ExitLogits;
     /// The samples at `rows`.
     fn select(&self, state: Self::State, rows: &[usize]) -> Self::State;
+    /// Several states after the same cut, one after the other.
+    fn cat(&self, states: Vec<Self::State>) -> Self::State;
 }
 
 impl StageSlices for EarlyExitNet {
@@ -233,6 +235,10 @@ impl StageSlices for EarlyExitNet {
     fn select(&self, state: StageState, rows: &[usize]) -> StageState {
         let index = index_tensor(rows, &state.x.device());
         state.select(index)
+    }
+
+    fn cat(&self, states: Vec<StageState>) -> StageState {
+        StageState::cat(states)
     }
 }
 
@@ -335,8 +341,9 @@ struct Part<S> {
     rows: Vec<usize>,
 }
 
-impl Part<StageState> {
-    fn cat(parts: Vec<Self>) -> Self {
+impl<S: Clone> Part<S> {
+    /// Several parts after the same cut, one after the other.
+    fn cat<N: StageSlices<State = S>>(net: &N, parts: Vec<Self>) -> Self {
         let mut states = Vec::with_capacity(parts.len());
         let mut pstates = Vec::with_capacity(parts.len());
         let mut rows = Vec::new();
@@ -346,28 +353,27 @@ impl Part<StageState> {
             rows.extend(p.rows);
         }
         Part {
-            state: StageState::cat(states),
+            state: net.cat(states),
             pstate: PolicyState::cat(pstates),
             rows,
         }
     }
 
     /// The first `m` samples and the rest.
-    fn split(self, m: usize, device: &burn::tensor::Device) -> (Self, Self) {
+    fn split<N: StageSlices<State = S>>(self, net: &N, m: usize) -> (Self, Self) {
         let n = self.rows.len();
         let head: Vec<usize> = (0..m).collect();
         let tail: Vec<usize> = (m..n).collect();
-        let (ht, tt) = (index_tensor(&head, device), index_tensor(&tail, device));
         let mut rows = self.rows;
         let rest = rows.split_off(m);
         (
             Part {
-                state: self.state.clone().select(ht),
+                state: net.select(self.state.clone(), &head),
                 pstate: self.pstate.clone().select(&head),
                 rows,
             },
             Part {
-                state: self.state.select(tt),
+                state: net.select(self.state, &tail),
                 pstate: self.pstate.select(&tail),
                 rows: rest,
             },
@@ -395,31 +401,45 @@ impl StageRuns {
     }
 }
 
-/// The per-stage queues behind [`MultiExitModel::infer_stream`]: push batches, then
-/// [`Self::finish`] for the answers of every sample pushed, in push order.
+/// The per-stage queues behind [`MultiExitModel::infer_stream`] and
+/// [`super::Executor::infer_stream`]: push batches, then [`Self::finish`] for the answers of
+/// every sample pushed, in push order.
 ///
 /// A stage runs as soon as `batch` samples wait in front of it, on exactly `batch` samples;
 /// [`Self::finish`] flushes the queues stage by stage. With the `never` and `ensemble`
-/// policies (no per-sample exit) each batch simply runs whole.
+/// policies (no per-sample exit) each batch simply runs whole. The stages run on the Burn module
+/// ([`Rebatcher::new`]) or on the code an executor runs ([`super::Executor::rebatcher`]: the
+/// compiled CPU path where it runs the model).
 pub struct Rebatcher<'m> {
-    model: &'m MultiExitModel,
-    policy: Policy,
-    batch: usize,
-    queues: Vec<Vec<Part<StageState>>>,
-    queued: Vec<usize>,
-    answered: Vec<Answered>,
-    whole: Vec<(usize, Answers)>,
-    pushed: usize,
-    device: Option<burn::tensor::Device>,
-    stats: StageRuns,
+    queues: Box<dyn Queues + 'm>,
+}
+
+/// A [`Rebatcher`]'s queues over one implementation's stage slices.
+trait Queues {
+    fn push(&mut self, x: Tensor<4>) -> Result<()>;
+    fn pushed(&self) -> usize;
+    fn queued(&self) -> &[usize];
+    fn stats(&self) -> &StageRuns;
+    fn finish(self: Box<Self>) -> (Answers, StageRuns);
 }
 
 impl<'m> Rebatcher<'m> {
-    /// Queues in front of every stage of `model`, each released `batch` samples at a time.
+    /// Queues in front of every stage of `model` (the Burn module), each released `batch`
+    /// samples at a time.
     ///
     /// # Errors
     /// A policy that does not fit the model; `batch` of 0.
     pub fn new(model: &'m MultiExitModel, policy: &Policy, batch: usize) -> Result<Self> {
+        Self::over(model, &model.net, policy, batch)
+    }
+
+    /// Queues over `net`'s stage slices (`model`'s weights, run by `net`).
+    pub(crate) fn over<N: StageSlices + 'm>(
+        model: &'m MultiExitModel,
+        net: &'m N,
+        policy: &Policy,
+        batch: usize,
+    ) -> Result<Self> {
         if batch == 0 {
             return Err(crate::error::Error::invalid(
                 "batch",
@@ -427,58 +447,123 @@ impl<'m> Rebatcher<'m> {
             ));
         }
         let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
-        let stages = model.net.num_stages();
-        policy.check(model.net.num_exits(), has_conf)?;
+        let stages = net.num_exits() + 1;
+        policy.check(net.num_exits(), has_conf)?;
         Ok(Self {
-            model,
-            policy: policy.clone(),
-            batch,
-            queues: (0..stages).map(|_| Vec::new()).collect(),
-            queued: vec![0; stages],
-            answered: Vec::new(),
-            whole: Vec::new(),
-            pushed: 0,
-            device: None,
-            stats: StageRuns {
-                runs: vec![0; stages],
-                samples: vec![0; stages],
-            },
+            queues: Box::new(StageQueues {
+                model,
+                net,
+                policy: policy.clone(),
+                batch,
+                queues: (0..stages).map(|_| Vec::new()).collect(),
+                queued: vec![0; stages],
+                answered: Vec::new(),
+                whole: Vec::new(),
+                pushed: 0,
+                stats: StageRuns {
+                    runs: vec![0; stages],
+                    samples: vec![0; stages],
+                },
+            }),
         })
     }
 
     /// Samples pushed so far.
     pub fn pushed(&self) -> usize {
-        self.pushed
+        self.queues.pushed()
     }
 
     /// Samples waiting in front of each stage.
     pub fn queued(&self) -> &[usize] {
-        &self.queued
+        self.queues.queued()
     }
 
     /// Stage runs so far.
     pub fn stats(&self) -> &StageRuns {
-        &self.stats
+        self.queues.stats()
     }
 
     /// Adds a batch `[N, C, H, W]`, and runs every stage that has a full batch waiting.
     pub fn push(&mut self, x: Tensor<4>) -> Result<()> {
+        self.queues.push(x)
+    }
+
+    /// Flushes every queue and returns the answers of all samples pushed, in push order.
+    pub fn finish(self) -> Answers {
+        self.finish_with_runs().0
+    }
+
+    /// [`Self::finish`], with how often each stage ran and on how many samples.
+    pub fn finish_with_runs(self) -> (Answers, StageRuns) {
+        self.queues.finish()
+    }
+}
+
+/// The queues of a [`Rebatcher`] over the stage slices `net`.
+struct StageQueues<'m, N: StageSlices> {
+    model: &'m MultiExitModel,
+    net: &'m N,
+    policy: Policy,
+    batch: usize,
+    queues: Vec<Vec<Part<N::State>>>,
+    queued: Vec<usize>,
+    answered: Vec<Answered>,
+    whole: Vec<(usize, Answers)>,
+    pushed: usize,
+    stats: StageRuns,
+}
+
+impl<N: StageSlices> StageQueues<'_, N> {
+    /// Runs the stages whose queue holds a full batch (all queued samples when `flush`), in
+    /// stage order so that survivors move on in the same pass.
+    fn drain(&mut self, flush: bool) {
+        for k in 0..self.queues.len() {
+            while self.queued[k] >= self.batch || (flush && self.queued[k] > 0) {
+                let mut part = Part::cat(self.net, std::mem::take(&mut self.queues[k]));
+                let m = self.batch.min(self.queued[k]);
+                if part.rows.len() > m {
+                    let (head, rest) = part.split(self.net, m);
+                    self.queues[k].push(rest);
+                    part = head;
+                }
+                self.queued[k] -= m;
+                self.stats.runs[k] += 1;
+                self.stats.samples[k] += m;
+                if let Some(s) = step(self.net, k, part, &self.policy, &mut self.answered) {
+                    self.queued[k + 1] += s.rows.len();
+                    self.queues[k + 1].push(s);
+                }
+            }
+        }
+    }
+}
+
+impl<N: StageSlices> Queues for StageQueues<'_, N> {
+    fn push(&mut self, x: Tensor<4>) -> Result<()> {
         check_input(&x, self.model.arch.description.input)?;
         let [n, ..] = x.dims();
         if n == 0 {
             return Ok(());
         }
         if matches!(self.policy, Policy::Never | Policy::Ensemble) {
-            let a = self.model.infer(x, &self.policy)?;
+            // No per-sample exit: the batch runs whole (`ensemble` mixes every exit: the Burn
+            // module's).
+            let a = match self.policy {
+                Policy::Never => {
+                    let classes = self.model.arch.description.classes;
+                    let backbone = self.model.arch.cost.backbone.macs(MacConvention::All);
+                    let exit_macs = self.model.exit_macs();
+                    let state = self.net.start(x)?;
+                    exit_loop(self.net, state, n, classes, &Policy::Never, (&exit_macs, backbone))
+                }
+                _ => self.model.infer(x, &self.policy)?,
+            };
             self.whole.push((self.pushed, a));
             self.pushed += n;
             return Ok(());
         }
-        if self.device.is_none() {
-            self.device = Some(x.device());
-        }
         self.queues[0].push(Part {
-            state: StageState::new(x),
+            state: self.net.start(x)?,
             pstate: PolicyState::new(),
             rows: (self.pushed..self.pushed + n).collect(),
         });
@@ -488,46 +573,26 @@ impl<'m> Rebatcher<'m> {
         Ok(())
     }
 
-    /// Runs the stages whose queue holds a full batch (all queued samples when `flush`), in
-    /// stage order so that survivors move on in the same pass.
-    fn drain(&mut self, flush: bool) {
-        let Some(device) = self.device.clone() else {
-            return;
-        };
-        for k in 0..self.queues.len() {
-            while self.queued[k] >= self.batch || (flush && self.queued[k] > 0) {
-                let mut part = Part::cat(std::mem::take(&mut self.queues[k]));
-                let m = self.batch.min(self.queued[k]);
-                if part.rows.len() > m {
-                    let (head, rest) = part.split(m, &device);
-                    self.queues[k].push(rest);
-                    part = head;
-                }
-                self.queued[k] -= m;
-                self.stats.runs[k] += 1;
-                self.stats.samples[k] += m;
-                if let Some(s) = step(&self.model.net, k, part, &self.policy, &mut self.answered) {
-                    self.queued[k + 1] += s.rows.len();
-                    self.queues[k + 1].push(s);
-                }
-            }
-        }
+    fn pushed(&self) -> usize {
+        self.pushed
     }
 
-    /// Flushes every queue and returns the answers of all samples pushed, in push order.
-    pub fn finish(self) -> Answers {
-        self.finish_with_runs().0
+    fn queued(&self) -> &[usize] {
+        &self.queued
     }
 
-    /// [`Self::finish`], with how often each stage ran and on how many samples.
-    pub fn finish_with_runs(mut self) -> (Answers, StageRuns) {
+    fn stats(&self) -> &StageRuns {
+        &self.stats
+    }
+
+    fn finish(mut self: Box<Self>) -> (Answers, StageRuns) {
         self.drain(true);
         let classes = self.model.arch.description.classes;
         let exit_macs = self.model.exit_macs();
         let mut out = assemble(self.pushed, classes, std::mem::take(&mut self.answered), |e| {
             exit_macs[e]
         });
-        for (start, a) in self.whole {
+        for (start, a) in std::mem::take(&mut self.whole) {
             for i in 0..a.len() {
                 let r = start + i;
                 out.class[r] = a.class[i];
@@ -537,7 +602,7 @@ impl<'m> Rebatcher<'m> {
                 out.macs[r] = a.macs[i];
             }
         }
-        (out, self.stats)
+        (out, std::mem::take(&mut self.stats))
     }
 }
 

@@ -28,7 +28,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::compiled::CompiledNet;
-use super::engine::{Answers, MultiExitModel, StageSlices};
+use super::engine::{Answers, MultiExitModel, Rebatcher, StageSlices};
 use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -162,6 +162,36 @@ impl Executor {
             Some(c) if !matches!(policy, Policy::Ensemble) => c.infer(x, policy),
             _ => self.model.infer(x, policy),
         }
+    }
+
+    /// Per-stage re-batching queues ([`Rebatcher`]) on the code this executor runs.
+    ///
+    /// # Errors
+    /// A policy that does not fit the model; `batch` of 0.
+    pub fn rebatcher(&self, policy: &Policy, batch: usize) -> Result<Rebatcher<'_>> {
+        match &self.compiled {
+            // `ensemble` mixes every exit on every sample: the Burn module's.
+            Some(c) if !matches!(policy, Policy::Ensemble) => Rebatcher::over(&self.model, &**c, policy, batch),
+            _ => Rebatcher::over(&self.model, &self.model.net, policy, batch),
+        }
+    }
+
+    /// Per-sample early exit over a stream of batches with the survivors re-batched per stage
+    /// (see [`MultiExitModel::infer_stream`]), on the code this executor runs.
+    ///
+    /// # Errors
+    /// As [`Self::infer`]; `batch` of 0.
+    pub fn infer_stream(
+        &self,
+        batches: impl IntoIterator<Item = Tensor<4>>,
+        policy: &Policy,
+        batch: usize,
+    ) -> Result<Answers> {
+        let mut r = self.rebatcher(policy, batch)?;
+        for x in batches {
+            r.push(x)?;
+        }
+        Ok(r.finish())
     }
 
     /// `f` on the stage slices of the code this executor runs (the one place that dispatches

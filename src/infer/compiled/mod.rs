@@ -174,6 +174,24 @@ pub(crate) struct CompiledState {
 }
 
 impl CompiledState {
+    /// Several states after the same cut, one after the other (the first's shape).
+    ///
+    /// # Panics
+    /// If `parts` is empty.
+    fn cat(parts: Vec<Self>) -> Self {
+        let mut parts = parts.into_iter();
+        let mut out = parts.next().expect("CompiledState::cat of no parts");
+        for p in parts {
+            debug_assert_eq!((p.act.h, p.act.w, p.act.c), (out.act.h, out.act.w, out.act.c));
+            out.act.n += p.act.n;
+            out.act.data.extend_from_slice(&p.act.data);
+            for (o, q) in out.pooled.iter_mut().zip(&p.pooled) {
+                o.extend_from_slice(q);
+            }
+        }
+        out
+    }
+
     fn select(self, rows: &[usize]) -> Self {
         let n = self.act.n.max(1);
         let pooled = self
@@ -357,5 +375,9 @@ impl StageSlices for CompiledNet {
 
     fn select(&self, state: CompiledState, rows: &[usize]) -> CompiledState {
         state.select(rows)
+    }
+
+    fn cat(&self, states: Vec<CompiledState>) -> CompiledState {
+        CompiledState::cat(states)
     }
 }

@@ -1,7 +1,6 @@
 //! `earlyexit bench`: the engine's measured speed-up next to the MAC model's prediction.
 
 use anyhow::Context;
-use burn::tensor::Device;
 use earlyexit::bench::{EngineBench, RebatchBench, run_engine_bench, run_rebatch_bench, time_forward, time_train_step};
 use earlyexit::infer::{Executor, MultiExitModel};
 use earlyexit::model::{HeadKind, ModelDescription, Placement, Shape};
@@ -96,11 +95,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = MultiExitModel::new(arch, &device);
-    if a.rebatch {
-        return rebatch(&a, &model, &device);
-    }
     let exec = Executor::new(model, &device, a.path.path)?;
     eprintln!("timing on: {}", exec.describe());
+    if a.rebatch {
+        return rebatch(&a, &exec);
+    }
     if a.forward {
         let rows = time_forward(&exec, &a.batch, a.warmup, a.reps)?;
         if a.json {
@@ -169,7 +168,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rebatch(a: &Args, model: &MultiExitModel, device: &Device) -> anyhow::Result<()> {
+fn rebatch(a: &Args, exec: &Executor) -> anyhow::Result<()> {
     let cfg = RebatchBench {
         shares: a.shares.clone(),
         batches: a.batch.clone(),
@@ -178,7 +177,7 @@ fn rebatch(a: &Args, model: &MultiExitModel, device: &Device) -> anyhow::Result<
         reps: a.reps,
         seed: a.seed,
     };
-    let rows = run_rebatch_bench(model, &cfg, device)?;
+    let rows = run_rebatch_bench(exec, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
