@@ -366,7 +366,7 @@ impl Policy {
                     Some((prev, streak)) => pred
                         .iter()
                         .zip(prev.iter().zip(&streak))
-                        .map(|(p, (q, s))| if p == q { s + 1 } else { 1 })
+                        .map(|(p, (q, s))| if p == q { s.saturating_add(1) } else { 1 })
                         .collect(),
                     None => vec![1; pred.len()],
                 };
@@ -509,6 +509,15 @@ mod tests {
         };
         assert_eq!(p.decide(1, &second, &[0.0; 2], &mut state), vec![true, false]);
         assert!(PolicyState::from_parts(vec![0], vec![]).is_err());
+        // A streak at the top of its range stays there instead of overflowing.
+        let mut state = PolicyState::from_parts(vec![0], vec![i64::MAX]).unwrap();
+        let one = ExitLogits {
+            classes: 2,
+            logits: vec![1.0, 0.0],
+            confidence: None,
+        };
+        assert_eq!(p.decide(1, &one, &[0.0], &mut state), vec![true]);
+        assert_eq!(state.parts(), Some((&[0][..], &[i64::MAX][..])));
     }
 
     #[test]

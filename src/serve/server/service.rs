@@ -40,6 +40,43 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub(super) struct Svc(pub(super) Arc<Shared>);
 
+/// The patience state a `Forward` request carries, checked: one previous class and one streak
+/// per sample (required by `patience`), each class one of the model's, each streak between 1 and
+/// the exits before `stage` (a client's numbers; out of range they would be answered with
+/// nonsense, or overflow).
+fn patience_state(
+    prev: Vec<i64>,
+    streak: Vec<i64>,
+    n: usize,
+    classes: usize,
+    stage: u32,
+    policy: &Policy,
+) -> ServeResult<Option<(Vec<i64>, Vec<i64>)>> {
+    match (prev.len(), streak.len()) {
+        (0, 0) if matches!(policy, Policy::Patience(_)) => {
+            Err(ServeError::invalid("the patience policy needs prev_class and streak"))
+        }
+        (0, 0) => Ok(None),
+        (a, b) if a == n && b == n => {
+            if let Some(c) = prev.iter().find(|&&c| c < 0 || c as u64 >= classes as u64) {
+                return Err(ServeError::invalid(format!(
+                    "prev_class {c} is not a class of this model (0 to {})",
+                    classes - 1
+                )));
+            }
+            if let Some(k) = streak.iter().find(|&&k| k < 1 || k > i64::from(stage)) {
+                return Err(ServeError::invalid(format!(
+                    "streak {k} is outside 1 to {stage} (the exits before stage {stage})"
+                )));
+            }
+            Ok(Some((prev, streak)))
+        }
+        (a, b) => Err(ServeError::invalid(format!(
+            "{a} prev_class and {b} streak values for {n} samples"
+        ))),
+    }
+}
+
 /// Parses a `grpc-timeout` header value (`<digits><H|M|S|m|u|n>`, at most 8 digits).
 ///
 /// ```
@@ -296,18 +333,7 @@ impl Svc {
                 probs: b.probs.clone(),
             }));
         }
-        let policy_state = match (req.prev_class.len(), req.streak.len()) {
-            (0, 0) if matches!(s.policy, Policy::Patience(_)) => {
-                return Err(ServeError::invalid("the patience policy needs prev_class and streak"));
-            }
-            (0, 0) => None,
-            (a, b) if a == n && b == n => Some((req.prev_class, req.streak)),
-            (a, b) => {
-                return Err(ServeError::invalid(format!(
-                    "{a} prev_class and {b} streak values for {n} samples"
-                )));
-            }
-        };
+        let policy_state = patience_state(req.prev_class, req.streak, n, s.classes, req.stage, &s.policy)?;
         Ok(JobInput {
             start: req.stage as usize,
             x,
@@ -382,5 +408,31 @@ impl EarlyExit for Svc {
         Ok(Response::new(proto::MetricsResponse {
             text: self.0.metrics.render(&self.0.name),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's patience state is checked where the request is decoded: a class of this model,
+    /// a streak within the exits passed (2⁶² used to reach an i64 → i32 cast that panicked).
+    #[test]
+    fn patience_state_numbers_are_validated() {
+        let p = Policy::Patience(2);
+        let ok = patience_state(vec![3, 0], vec![1, 2], 2, 10, 2, &p).unwrap();
+        assert_eq!(ok, Some((vec![3, 0], vec![1, 2])));
+        assert_eq!(patience_state(vec![], vec![], 2, 10, 2, &Policy::Never).unwrap(), None);
+        let err = |prev: Vec<i64>, streak: Vec<i64>, stage| {
+            patience_state(prev, streak, 1, 10, stage, &p).unwrap_err().to_string()
+        };
+        assert!(err(vec![1 << 62], vec![1], 2).contains("prev_class 4611686018427387904"));
+        assert!(err(vec![-1], vec![1], 2).contains("not a class"));
+        assert!(err(vec![10], vec![1], 2).contains("0 to 9"));
+        assert!(err(vec![1], vec![1 << 62], 2).contains("outside 1 to 2"));
+        assert!(err(vec![1], vec![0], 2).contains("streak 0"));
+        assert!(err(vec![1], vec![1], 0).contains("outside 1 to 0"));
+        assert!(err(vec![], vec![], 2).contains("needs prev_class"));
+        assert!(err(vec![1, 2], vec![1], 2).contains("2 prev_class and 1 streak"));
     }
 }
