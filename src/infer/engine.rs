@@ -173,11 +173,7 @@ impl MultiExitModel {
         policy: &Policy,
         batch: usize,
     ) -> Result<Answers> {
-        let mut r = Rebatcher::new(self, policy, batch)?;
-        for x in batches {
-            r.push(x)?;
-        }
-        Ok(r.finish())
+        Rebatcher::new(self, policy, batch)?.run(batches)
     }
 }
 
@@ -486,6 +482,17 @@ impl<'m> Rebatcher<'m> {
     /// Adds a batch `[N, C, H, W]`, and runs every stage that has a full batch waiting.
     pub fn push(&mut self, x: Tensor<4>) -> Result<()> {
         self.queues.push(x)
+    }
+
+    /// Pushes every batch of `batches`, then [`Self::finish`].
+    ///
+    /// # Errors
+    /// As [`Self::push`].
+    pub fn run(mut self, batches: impl IntoIterator<Item = Tensor<4>>) -> Result<Answers> {
+        for x in batches {
+            self.push(x)?;
+        }
+        Ok(self.finish())
     }
 
     /// Flushes every queue and returns the answers of all samples pushed, in push order.

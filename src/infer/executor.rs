@@ -187,11 +187,7 @@ impl Executor {
         policy: &Policy,
         batch: usize,
     ) -> Result<Answers> {
-        let mut r = self.rebatcher(policy, batch)?;
-        for x in batches {
-            r.push(x)?;
-        }
-        Ok(r.finish())
+        self.rebatcher(policy, batch)?.run(batches)
     }
 
     /// `f` on the stage slices of the code this executor runs (the one place that dispatches

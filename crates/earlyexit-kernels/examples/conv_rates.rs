@@ -68,17 +68,22 @@ fn rate(l: Layer, kernel: ConvKernel) -> (f64, &'static str) {
 fn row(l: Layer) {
     let (a, kernel) = rate(l, ConvKernel::Auto);
     let (g, _) = rate(l, ConvKernel::Gemm);
-    let Layer {
+    println!(
+        "n={:<4} {:3}->{:<3} k{} s{} {:2}x{:<2}  {a:6.1} GF/s ({kernel:13})  im2col+gemm {g:6.1}",
+        l.n, l.cin, l.cout, l.k, l.stride, l.side, l.side
+    );
+}
+
+/// `[cin, cout, k, stride, side]` at batch `n`.
+fn layer([cin, cout, k, stride, side]: [usize; 5], n: usize) -> Layer {
+    Layer {
         cin,
         cout,
         k,
         stride,
         side,
         n,
-    } = l;
-    println!(
-        "n={n:<4} {cin:3}->{cout:<3} k{k} s{stride} {side:2}x{side:<2}  {a:6.1} GF/s ({kernel:13})  im2col+gemm {g:6.1}"
-    );
+    }
 }
 
 fn main() {
@@ -91,42 +96,28 @@ fn main() {
         let [cin, cout, k, stride, side, n] = v[..] else {
             panic!("expected cin,cout,k,stride,side,batch, got {one}");
         };
-        row(Layer {
-            cin,
-            cout,
-            k,
-            stride,
-            side,
-            n,
-        });
+        row(layer([cin, cout, k, stride, side], n));
         return;
     }
     // EENet-8 at width 8 on 1×28×28, then ResNet-20's layers on 3×32×32 and on 1×28×28.
     let shapes = [
-        (1, 8, 3, 1, 28),
-        (8, 8, 3, 1, 28),
-        (8, 16, 3, 2, 28),
-        (8, 16, 1, 2, 28),
-        (16, 16, 3, 1, 14),
-        (16, 32, 3, 2, 14),
-        (32, 32, 3, 1, 7),
-        (3, 16, 3, 1, 32),
-        (16, 16, 3, 1, 32),
-        (32, 32, 3, 1, 16),
-        (64, 64, 3, 1, 8),
-        (1, 16, 3, 1, 28),
-        (16, 16, 3, 1, 28),
+        [1, 8, 3, 1, 28],
+        [8, 8, 3, 1, 28],
+        [8, 16, 3, 2, 28],
+        [8, 16, 1, 2, 28],
+        [16, 16, 3, 1, 14],
+        [16, 32, 3, 2, 14],
+        [32, 32, 3, 1, 7],
+        [3, 16, 3, 1, 32],
+        [16, 16, 3, 1, 32],
+        [32, 32, 3, 1, 16],
+        [64, 64, 3, 1, 8],
+        [1, 16, 3, 1, 28],
+        [16, 16, 3, 1, 28],
     ];
     for n in [1, 256] {
-        for &(cin, cout, k, stride, side) in &shapes {
-            row(Layer {
-                cin,
-                cout,
-                k,
-                stride,
-                side,
-                n,
-            });
+        for &s in &shapes {
+            row(layer(s, n));
         }
     }
 }
