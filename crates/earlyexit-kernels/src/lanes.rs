@@ -90,7 +90,8 @@ pub struct Geometry {
 /// One output row `oy` of one sample: `out_row` (`[ow][cout]`) = conv(`x`) + `bias`
 /// (+ `res_row`), then ReLU if `relu`. `x` is sample `sample`'s `[h][w][cin]` input, `w` the
 /// weights `[(ky·kw + kx)·cin + ci][cout]`. `padded` keeps the zero-padded copy of the sample
-/// between its rows (reuse one per thread; see [`PaddedInput`]).
+/// between its rows: one per thread and input batch, since it is known by its sample index only
+/// (see [`PaddedInput`]).
 ///
 /// # Panics
 /// If `cout` is not a multiple of the lane width or a slice is shorter than the geometry says.
