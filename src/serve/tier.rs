@@ -270,7 +270,11 @@ impl Engine {
         self.exec.model().net.num_exits()
     }
 
+    /// A sample's answer. One whose probabilities or confidence are not finite (an input value
+    /// finite but too large for the network, which overflows) is flagged degraded with the
+    /// reason, never answered as a plain OK.
     fn answer(&self, id: u64, exit: usize, probs: Vec<f32>, confidence: f32) -> proto::Answer {
+        let finite = confidence.is_finite() && probs.iter().all(|p| p.is_finite());
         proto::Answer {
             id,
             class: argmax(&probs) as u32,
@@ -279,8 +283,12 @@ impl Engine {
             tier: self.name.clone(),
             confidence,
             macs: self.exit_macs[exit],
-            degraded: false,
-            reason: String::new(),
+            degraded: !finite,
+            reason: if finite {
+                String::new()
+            } else {
+                format!("the network's output at exit {exit} is not finite: an input value overflows it")
+            },
         }
     }
 

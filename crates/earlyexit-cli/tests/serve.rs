@@ -453,6 +453,10 @@ async fn bad_requests_are_refused_and_the_server_keeps_serving() {
     assert_eq!(code(ok(c.clone(), one(short)).await), Code::InvalidArgument);
     let nan = tensor_image(&[f32::NAN; 784], CHW, WireFormat::default());
     assert_eq!(code(ok(c.clone(), one(nan)).await), Code::InvalidArgument);
+    // Finite but overflowing values: a flagged answer, never a plain OK with NaN in it.
+    let huge = tensor_image(&[3e38; 784], CHW, WireFormat::default());
+    let a = ok(c.clone(), one(huge)).await.unwrap().answers;
+    assert!(a[0].degraded && a[0].reason.contains("not finite"), "{:?}", a[0]);
     assert_eq!(
         code(ok(c.clone(), ClassifyRequest { images: vec![] }).await),
         Code::InvalidArgument
