@@ -138,3 +138,27 @@ fn bad_descriptions_name_the_field() {
         .unwrap_err();
     assert!(e.to_string().contains("classes"), "{e}");
 }
+
+/// Weights with a NaN in them are refused at load, naming the tensor (they answered NaN for
+/// every input, and evaluation reported chance accuracy without a word).
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let device = Device::flex();
+    let dir = tmp("nan");
+    let net = desc("cuts:1,2").resolve().unwrap().init(&device);
+    let path = dir.join(io::WEIGHTS_FILE);
+    io::save_weights(&net, &path).unwrap();
+    let fresh = || desc("cuts:1,2").resolve().unwrap().init(&device);
+    assert!(io::load_weights(fresh(), &path).is_ok());
+    // The last four bytes are the last value of the last tensor's data.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = io::load_weights(fresh(), &path).unwrap_err().to_string();
+    assert!(
+        e.contains("non-finite") && e.contains("tensor `") && e.contains(io::WEIGHTS_FILE),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,22 +78,77 @@ pub fn load_weights(net: EarlyExitNet, path: &Path) -> Result<EarlyExitNet> {
     load_weights_from_bytes(net, bytes, path)
 }
 
+/// A safetensors file's header (JSON) and the data after it.
+fn safetensors_header<'a>(
+    bytes: &'a [u8],
+    origin: &Path,
+) -> Result<(serde_json::Map<String, serde_json::Value>, &'a [u8])> {
+    let bad = |why: String| Error::Weights {
+        file: origin.into(),
+        reason: format!("not a safetensors file: {why}"),
+    };
+    let len = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("shorter than 8 bytes".into()))? as usize;
+    let header = bytes
+        .get(8..8usize.saturating_add(len))
+        .ok_or_else(|| bad("header runs past the end of the file".into()))?;
+    let json = serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON ({e})")))?;
+    Ok((json, &bytes[8 + len..]))
+}
+
+/// The first non-finite value (NaN or ±infinity) of a safetensors file's float tensors, as
+/// (tensor, element index): weights that would answer NaN for every input, or a diverged training.
+fn first_non_finite(bytes: &[u8], origin: &Path) -> Result<Option<(String, usize)>> {
+    let (json, data) = safetensors_header(bytes, origin)?;
+    for (name, v) in json {
+        let (Some(dtype), Some([begin, end])) = (
+            v.get("dtype").and_then(|d| d.as_str()),
+            v.get("data_offsets")
+                .and_then(|o| o.as_array())
+                .and_then(|a| <[serde_json::Value; 2]>::try_from(a.clone()).ok()),
+        ) else {
+            continue;
+        };
+        let (Some(begin), Some(end)) = (begin.as_u64(), end.as_u64()) else {
+            continue;
+        };
+        let raw = data.get(begin as usize..end as usize).ok_or_else(|| Error::Weights {
+            file: origin.into(),
+            reason: format!("not a safetensors file: tensor `{name}` runs past the end of the file"),
+        })?;
+        let at = match dtype {
+            "F32" => raw
+                .chunks_exact(4)
+                .position(|b| !f32::from_le_bytes(b.try_into().expect("4 bytes")).is_finite()),
+            "F64" => raw
+                .chunks_exact(8)
+                .position(|b| !f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()),
+            // Half precision: exponent bits all ones.
+            "F16" => raw
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+            "BF16" => raw
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+            _ => None,
+        };
+        if let Some(i) = at {
+            return Ok(Some((name, i)));
+        }
+    }
+    Ok(None)
+}
+
 /// Tensor names and shapes from a safetensors header (without reading the data).
 fn safetensors_shapes(bytes: &[u8], origin: &Path) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
     let bad = |why: &str| Error::Weights {
         file: origin.into(),
         reason: format!("not a safetensors file: {why}"),
     };
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("shorter than 8 bytes"))?;
-    let len = u64::from_le_bytes(len_bytes) as usize;
-    let header = bytes
-        .get(8..8usize.saturating_add(len))
-        .ok_or_else(|| bad("header runs past the end of the file"))?;
-    let json: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| bad(&format!("header is not JSON ({e})")))?;
+    let (json, _) = safetensors_header(bytes, origin)?;
     let mut out = std::collections::BTreeMap::new();
     for (name, v) in json {
         if name == "__metadata__" {
@@ -149,6 +204,15 @@ pub fn load_weights_from_bytes(mut net: EarlyExitNet, bytes: Vec<u8>, origin: &P
         return Err(Error::Weights {
             file: origin.into(),
             reason: format!("tensor `{extra}` has no place in the description: wrong description for these weights?"),
+        });
+    }
+    if let Some((tensor, i)) = first_non_finite(&bytes, origin)? {
+        return Err(Error::Weights {
+            file: origin.into(),
+            reason: format!(
+                "tensor `{tensor}` holds a non-finite value (NaN or infinity) at element {i}: the \
+                 weights would answer NaN; the file is damaged or the training diverged"
+            ),
         });
     }
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
