@@ -88,6 +88,7 @@ impl TierClient {
                 .tls_config(tls)
                 .map_err(|e| ServeError::Setup(format!("TLS for `{addr}`: {e}")))?;
         }
+        crate::serve::server::check_token(opts.token.as_deref())?;
         let token = match &opts.token {
             Some(t) => Some(
                 format!("Bearer {t}")

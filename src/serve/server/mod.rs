@@ -9,4 +9,5 @@ mod service;
 mod startup;
 
 pub use service::parse_grpc_timeout;
+pub(crate) use startup::check_token;
 pub use startup::{NetOptions, Served, load_for_serving, model_id, run_blocking, start};

@@ -25,6 +25,18 @@ use crate::serve::metrics::Metrics;
 use crate::serve::proto::early_exit_server::EarlyExitServer;
 use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, stage_inputs, worker_loop};
 
+/// An empty shared token (`--token=""`, an empty `EARLYEXIT_TOKEN`) is an error, not "no
+/// authentication": the check compares it with an absent header and would let every request in.
+pub(crate) fn check_token(token: Option<&str>) -> ServeResult<()> {
+    if token.is_some_and(str::is_empty) {
+        return Err(ServeError::Setup(
+            "the shared token is empty (--token or EARLYEXIT_TOKEN); give a non-empty token, or none to serve without one"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Network settings of a server.
 #[derive(Clone, Debug)]
 pub struct NetOptions {
@@ -32,7 +44,8 @@ pub struct NetOptions {
     pub listen: SocketAddr,
     /// PEM certificate chain and key; set: serve TLS only.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Shared token every request must carry (`authorization: Bearer TOKEN`).
+    /// Shared token every request must carry (`authorization: Bearer TOKEN`); an empty one is
+    /// an error ([`start`]): it would let every request in.
     pub token: Option<String>,
     /// Where to serve `GET /metrics` over plain HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -150,6 +163,7 @@ pub async fn start(
     opts: TierOptions,
     net: NetOptions,
 ) -> ServeResult<Served> {
+    check_token(net.token.as_deref())?;
     let num_stages = model.net.num_stages();
     let range = opts.stages.resolve(num_stages)?;
     let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
@@ -319,4 +333,27 @@ pub fn run_blocking(
         }
         served.stop().await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty token is refused on both sides instead of turning authentication off.
+    #[test]
+    fn empty_tokens_are_errors() {
+        assert!(check_token(None).is_ok());
+        assert!(check_token(Some("s3cret")).is_ok());
+        let e = check_token(Some("")).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("EARLYEXIT_TOKEN"), "{e}");
+        let opts = crate::serve::client::ConnectOptions {
+            token: Some(String::new()),
+            ..Default::default()
+        };
+        let e = crate::serve::client::TierClient::connect("127.0.0.1:1", &opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("token is empty"), "{e}");
+    }
 }
