@@ -130,11 +130,7 @@ impl MultiExitModel {
                     let g = sigmoid(o.confidence.clone().expect("checked: confidence heads"));
                     mix = softmax(o.logits.clone(), 1) * g.clone() + mix * g.neg().add_scalar(1.0);
                 }
-                let probs = ExitLogits::from_output(&crate::model::ExitOutput {
-                    logits: mix,
-                    confidence: None,
-                })
-                .logits;
+                let probs = crate::cpu::host(mix);
                 let score = probs
                     .chunks(classes)
                     .map(|p| p.iter().copied().fold(0.0, f32::max))
@@ -449,6 +445,8 @@ impl<'m> Rebatcher<'m> {
             queues: Box::new(StageQueues {
                 model,
                 net,
+                exit_macs: model.exit_macs(),
+                backbone_macs: model.arch.cost.backbone.macs(MacConvention::All),
                 policy: policy.clone(),
                 batch,
                 queues: (0..stages).map(|_| Vec::new()).collect(),
@@ -510,6 +508,9 @@ impl<'m> Rebatcher<'m> {
 struct StageQueues<'m, N: StageSlices> {
     model: &'m MultiExitModel,
     net: &'m N,
+    /// MACs per exit (earlier heads included) and of the plain backbone.
+    exit_macs: Vec<u64>,
+    backbone_macs: u64,
     policy: Policy,
     batch: usize,
     queues: Vec<Vec<Part<N::State>>>,
@@ -558,10 +559,9 @@ impl<N: StageSlices> Queues for StageQueues<'_, N> {
             let a = match self.policy {
                 Policy::Never => {
                     let classes = self.model.arch.description.classes;
-                    let backbone = self.model.arch.cost.backbone.macs(MacConvention::All);
-                    let exit_macs = self.model.exit_macs();
                     let state = self.net.start(x)?;
-                    exit_loop(self.net, state, n, classes, &Policy::Never, (&exit_macs, backbone))
+                    let macs = (&self.exit_macs[..], self.backbone_macs);
+                    exit_loop(self.net, state, n, classes, &Policy::Never, macs)
                 }
                 _ => self.model.infer(x, &self.policy)?,
             };
@@ -595,10 +595,8 @@ impl<N: StageSlices> Queues for StageQueues<'_, N> {
     fn finish(mut self: Box<Self>) -> (Answers, StageRuns) {
         self.drain(true);
         let classes = self.model.arch.description.classes;
-        let exit_macs = self.model.exit_macs();
-        let mut out = assemble(self.pushed, classes, std::mem::take(&mut self.answered), |e| {
-            exit_macs[e]
-        });
+        let answered = std::mem::take(&mut self.answered);
+        let mut out = assemble(self.pushed, classes, answered, |e| self.exit_macs[e]);
         for (start, a) in std::mem::take(&mut self.whole) {
             for i in 0..a.len() {
                 let r = start + i;

@@ -157,10 +157,9 @@ impl Executor {
     /// # Shapes
     /// - `x`: `[N, C, H, W]`, the model's input shape; the answers hold `N` rows.
     pub fn infer(&self, x: Tensor<4>, policy: &Policy) -> Result<Answers> {
-        match &self.compiled {
-            // `ensemble` runs every head on every sample: no per-sample loop to compile.
-            Some(c) if !matches!(policy, Policy::Ensemble) => c.infer(x, policy),
-            _ => self.model.infer(x, policy),
+        match self.compiled_for(policy) {
+            Some(c) => c.infer(x, policy),
+            None => self.model.infer(x, policy),
         }
     }
 
@@ -169,10 +168,9 @@ impl Executor {
     /// # Errors
     /// A policy that does not fit the model; `batch` of 0.
     pub fn rebatcher(&self, policy: &Policy, batch: usize) -> Result<Rebatcher<'_>> {
-        match &self.compiled {
-            // `ensemble` mixes every exit on every sample: the Burn module's.
-            Some(c) if !matches!(policy, Policy::Ensemble) => Rebatcher::over(&self.model, &**c, policy, batch),
-            _ => Rebatcher::over(&self.model, &self.model.net, policy, batch),
+        match self.compiled_for(policy) {
+            Some(c) => Rebatcher::over(&self.model, c, policy, batch),
+            None => Rebatcher::over(&self.model, &self.model.net, policy, batch),
         }
     }
 
@@ -190,8 +188,15 @@ impl Executor {
         self.rebatcher(policy, batch)?.run(batches)
     }
 
-    /// `f` on the stage slices of the code this executor runs (the one place that dispatches
-    /// generic stage-by-stage work: timing, re-batching, tiers).
+    /// The compiled network when it answers `policy`: `ensemble` runs every head on every
+    /// sample, a mixture the compiled per-sample loop does not compute, so the Burn module
+    /// answers it.
+    fn compiled_for(&self, policy: &Policy) -> Option<&CompiledNet> {
+        self.compiled.as_deref().filter(|_| !matches!(policy, Policy::Ensemble))
+    }
+
+    /// `f` on the stage slices of the code this executor runs (stage-by-stage work that has no
+    /// policy: timing).
     pub(crate) fn with_stages<F: OnStages>(&self, f: F) -> F::Output {
         match &self.compiled {
             Some(c) => f.on(&**c),

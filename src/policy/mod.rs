@@ -11,8 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Tensor, TensorData};
-
+use crate::cpu::host;
 use crate::error::{Error, Result};
 use crate::model::ExitOutput;
 
@@ -231,8 +230,8 @@ impl ExitLogits {
         let [_, classes] = out.logits.dims();
         Self {
             classes,
-            logits: host_f32(&out.logits),
-            confidence: out.confidence.as_ref().map(host_f32),
+            logits: host(out.logits.clone()),
+            confidence: out.confidence.clone().map(host),
         }
     }
 
@@ -307,12 +306,6 @@ impl ExitLogits {
             .as_ref()
             .map(|c| c.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect())
     }
-}
-
-/// A float tensor's values on the host (any float storage).
-fn host_f32<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    let data: TensorData = t.clone().into_data();
-    data.convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
 }
 
 impl Policy {
@@ -462,7 +455,7 @@ mod tests {
     #[test]
     fn host_scores_match_tensor_ops_and_streaks_follow_samples() {
         use burn::tensor::activation::{log_softmax, softmax};
-        use burn::tensor::{Device, Distribution};
+        use burn::tensor::{Device, Distribution, Tensor};
         let device = Device::flex();
         device.seed(3);
         let (n, k) = (6, 7);

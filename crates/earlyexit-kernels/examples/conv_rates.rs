@@ -1,6 +1,8 @@
 //! GFLOP/s of single convolutions on the shapes of the zoo's small networks, with the kernel the
 //! instruction set selects (`EARLYEXIT_CPU` narrows it) beside im2col + GEMM: where a layer width
 //! runs slower per multiply-add than the others, its exits buy less time than their MACs say.
+//! Then the time of a plain exit head at batch 1 through the GEMM and as dot products
+//! (`Dense::for_inference`).
 //!
 //! ```text
 //! cargo run --release -p earlyexit-kernels --example conv_rates            # the table
@@ -10,7 +12,7 @@
 
 use std::time::Instant;
 
-use earlyexit_kernels::{Act, Conv, ConvKernel, Isa};
+use earlyexit_kernels::{Act, Conv, ConvKernel, Dense, Isa};
 
 /// A `k×k` convolution `cin → cout` with "same" padding on a `side × side` map, batch `n`.
 #[derive(Clone, Copy)]
@@ -119,5 +121,30 @@ fn main() {
         for &s in &shapes {
             row(layer(s, n));
         }
+    }
+    // A plain head (classifier and confidence branch) on ResNet-20's 16×28×28 features.
+    for dout in [10, 1] {
+        let din = 16 * 28 * 28;
+        let w: Vec<f32> = (0..din * dout).map(|i| ((i * 7919) % 13) as f32 * 0.01).collect();
+        let gemm = Dense::from_host(din, dout, w, vec![0.1; dout]);
+        let dots = gemm.clone().for_inference();
+        let z: Vec<f32> = (0..din).map(|i| (i % 7) as f32 * 0.1).collect();
+        let us = |d: &Dense| {
+            let best = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..200 {
+                        std::hint::black_box(d.forward(&z));
+                    }
+                    t.elapsed().as_secs_f64() / 200.0
+                })
+                .fold(f64::MAX, f64::min);
+            best * 1e6
+        };
+        println!(
+            "dense {din}->{dout} batch 1: gemm {:.1} us, dot products {:.1} us",
+            us(&gemm),
+            us(&dots)
+        );
     }
 }

@@ -4,9 +4,8 @@ use crate::Parallelism;
 use crate::matmul::{MatRef, matmul};
 use crate::par::for_each_chunk;
 
-/// Multiply-adds below which the dot products of a small batch stay on the calling thread.
-/// Above it they are shared with the pool, which also keeps its threads awake between the
-/// stages an exit head separates (a sleeping pool costs the next stage its wake-up).
+/// Multiply-adds below which the dot products of a small batch stay on the calling thread; above
+/// it they are shared with the pool.
 const SERIAL_MACS_DOT: usize = 1 << 16;
 
 /// Batches below this run a narrow layer with its transposed copy ([`Dense::for_inference`]).

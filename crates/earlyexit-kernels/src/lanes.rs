@@ -160,7 +160,7 @@ impl PaddedInput {
             return (x, w * cin);
         }
         // Only the rows and columns some tap reads.
-        let oh = (h + 2 * ph).saturating_sub(kh) / g.stride + 1;
+        let oh = crate::ops::out_len(h, kh, g.stride, ph);
         let (hp, wp) = ((oh - 1) * g.stride + kh, (g.ow.max(1) - 1) * g.stride + kw);
         let row = wp * cin;
         if self.sample != Some(sample) || self.buf.len() != hp * row {
