@@ -5,8 +5,9 @@ mod common;
 use std::cell::RefCell;
 
 use burn::tensor::{Device, Tensor};
+use earlyexit::ExecChoice;
 use earlyexit::infer::{
-    EvalOptions, ExitColumn, ExitTable, Goal, InMemorySplit, LabelledData, MultiExitModel, Policy, ScoreKind,
+    EvalOptions, Executor, ExitColumn, ExitTable, Goal, InMemorySplit, LabelledData, MultiExitModel, Policy, ScoreKind,
     SplitKind, calibrate_split, evaluate, prune_plan,
 };
 use earlyexit::model::{HeadKind, MacConvention, Shape, io};
@@ -57,6 +58,7 @@ impl LabelledData for Recording {
 fn calibration_never_reads_the_test_split() {
     let m = model("cuts:0,1,2", 1);
     let device = Device::flex();
+    let exec = Executor::new(m, &device, ExecChoice::Auto).unwrap();
     let val = Recording {
         inner: data(SplitKind::Val, 96, 1),
         poisoned: false,
@@ -68,29 +70,12 @@ fn calibration_never_reads_the_test_split() {
         reads: RefCell::new(vec![]),
     };
     // Handing it the test split is refused before any sample is read (a read would panic).
-    let e = calibrate_split(
-        &m,
-        &test,
-        Goal::MaxAccuracyDrop(1.0),
-        ScoreKind::MaxProb,
-        true,
-        32,
-        &device,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = calibrate_split(&exec, &test, Goal::MaxAccuracyDrop(1.0), ScoreKind::MaxProb, true, 32)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("validation split only"), "{e}");
     // On the validation split it reads every validation sample exactly once, and only those.
-    let (cal, table) = calibrate_split(
-        &m,
-        &val,
-        Goal::MaxAccuracyDrop(1.0),
-        ScoreKind::MaxProb,
-        true,
-        32,
-        &device,
-    )
-    .unwrap();
+    let (cal, table) = calibrate_split(&exec, &val, Goal::MaxAccuracyDrop(1.0), ScoreKind::MaxProb, true, 32).unwrap();
     let mut reads = val.reads.borrow().clone();
     reads.sort();
     assert_eq!(reads, (0..96).collect::<Vec<_>>());
@@ -213,8 +198,9 @@ fn report_files_are_produced_and_non_empty_for_a_tiny_run() {
     let device = Device::flex();
     let val = data(SplitKind::Val, 64, 11);
     let test = data(SplitKind::Test, 64, 12);
-    let val_table = ExitTable::collect(&m, &val, 32, &device).unwrap();
-    let test_table = ExitTable::collect(&m, &test, 32, &device).unwrap();
+    let exec = Executor::new(m.clone(), &device, ExecChoice::Auto).unwrap();
+    let val_table = ExitTable::collect(&exec, &val, 32).unwrap();
+    let test_table = ExitTable::collect(&exec, &test, 32).unwrap();
     let cal = earlyexit::infer::calibrate(&val_table, Goal::MaxAccuracyDrop(2.0), ScoreKind::MaxProb, true).unwrap();
     let opts = EvalOptions {
         batch: 32,

@@ -310,16 +310,8 @@ fn import_then_train_the_exits_calibrate_and_evaluate() {
     );
 
     let val = run.split(SplitKind::Val).unwrap();
-    let (cal, _) = calibrate_split(
-        &model,
-        &val,
-        Goal::MaxAccuracyDrop(0.01),
-        ScoreKind::MaxProb,
-        false,
-        256,
-        &device,
-    )
-    .unwrap();
+    let exec = earlyexit::infer::Executor::new(model.clone(), &device, earlyexit::ExecChoice::Auto).unwrap();
+    let (cal, _) = calibrate_split(&exec, &val, Goal::MaxAccuracyDrop(0.01), ScoreKind::MaxProb, false, 256).unwrap();
     run.write_calibration(&cal).unwrap();
     let policy = run.policy().unwrap();
     let mut test = run.split(SplitKind::Test).unwrap();

@@ -58,8 +58,7 @@ pub struct EngineBenchRow {
     pub stage_mac_shares: Vec<f64>,
     /// `never` time / plain time (goal ≤ 1.05).
     pub never_overhead: f64,
-    /// The code timed ([`Executor::describe`]); the stage and head times of the time model are
-    /// the Burn module's.
+    /// The code timed ([`Executor::describe`]), the time model's stages and heads included.
     #[serde(default)]
     pub implementation: String,
 }

@@ -404,16 +404,16 @@ pub fn calibrate(table: &ExitTable, goal: Goal, kind: ScoreKind, per_exit: bool)
     })
 }
 
-/// Reads the validation split once through the model ([`ExitTable::collect`]) and calibrates on
-/// it. Refuses, before reading a single sample, any source that is not the validation split.
+/// Reads the validation split once through the code `exec` runs ([`ExitTable::collect`]) and
+/// calibrates on it. Refuses, before reading a single sample, any source that is not the
+/// validation split.
 pub fn calibrate_split(
-    model: &super::engine::MultiExitModel,
+    exec: &super::executor::Executor,
     val: &dyn super::table::LabelledData,
     goal: Goal,
     kind: ScoreKind,
     per_exit: bool,
     batch: usize,
-    device: &burn::tensor::Device,
 ) -> Result<(Calibration, ExitTable)> {
     if val.split() != SplitKind::Val {
         return Err(Error::invalid(
@@ -422,7 +422,7 @@ pub fn calibrate_split(
         ));
     }
     goal.check()?;
-    let table = ExitTable::collect(model, val, batch, device)?;
+    let table = ExitTable::collect(exec, val, batch)?;
     Ok((calibrate(&table, goal, kind, per_exit)?, table))
 }
 

@@ -10,6 +10,7 @@
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::cpu::host;
 use crate::error::Result;
 use crate::model::{Architecture, EarlyExitNet, MacConvention, StageState, check_input};
 use crate::policy::{ExitLogits, Policy, PolicyState, argmax};
@@ -72,11 +73,29 @@ pub struct MultiExitModel {
 
 /// The samples that left at one exit: their input rows, probabilities (`[rows, classes]`) and
 /// scores.
-struct Answered {
-    rows: Vec<usize>,
-    exit: usize,
-    probs: Vec<f32>,
-    score: Vec<f32>,
+pub(crate) struct Answered {
+    pub rows: Vec<usize>,
+    pub exit: usize,
+    pub probs: Vec<f32>,
+    pub score: Vec<f32>,
+}
+
+/// The most confident exit a sample has passed without leaving: what a tier answers (flagged
+/// degraded) when the next tier cannot.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct BestSoFar {
+    pub exit: usize,
+    pub confidence: f32,
+    pub probs: Vec<f32>,
+}
+
+/// Samples between stages on the host, in the wire's layout: activations `[N, C, H, W]`
+/// (row-major) and, with `dense` heads, the pooled history (`[N, D]` values and `D` each).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HostState {
+    pub x: Vec<f32>,
+    pub dims: [usize; 4],
+    pub pooled: Vec<(Vec<f32>, usize)>,
 }
 
 impl MultiExitModel {
@@ -199,6 +218,11 @@ pub(crate) trait StageSlices {
     fn select(&self, state: Self::State, rows: &[usize]) -> Self::State;
     /// Several states after the same cut, one after the other.
     fn cat(&self, states: Vec<Self::State>) -> Self::State;
+    /// The state of samples that arrive between stages (from another tier), on `device` where
+    /// the implementation has one.
+    fn state_from_host(&self, state: HostState, device: &burn::tensor::Device) -> Self::State;
+    /// The state on the host, to send to another tier.
+    fn state_to_host(&self, state: Self::State) -> HostState;
 }
 
 impl StageSlices for EarlyExitNet {
@@ -232,6 +256,33 @@ impl StageSlices for EarlyExitNet {
     fn cat(&self, states: Vec<StageState>) -> StageState {
         StageState::cat(states)
     }
+
+    fn state_from_host(&self, state: HostState, device: &burn::tensor::Device) -> StageState {
+        let n = state.dims[0];
+        StageState {
+            x: Tensor::from_data(TensorData::new(state.x, state.dims), device),
+            pooled: state
+                .pooled
+                .into_iter()
+                .map(|(v, d)| Tensor::from_data(TensorData::new(v, [n, d]), device))
+                .collect(),
+        }
+    }
+
+    fn state_to_host(&self, state: StageState) -> HostState {
+        HostState {
+            dims: state.x.dims(),
+            x: host(state.x),
+            pooled: state
+                .pooled
+                .into_iter()
+                .map(|p| {
+                    let d = p.dims()[1];
+                    (host(p), d)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The per-sample exit loop, for every implementation ([`StageSlices`]): after each stage the
@@ -250,11 +301,7 @@ pub(crate) fn exit_loop<N: StageSlices>(
     let num_exits = net.num_exits();
     let never = matches!(policy, Policy::Never);
     let mut answered = Vec::with_capacity(num_exits + 1);
-    let mut part = Part {
-        state,
-        pstate: PolicyState::new(),
-        rows: (0..n).collect(),
-    };
+    let mut part = Part::new(state, n);
     let mut first = 0;
     if never {
         // No exit is evaluated: straight to the final stage.
@@ -263,13 +310,7 @@ pub(crate) fn exit_loop<N: StageSlices>(
         }
         first = num_exits;
     }
-    let mut part = Some(part);
-    for k in first..=num_exits {
-        match part {
-            Some(p) => part = step(net, k, p, policy, &mut answered),
-            None => break,
-        }
-    }
+    run_slice(net, part, first..num_exits + 1, policy, &mut answered);
     let (exit_macs, backbone_macs) = macs;
     assemble(
         n,
@@ -277,6 +318,23 @@ pub(crate) fn exit_loop<N: StageSlices>(
         answered,
         |e| if never { backbone_macs } else { exit_macs[e] },
     )
+}
+
+/// Stages `stages` of the loop on `part` (which enters at `stages.start`): the samples that leave
+/// go to `answered`; the survivors after the last stage of the range are returned (none when the
+/// range ends with the final classifier). A tier runs its slice of the stages with this.
+pub(crate) fn run_slice<N: StageSlices>(
+    net: &N,
+    part: Part<N::State>,
+    stages: std::ops::Range<usize>,
+    policy: &Policy,
+    answered: &mut Vec<Answered>,
+) -> Option<Part<N::State>> {
+    let mut part = Some(part);
+    for k in stages {
+        part = step(net, k, part?, policy, answered);
+    }
+    part
 }
 
 /// Runs stage `k` and its exit on `part`: the samples that leave go to `answered`, the
@@ -292,6 +350,7 @@ fn step<N: StageSlices>(
         state,
         mut pstate,
         rows,
+        mut best,
     } = part;
     let state = net.run_stage(k, state);
     let out = net.exit(k, &state);
@@ -307,8 +366,26 @@ fn step<N: StageSlices>(
     let score = policy.score(&out);
     let mask = policy.decide(k, &out, &score, &mut pstate);
     let (leave, stay): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
+    if let Some(best) = best.as_mut() {
+        let classes = out.classes;
+        let probs = out.probs(stay.iter().copied());
+        for (j, &i) in stay.iter().enumerate() {
+            if best[i].as_ref().is_none_or(|b| score[i] > b.confidence) {
+                best[i] = Some(BestSoFar {
+                    exit: k,
+                    confidence: score[i],
+                    probs: probs[j * classes..(j + 1) * classes].to_vec(),
+                });
+            }
+        }
+    }
     if leave.is_empty() {
-        return Some(Part { state, pstate, rows });
+        return Some(Part {
+            state,
+            pstate,
+            rows,
+            best,
+        });
     }
     answered.push(Answered {
         rows: leave.iter().map(|&i| rows[i]).collect(),
@@ -323,31 +400,50 @@ fn step<N: StageSlices>(
         state: net.select(state, &stay),
         pstate: pstate.select(&stay),
         rows: stay.iter().map(|&i| rows[i]).collect(),
+        best: best.map(|b| stay.iter().map(|&i| b[i].clone()).collect()),
     })
 }
 
-/// Samples in flight: their state at a cut, the policy's state and their input rows.
-struct Part<S> {
-    state: S,
-    pstate: PolicyState,
-    rows: Vec<usize>,
+/// Samples in flight: their state at a cut, the policy's state, their input rows and, when a
+/// tier tracks it, each one's [`BestSoFar`].
+pub(crate) struct Part<S> {
+    pub state: S,
+    pub pstate: PolicyState,
+    pub rows: Vec<usize>,
+    pub best: Option<Vec<Option<BestSoFar>>>,
 }
 
 impl<S: Clone> Part<S> {
+    /// `n` fresh samples (rows `0..n`), nothing tracked.
+    pub(crate) fn new(state: S, n: usize) -> Self {
+        Part {
+            state,
+            pstate: PolicyState::new(),
+            rows: (0..n).collect(),
+            best: None,
+        }
+    }
+
     /// Several parts after the same cut, one after the other.
     fn cat<N: StageSlices<State = S>>(net: &N, parts: Vec<Self>) -> Self {
         let mut states = Vec::with_capacity(parts.len());
         let mut pstates = Vec::with_capacity(parts.len());
         let mut rows = Vec::new();
+        let mut best = Some(Vec::new());
         for p in parts {
             states.push(p.state);
             pstates.push(p.pstate);
             rows.extend(p.rows);
+            best = best.zip(p.best).map(|(mut all, b)| {
+                all.extend(b);
+                all
+            });
         }
         Part {
             state: net.cat(states),
             pstate: PolicyState::cat(pstates),
             rows,
+            best,
         }
     }
 
@@ -358,16 +454,25 @@ impl<S: Clone> Part<S> {
         let tail: Vec<usize> = (m..n).collect();
         let mut rows = self.rows;
         let rest = rows.split_off(m);
+        let (best, best_rest) = match self.best {
+            Some(mut b) => {
+                let tail = b.split_off(m);
+                (Some(b), Some(tail))
+            }
+            None => (None, None),
+        };
         (
             Part {
                 state: net.select(self.state.clone(), &head),
                 pstate: self.pstate.clone().select(&head),
                 rows,
+                best,
             },
             Part {
                 state: net.select(self.state, &tail),
                 pstate: self.pstate.select(&tail),
                 rows: rest,
+                best: best_rest,
             },
         )
     }
@@ -573,6 +678,7 @@ impl<N: StageSlices> Queues for StageQueues<'_, N> {
             state: self.net.start(x)?,
             pstate: PolicyState::new(),
             rows: (self.pushed..self.pushed + n).collect(),
+            best: None,
         });
         self.queued[0] += n;
         self.pushed += n;

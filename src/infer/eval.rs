@@ -75,8 +75,8 @@ pub struct EvalOptions {
     pub large_batch_samples: usize,
     /// Timing repeats; the fastest repeat counts (least disturbed by other work).
     pub repeats: usize,
-    /// Time a copy with BatchNorm folded into the convolutions (both the policy and the plain
-    /// network), as a deployment would run it.
+    /// Answer and time a copy with BatchNorm folded into the convolutions (the policy and the
+    /// plain network alike), as a deployment would run it.
     pub fold_bn: bool,
     /// Which code is timed (the policy and the plain network alike): by default the compiled
     /// CPU path where it runs the model, as a CPU deployment would.
@@ -170,21 +170,19 @@ pub struct EvalReport {
     pub exits: Vec<ExitEval>,
 }
 
-/// Runs `policy` for real over `data` (batches of `opts.batch`) and returns the answers with
-/// their labels.
+/// Runs `policy` for real over `data` (batches of `batch`) on the code `exec` runs and returns
+/// the answers with their labels.
 pub fn answer_all(
-    model: &MultiExitModel,
+    exec: &Executor,
     data: &dyn LabelledData,
     policy: &Policy,
     batch: usize,
-    device: &Device,
 ) -> Result<(Answers, Vec<usize>)> {
     if batch == 0 {
         return Err(Error::invalid("batch", "must be at least 1"));
     }
-    let classes = model.arch.description.classes;
     let mut all = Answers {
-        classes,
+        classes: exec.model().arch.description.classes,
         class: vec![],
         probs: vec![],
         exit: vec![],
@@ -194,8 +192,8 @@ pub fn answer_all(
     let mut labels = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
-        let (x, y) = data.batch(chunk, device)?;
-        let a = model.infer(x, policy)?;
+        let (x, y) = data.batch(chunk, exec.device())?;
+        let a = exec.infer(x, policy)?;
         all.class.extend(a.class);
         all.probs.extend(a.probs);
         all.exit.extend(a.exit);
@@ -256,15 +254,17 @@ pub fn evaluate(
     if data.is_empty() {
         return Err(Error::invalid("split", format!("the {} split is empty", data.split())));
     }
-    let (answers, labels) = answer_all(model, data, policy, opts.batch, device)?;
-    let table = ExitTable::collect(model, data, opts.batch, device)?;
-    let mut report = report_from(&answers, &labels, &table, policy);
-    let timed = if opts.fold_bn {
+    // One executor answers, fills the table and is timed: the figures are of the code that
+    // would answer in deployment.
+    let deployed = if opts.fold_bn {
         model.clone().fold_bn()
     } else {
         model.clone()
     };
-    let exec = Executor::new(timed, device, opts.path)?;
+    let exec = Executor::new(deployed, device, opts.path)?;
+    let (answers, labels) = answer_all(&exec, data, policy, opts.batch)?;
+    let table = ExitTable::collect(&exec, data, opts.batch)?;
+    let mut report = report_from(&answers, &labels, &table, policy);
     let mut timing = Vec::new();
     for (batch, samples) in [(1, opts.timing_samples), (opts.large_batch, opts.large_batch_samples)] {
         let samples = samples.max(batch).min(data.len());

@@ -23,15 +23,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::ops::Range;
+
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::compiled::CompiledNet;
-use super::engine::{Answers, MultiExitModel, Rebatcher, StageSlices};
+use super::engine::{Answered, Answers, BestSoFar, HostState, MultiExitModel, Part, Rebatcher, StageSlices, run_slice};
 use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::policy::{ExitLogits, Policy, PolicyState};
 use earlyexit_kernels::ConvKernel;
 
 /// The code that runs a model, as reports name it.
@@ -204,6 +206,37 @@ impl Executor {
         }
     }
 
+    /// Every exit's output on every sample (final classifier last), on the host: what score
+    /// tables and calibration read, computed by the code that will answer in deployment.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, C, H, W]`, the model's input shape; `num_exits + 1` outputs of `N` rows.
+    pub fn exit_outputs(&self, x: Tensor<4>) -> Result<Vec<ExitLogits>> {
+        crate::model::check_input(&x, self.model.arch.description.input)?;
+        self.with_stages(EveryExit { x })
+    }
+
+    /// Stages `stages` of the per-sample exit loop on samples that enter at `stages.start` from
+    /// the host (a tier's slice; `pstate` and `best` come with them from the previous tier): the
+    /// samples that leave, and the survivors after the slice's last stage, back on the host.
+    pub(crate) fn run_slice(
+        &self,
+        input: HostState,
+        stages: Range<usize>,
+        policy: &Policy,
+        pstate: PolicyState,
+        best: Vec<Option<BestSoFar>>,
+    ) -> SliceOutcome {
+        self.with_stages(Slice {
+            input,
+            stages,
+            policy,
+            pstate,
+            best,
+            device: &self.device,
+        })
+    }
+
     /// The plain network (no exit evaluated): class probabilities, row-major `[N, classes]`, on
     /// the host — the work a network without exits does per batch.
     ///
@@ -233,6 +266,69 @@ pub(crate) trait OnStages {
     type Output;
     /// The work on `net`'s stage slices.
     fn on<N: StageSlices>(self, net: &N) -> Self::Output;
+}
+
+/// [`Executor::exit_outputs`] on one implementation's stage slices.
+struct EveryExit {
+    x: Tensor<4>,
+}
+
+impl OnStages for EveryExit {
+    type Output = Result<Vec<ExitLogits>>;
+    fn on<N: StageSlices>(self, net: &N) -> Self::Output {
+        let mut state = net.start(self.x)?;
+        let mut outs = Vec::with_capacity(net.num_exits() + 1);
+        for k in 0..=net.num_exits() {
+            state = net.run_stage(k, state);
+            outs.push(net.exit(k, &state));
+        }
+        Ok(outs)
+    }
+}
+
+/// What a slice of stages ([`Executor::run_slice`]) made of the samples that entered it.
+pub(crate) struct SliceOutcome {
+    /// The samples that left at the slice's exits (rows index the input).
+    pub answered: Vec<Answered>,
+    /// The samples that went through every exit of the slice, if any.
+    pub survivors: Option<Survivors>,
+}
+
+/// Samples that leave a slice of stages without an answer, ready to travel on.
+pub(crate) struct Survivors {
+    /// Their rows in the slice's input.
+    pub rows: Vec<usize>,
+    pub state: HostState,
+    pub pstate: PolicyState,
+    pub best: Vec<Option<BestSoFar>>,
+}
+
+/// [`Executor::run_slice`] on one implementation's stage slices.
+struct Slice<'a> {
+    input: HostState,
+    stages: Range<usize>,
+    policy: &'a Policy,
+    pstate: PolicyState,
+    best: Vec<Option<BestSoFar>>,
+    device: &'a Device,
+}
+
+impl OnStages for Slice<'_> {
+    type Output = SliceOutcome;
+    fn on<N: StageSlices>(self, net: &N) -> SliceOutcome {
+        let n = self.input.dims[0];
+        let mut part = Part::new(net.state_from_host(self.input, self.device), n);
+        part.pstate = self.pstate;
+        part.best = Some(self.best);
+        let mut answered = Vec::new();
+        let survivors = run_slice(net, part, self.stages, self.policy, &mut answered).map(|p| Survivors {
+            rows: p.rows,
+            state: net.state_to_host(p.state),
+            pstate: p.pstate,
+            best: p.best.unwrap_or_default(),
+        });
+        SliceOutcome { answered, survivors }
+    }
 }
 
 /// Softmax of every `classes`-wide row of `v`, in place.
@@ -297,6 +393,81 @@ mod tests {
         );
         let forced = Executor::new(dilated, &cpu, ExecChoice::Compiled);
         assert!(forced.is_err());
+    }
+
+    const SEED: u64 = 7;
+
+    /// `n` inputs of `shape`, uniform in [0, 1), from `seed`.
+    fn seeded_input(n: usize, shape: Shape, seed: u64, device: &Device) -> Tensor<4> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..n * shape.c * shape.h * shape.w).map(|_| rng.random()).collect();
+        Tensor::from_data(TensorData::new(v, [n, shape.c, shape.h, shape.w]), device)
+    }
+
+    /// Runs `exec`'s stages as consecutive slices (as a chain of tiers does), passing the
+    /// survivors on through the host; returns each sample's (class, exit).
+    fn chained(exec: &Executor, x: Tensor<4>, policy: &Policy, slices: &[Range<usize>]) -> Vec<(usize, usize)> {
+        let [n, c, h, w] = x.dims();
+        let mut input = HostState {
+            x: crate::cpu::host(x),
+            dims: [n, c, h, w],
+            pooled: Vec::new(),
+        };
+        let (mut rows, mut pstate, mut best): (Vec<usize>, _, _) =
+            ((0..n).collect(), PolicyState::new(), vec![None; n]);
+        let mut out = vec![(usize::MAX, usize::MAX); n];
+        for range in slices {
+            let o = exec.run_slice(input, range.clone(), policy, pstate, best);
+            for a in &o.answered {
+                let classes = exec.model().arch.description.classes;
+                for (i, &r) in a.rows.iter().enumerate() {
+                    out[rows[r]] = (crate::policy::argmax(&a.probs[i * classes..(i + 1) * classes]), a.exit);
+                }
+            }
+            let Some(s) = o.survivors else { break };
+            assert!(s.best.iter().all(Option::is_some), "a survivor has passed an exit");
+            rows = s.rows.iter().map(|&r| rows[r]).collect();
+            (input, pstate, best) = (s.state, s.pstate, s.best);
+        }
+        out
+    }
+
+    #[test]
+    fn stage_slices_chained_through_the_host_answer_as_the_whole_loop() {
+        let cpu = Device::flex();
+        let input = Shape::new(1, 28, 28);
+        // `dense` heads carry the pooled history between slices; patience carries its streaks.
+        let mut desc = ModelDescription::new("lenet5", input, 10, "every".parse().unwrap());
+        desc.head = crate::model::HeadKind::Dense;
+        let arch = desc.resolve().unwrap();
+        let mut net = arch.init_seeded(&cpu, SEED);
+        // Exits 0 and 1 lean to class 0, so patience:2 sends samples out at exit 1, right after
+        // the first slice boundary (random heads otherwise each predict their own class).
+        for head in &mut net.heads[..2] {
+            let b = head.classifier.bias.take().expect("a biased classifier");
+            let lean = Tensor::<1>::from_data(TensorData::new(vec![3.0f32], [1]), &cpu).pad([(0, 9)], 0.0);
+            head.classifier.bias = Some(b.map(|b| b + lean));
+        }
+        let m = MultiExitModel { arch, net };
+        let stages = m.net.num_stages();
+        assert!(stages >= 4, "{stages}");
+        let x = seeded_input(40, input, SEED, &cpu);
+        let fitted = crate::bench::forced_thresholds(&m, x.clone(), &vec![0.2; stages - 1]).unwrap();
+        for choice in [ExecChoice::Burn, ExecChoice::Compiled] {
+            let e = Executor::new(m.clone(), &cpu, choice).unwrap();
+            for policy in [fitted.clone(), "patience:2".parse().unwrap()] {
+                let whole = e.infer(x.clone(), &policy).unwrap();
+                let expected: Vec<(usize, usize)> =
+                    whole.class.iter().copied().zip(whole.exit.iter().copied()).collect();
+                let got = chained(&e, x.clone(), &policy, &[0..1, 1..3, 3..stages]);
+                assert_eq!(got, expected, "{choice:?}, {policy}");
+                // Samples leave right after a slice boundary, so what is carried across
+                // (patience's streaks, the pooled history) decides them.
+                let exits: std::collections::BTreeSet<usize> = whole.exit.iter().copied().collect();
+                assert!(exits.contains(&1), "{policy}: exits {exits:?}");
+            }
+        }
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 use burn::tensor::{Device, Tensor};
 
-use super::engine::MultiExitModel;
+use super::executor::Executor;
 use crate::error::{Error, Result};
 use crate::model::MacConvention;
-use crate::policy::{ExitColumn, ExitLogits, ExitTable, SplitKind};
+use crate::policy::{ExitColumn, ExitTable, SplitKind};
 
 /// A labelled split that can be read by index.
 ///
@@ -65,23 +65,19 @@ impl LabelledData for InMemorySplit {
 }
 
 impl ExitTable {
-    /// Runs `forward_all` over every sample of `data` in batches of `batch` and keeps the
-    /// per-exit predictions and scores.
-    pub fn collect(model: &MultiExitModel, data: &dyn LabelledData, batch: usize, device: &Device) -> Result<Self> {
-        Self::collect_indices(model, data, &(0..data.len()).collect::<Vec<_>>(), batch, device)
+    /// Runs every exit over every sample of `data` in batches of `batch`, on the code `exec`
+    /// runs (the code that answers in deployment), and keeps the per-exit predictions and
+    /// scores.
+    pub fn collect(exec: &Executor, data: &dyn LabelledData, batch: usize) -> Result<Self> {
+        Self::collect_indices(exec, data, &(0..data.len()).collect::<Vec<_>>(), batch)
     }
 
     /// Like [`Self::collect`], for the samples at `indices` only.
-    pub fn collect_indices(
-        model: &MultiExitModel,
-        data: &dyn LabelledData,
-        indices: &[usize],
-        batch: usize,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn collect_indices(exec: &Executor, data: &dyn LabelledData, indices: &[usize], batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
+        let model = exec.model();
         let n_out = model.net.num_exits() + 1;
         let mut exits: Vec<ExitColumn> = (0..n_out)
             .map(|k| ExitColumn {
@@ -93,12 +89,9 @@ impl ExitTable {
             .collect();
         let mut labels = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(batch) {
-            let (x, y) = data.batch(chunk, device)?;
-            crate::model::check_input(&x, model.arch.description.input)?;
+            let (x, y) = data.batch(chunk, exec.device())?;
             labels.extend(y);
-            let outs = model.net.forward_all(x);
-            for (col, out) in exits.iter_mut().zip(outs) {
-                let out = ExitLogits::from_output(&out);
+            for (col, out) in exits.iter_mut().zip(exec.exit_outputs(x)?) {
                 col.pred.extend(out.preds());
                 col.maxprob.extend(out.max_prob());
                 col.certainty.extend(out.certainty());

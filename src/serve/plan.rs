@@ -15,13 +15,15 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
 use super::codec::WireDType;
 use crate::error::{Error, Result};
-use crate::infer::{Executor, MultiExitModel, Policy};
-use crate::model::{Architecture, HeadKind, MacConvention, StageState};
+use crate::infer::engine::StageSlices;
+use crate::infer::executor::OnStages;
+use crate::infer::{Executor, Policy};
+use crate::model::{Architecture, HeadKind, MacConvention};
 
 /// How fast a tier computes.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -571,27 +573,41 @@ impl fmt::Display for Plan {
 }
 
 /// Measured seconds per stage (blocks and exit head) for one sample on this machine: the
-/// median of `reps` runs after a warm-up. Timed on the Burn module's stage slices, which is
-/// what a tier runs.
-pub fn measure_stage_seconds(model: &MultiExitModel, reps: usize, device: &Device) -> Vec<f64> {
-    let shape = model.arch.description.input;
-    let x = Tensor::<4>::random([1, shape.c, shape.h, shape.w], Distribution::Normal(0.0, 1.0), device);
-    let stages = model.net.num_stages();
-    let mut times = vec![Vec::with_capacity(reps); stages];
-    for rep in 0..reps.max(1) + 1 {
-        let mut state = StageState::new(x.clone());
-        for (k, t) in times.iter_mut().enumerate() {
-            let start = Instant::now();
-            state = model.net.run_stage(k, state);
-            let out = model.net.exit(k, &state);
-            let v: Vec<f32> = out.logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-            std::hint::black_box(v);
-            if rep > 0 {
-                t.push(start.elapsed().as_secs_f64());
+/// median of `reps` runs after a warm-up, on the code `exec` runs (what a tier of the same
+/// `--path` runs).
+pub fn measure_stage_seconds(exec: &Executor, reps: usize) -> Result<Vec<f64>> {
+    let shape = exec.model().arch.description.input;
+    let x = Tensor::<4>::random(
+        [1, shape.c, shape.h, shape.w],
+        Distribution::Normal(0.0, 1.0),
+        exec.device(),
+    );
+    exec.with_stages(StageSeconds { x, reps })
+}
+
+/// [`measure_stage_seconds`] on one implementation's stage slices.
+struct StageSeconds {
+    x: Tensor<4>,
+    reps: usize,
+}
+
+impl OnStages for StageSeconds {
+    type Output = Result<Vec<f64>>;
+    fn on<N: StageSlices>(self, net: &N) -> Result<Vec<f64>> {
+        let mut times = vec![Vec::with_capacity(self.reps); net.num_exits() + 1];
+        for rep in 0..self.reps.max(1) + 1 {
+            let mut state = net.start(self.x.clone())?;
+            for (k, t) in times.iter_mut().enumerate() {
+                let start = Instant::now();
+                state = net.run_stage(k, state);
+                std::hint::black_box(net.exit(k, &state));
+                if rep > 0 {
+                    t.push(start.elapsed().as_secs_f64());
+                }
             }
         }
+        Ok(times.into_iter().map(crate::bench::median).collect())
     }
-    times.into_iter().map(crate::bench::median).collect()
 }
 
 /// Share of samples leaving at each exit (final last) under `policy`, over `batches`.

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use prost::Message;
 use tokio::sync::oneshot;
 
@@ -25,8 +25,10 @@ use super::error::{ServeError, ServeResult};
 use super::metrics::Metrics;
 use super::proto;
 use crate::choice::ExecChoice;
-use crate::infer::{Executor, ExitLogits, MultiExitModel, Policy, PolicyState, argmax};
-use crate::model::{HeadKind, Shape, StageState};
+use crate::infer::engine::{BestSoFar, HostState};
+use crate::infer::executor::{SliceOutcome, Survivors};
+use crate::infer::{Executor, MultiExitModel, Policy, PolicyState, argmax};
+use crate::model::{HeadKind, Shape};
 
 /// A half-open range of stages: `A..B`, or `A..` to the last stage.
 ///
@@ -155,8 +157,8 @@ pub struct TierOptions {
     /// Per-channel normalisation applied to decoded PNG/JPEG images after scaling to `[0, 1]`
     /// (the training run's); tensors are taken as they come.
     pub normalize: Option<crate::data::Normalize>,
-    /// Which code answers ([`ExecChoice::Auto`]: the compiled CPU path where it runs a whole
-    /// model; tiers run stage slices on the Burn module).
+    /// Which code answers ([`ExecChoice::Auto`]: the compiled CPU path where it runs the model,
+    /// whole or a slice of its stages).
     pub path: ExecChoice,
 }
 
@@ -177,14 +179,6 @@ impl TierOptions {
     }
 }
 
-/// The most confident exit a sample has reached.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Best {
-    pub exit: usize,
-    pub confidence: f32,
-    pub probs: Vec<f32>,
-}
-
 /// The samples of one request, on the host, ready for the worker.
 #[derive(Debug)]
 pub(crate) struct JobInput {
@@ -195,7 +189,7 @@ pub(crate) struct JobInput {
     pub x_dims: [usize; 4],
     /// Pooled history, each `[N, D]`: values and `D`.
     pub pooled: Vec<(Vec<f32>, usize)>,
-    pub best: Vec<Option<Best>>,
+    pub best: Vec<Option<BestSoFar>>,
     /// Patience state from the previous tier.
     pub policy_state: Option<(Vec<i64>, Vec<i64>)>,
     pub ids: Vec<u64>,
@@ -229,7 +223,7 @@ pub(crate) struct PendingForward {
     /// `(job, sample)` of each survivor, in request order.
     pub rows: Vec<(usize, usize)>,
     pub request: proto::ForwardRequest,
-    pub best: Vec<Best>,
+    pub best: Vec<BestSoFar>,
     /// The last exit the survivors went through.
     pub reached_exit: usize,
 }
@@ -243,7 +237,7 @@ pub(crate) struct Outcome {
 
 /// The model slice a worker runs.
 pub(crate) struct Engine {
-    /// The model and the code that runs it (for a tier, the Burn module: stage slices).
+    /// The model and the code that runs it.
     pub exec: Executor,
     pub range: Range<usize>,
     pub policy: Policy,
@@ -256,20 +250,7 @@ pub(crate) struct Engine {
     pub whole: bool,
 }
 
-fn host_f32(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().expect("f32 tensor")
-}
-
-fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-    Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), device)
-}
-
 impl Engine {
-    pub fn num_exits(&self) -> usize {
-        self.exec.model().net.num_exits()
-    }
-
     /// A sample's answer. One whose probabilities or confidence are not finite (an input value
     /// finite but too large for the network, which overflows) is flagged degraded with the
     /// reason, never answered as a plain OK.
@@ -321,7 +302,7 @@ impl Engine {
         let mut rows: Vec<(usize, usize)> = Vec::with_capacity(n);
         let mut x = Vec::with_capacity(n * c * h * w);
         let mut ids = Vec::with_capacity(n);
-        let mut best: Vec<Option<Best>> = Vec::with_capacity(n);
+        let mut best: Vec<Option<BestSoFar>> = Vec::with_capacity(n);
         for &j in members {
             let job = jobs[j];
             rows.extend((0..job.len()).map(|s| (j, s)));
@@ -329,10 +310,8 @@ impl Engine {
             ids.extend_from_slice(&job.ids);
             best.extend(job.best.iter().cloned());
         }
-        let device = &self.device;
-        let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
-
         if self.whole && start == 0 {
+            let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), &self.device);
             let a = self.exec.infer(x, &self.policy)?;
             for (i, &(j, s)) in rows.iter().enumerate() {
                 let mut ans = self.answer(ids[i], a.exit[i], a.probs_of(i).to_vec(), a.confidence[i]);
@@ -343,17 +322,17 @@ impl Engine {
             return Ok(None);
         }
 
-        let pooled: Vec<Tensor<2>> = (0..first.pooled.len())
+        let pooled: Vec<(Vec<f32>, usize)> = (0..first.pooled.len())
             .map(|p| {
                 let d = first.pooled[p].1;
                 let mut v = Vec::with_capacity(n * d);
                 for &j in members {
                     v.extend_from_slice(&jobs[j].pooled[p].0);
                 }
-                Tensor::<2>::from_data(TensorData::new(v, [n, d]), device)
+                (v, d)
             })
             .collect();
-        let mut pstate = if members.iter().all(|&j| jobs[j].policy_state.is_some()) && start > 0 {
+        let pstate = if members.iter().all(|&j| jobs[j].policy_state.is_some()) && start > 0 {
             let (mut prev, mut streak) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for &j in members {
                 let (p, s) = jobs[j].policy_state.as_ref().expect("checked");
@@ -364,86 +343,50 @@ impl Engine {
         } else {
             PolicyState::new()
         };
-        let mut state = StageState { x, pooled };
-        let mut alive: Vec<usize> = (0..n).collect();
-        let num_exits = self.num_exits();
+        let input = HostState {
+            x,
+            dims: [n, c, h, w],
+            pooled,
+        };
+        let SliceOutcome { answered, survivors } =
+            self.exec
+                .run_slice(input, self.range.clone(), &self.policy, pstate, best);
         let classes = self.exec.model().arch.description.classes;
-        for k in self.range.clone() {
-            state = self.exec.model().net.run_stage(k, state);
-            let out = ExitLogits::from_output(&self.exec.model().net.exit(k, &state));
-            if k == num_exits {
-                let score = out.max_prob();
-                let probs = out.probs(0..alive.len());
-                for (i, &r) in alive.iter().enumerate() {
-                    let (j, s) = rows[r];
-                    slots[j][s] =
-                        Some(self.answer(ids[r], k, probs[i * classes..(i + 1) * classes].to_vec(), score[i]));
-                }
-                alive.clear();
-                break;
-            }
-            let score = self.policy.score(&out);
-            let mask = self.policy.decide(k, &out, &score, &mut pstate);
-            let probs = out.probs(0..alive.len());
-            let mut stay = Vec::with_capacity(alive.len());
-            for (i, &r) in alive.iter().enumerate() {
-                let p = &probs[i * classes..(i + 1) * classes];
-                if mask[i] {
-                    let (j, s) = rows[r];
-                    slots[j][s] = Some(self.answer(ids[r], k, p.to_vec(), score[i]));
-                } else {
-                    stay.push(i);
-                    if best[r].as_ref().is_none_or(|b| score[i] > b.confidence) {
-                        best[r] = Some(Best {
-                            exit: k,
-                            confidence: score[i],
-                            probs: p.to_vec(),
-                        });
-                    }
-                }
-            }
-            if stay.is_empty() {
-                alive.clear();
-                break;
-            }
-            if stay.len() < alive.len() {
-                let t = index_tensor(&stay, device);
-                state = state.select(t);
-                pstate = pstate.select(&stay);
-                alive = stay.iter().map(|&i| alive[i]).collect();
+        for a in answered {
+            for (i, &r) in a.rows.iter().enumerate() {
+                let (j, s) = rows[r];
+                let probs = a.probs[i * classes..(i + 1) * classes].to_vec();
+                slots[j][s] = Some(self.answer(ids[r], a.exit, probs, a.score[i]));
             }
         }
-        if alive.is_empty() {
+        let Some(Survivors {
+            rows: alive,
+            state,
+            pstate,
+            best,
+        }) = survivors
+        else {
             return Ok(None);
-        }
+        };
         // Survivors: to the next tier.
         let m = alive.len();
-        let dims = state.x.dims();
-        let xs: Vec<f32> = state.x.into_data().try_into_vec_as::<f32>().expect("f32");
         let pooled = state
             .pooled
-            .into_iter()
-            .map(|p| {
-                let [_, d] = p.dims();
-                encode(&host_f32(p), &[m, d], self.wire)
-            })
+            .iter()
+            .map(|(v, d)| encode(v, &[m, *d], self.wire))
             .collect();
         let (prev_class, streak) = match pstate.parts() {
             Some((p, s)) => (p.to_vec(), s.to_vec()),
             None => (Vec::new(), Vec::new()),
         };
-        let best: Vec<Best> = alive
-            .iter()
-            .map(|&r| {
-                best[r]
-                    .clone()
-                    .expect("every tier has an exit, so survivors have a best answer")
-            })
+        let best: Vec<BestSoFar> = best
+            .into_iter()
+            .map(|b| b.expect("every tier has an exit, so survivors have a best answer"))
             .collect();
         let request = proto::ForwardRequest {
             ids: alive.iter().map(|&r| ids[r]).collect(),
             stage: self.range.end as u32,
-            x: Some(encode(&xs, &dims, self.wire)),
+            x: Some(encode(&state.x, &state.dims, self.wire)),
             pooled,
             best: best
                 .iter()
@@ -562,7 +505,7 @@ impl Forwarding {
     }
 
     /// The degraded answer for a survivor whose next tier failed.
-    pub fn degraded(&self, id: u64, best: &Best, reached_exit: usize, why: &str) -> proto::Answer {
+    pub fn degraded(&self, id: u64, best: &BestSoFar, reached_exit: usize, why: &str) -> proto::Answer {
         proto::Answer {
             id,
             class: argmax(&best.probs) as u32,

@@ -45,7 +45,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use earlyexit_kernels::{Act, ConvKernel, Dense, Epilogue};
 
-use super::engine::{Answers, MultiExitModel, StageSlices, exit_loop};
+use super::engine::{Answers, HostState, MultiExitModel, StageSlices, exit_loop};
 use crate::cpu::{bn_affine, conv_from_burn, dense_from_burn, host};
 use crate::error::{Error, Result};
 use crate::model::{ExitHead, HeadKind, MacConvention, Shape};
@@ -379,5 +379,29 @@ impl StageSlices for CompiledNet {
 
     fn cat(&self, states: Vec<CompiledState>) -> CompiledState {
         CompiledState::cat(states)
+    }
+
+    fn state_from_host(&self, state: HostState, _device: &burn::tensor::Device) -> CompiledState {
+        let [n, c, h, w] = state.dims;
+        CompiledState {
+            act: Act::from_nchw(&state.x, n, c, h, w),
+            pooled: state.pooled.into_iter().map(|(v, _)| v).collect(),
+        }
+    }
+
+    fn state_to_host(&self, state: CompiledState) -> HostState {
+        let CompiledState { act, pooled } = state;
+        let n = act.n.max(1);
+        HostState {
+            x: act.to_nchw(),
+            dims: [act.n, act.c, act.h, act.w],
+            pooled: pooled
+                .into_iter()
+                .map(|v| {
+                    let d = v.len() / n;
+                    (v, d)
+                })
+                .collect(),
+        }
     }
 }

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::infer::Policy;
+use crate::infer::engine::BestSoFar;
 use crate::model::Shape;
 use crate::serve::batcher::Batcher;
 use crate::serve::codec::decode;
@@ -15,7 +16,7 @@ use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
 use crate::serve::proto;
 use crate::serve::proto::early_exit_server::EarlyExit;
-use crate::serve::tier::{Best, Job, JobInput, StageInput, TierOptions};
+use crate::serve::tier::{Job, JobInput, StageInput, TierOptions};
 
 /// What every request of one server reads: the tier's slice, the model's shapes, the queue.
 pub(super) struct Shared {
@@ -327,7 +328,7 @@ impl Svc {
                     b.probs.len()
                 )));
             }
-            best.push(Some(Best {
+            best.push(Some(BestSoFar {
                 exit: b.exit as usize,
                 confidence: b.confidence,
                 probs: b.probs.clone(),

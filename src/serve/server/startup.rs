@@ -15,7 +15,6 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use super::metrics_http::serve_metrics_http;
 use super::middleware::{OversizedIsInvalid, TokenCheck};
 use super::service::{Shared, Svc};
-use crate::choice::ExecChoice;
 use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{MacConvention, io};
 use crate::serve::batcher::queue;
@@ -227,19 +226,9 @@ pub async fn start(
         opts: opts.clone(),
         implementation: String::new(),
     };
-    // A whole model answers Classify with the per-sample exit loop on the chosen executor; a
-    // tier runs stage slices, which only the Burn module offers yet.
-    let choice = match (whole, opts.path) {
-        (true, path) => path,
-        (false, ExecChoice::Auto | ExecChoice::Burn) => ExecChoice::Burn,
-        (false, other) => {
-            return Err(ServeError::invalid(format!(
-                "path `{}`: a tier runs stage slices, which only the Burn module offers yet (use `auto` or `burn`)",
-                crate::Choice::name(other)
-            )));
-        }
-    };
-    let exec = Executor::new(model, &device, choice)?;
+    // A whole model answers Classify with the executor's exit loop; a tier runs its slice of
+    // the stages with the same loop ([`Executor::run_slice`]), on the same choice of code.
+    let exec = Executor::new(model, &device, opts.path)?;
     shared.implementation = exec.describe();
     tracing::info!("{}: answering on {}", opts.name, shared.implementation);
     let engine = Engine {

@@ -6,7 +6,7 @@ use earlyexit::infer::{Goal, ScoreKind, SplitKind, budget_curve, calibrate_split
 use earlyexit::report::{calibration_markdown, curve_markdown};
 use earlyexit::run::POLICY_FILE;
 
-use super::common::RunArg;
+use super::common::{PathArg, RunArg};
 
 /// Arguments of `calibrate`.
 #[derive(clap::Args, Debug)]
@@ -14,6 +14,8 @@ use super::common::RunArg;
 pub struct Args {
     #[command(flatten)]
     run: RunArg,
+    #[command(flatten)]
+    path: PathArg,
     /// Cheapest policy whose validation accuracy is within P percentage points of the full network's.
     #[arg(long, value_name = "P")]
     max_accuracy_drop: Option<f64>,
@@ -47,7 +49,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = a.run.open()?;
     // Only the validation split is opened.
     let val = r.split(SplitKind::Val)?;
-    let (cal, table) = calibrate_split(&r.model, &val, goal, a.policy_kind, a.per_exit, 256, &r.device)?;
+    let exec = r.executor(a.path.path)?;
+    let (cal, table) = calibrate_split(&exec, &val, goal, a.policy_kind, a.per_exit, 256)?;
     if !a.dry_run {
         r.run
             .write_calibration(&cal)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::Device;
 use earlyexit::device::DeviceSpec;
-use earlyexit::infer::{Calibration, EvalOptions, InMemorySplit, MultiExitModel, Policy, SplitKind};
+use earlyexit::infer::{Calibration, EvalOptions, Executor, InMemorySplit, MultiExitModel, Policy, SplitKind};
 use earlyexit::run::Run;
 use earlyexit::{Choice, ExecChoice};
 
@@ -161,6 +161,11 @@ impl Opened {
         self.run
             .split(kind)
             .with_context(|| format!("cannot read the {kind} split of run {}", self.dir.display()))
+    }
+
+    /// The run's model on the code `path` selects (a copy: the run keeps its model).
+    pub fn executor(&self, path: ExecChoice) -> anyhow::Result<Executor> {
+        Ok(Executor::new(self.model.clone(), &self.device, path)?)
     }
 
     pub fn calibration(&self) -> anyhow::Result<Option<Calibration>> {

@@ -92,7 +92,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         costs.send_bytes[0] = b + 8;
     }
     let here = if a.tiers.iter().any(|t| matches!(t.speed, TierSpeed::Here(_))) {
-        Some(measure_stage_seconds(model, a.reps, &device))
+        Some(measure_stage_seconds(&exec, a.reps)?)
     } else {
         None
     };

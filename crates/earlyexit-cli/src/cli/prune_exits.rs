@@ -8,13 +8,15 @@ use earlyexit::infer::{ExitTable, Policy, SplitKind, prune_plan};
 use earlyexit::model::io;
 use earlyexit::report::prune_markdown;
 
-use super::common::{RunArg, parse_policy};
+use super::common::{PathArg, RunArg, parse_policy};
 
 /// Arguments of `prune-exits`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     run: RunArg,
+    #[command(flatten)]
+    path: PathArg,
     /// Accuracy knob TH of the greedy keep-rule (survey eq. 5), in [0, 1]; lower drops more.
     #[arg(long, default_value_t = 1.0)]
     th: f64,
@@ -36,7 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = a.run.open()?;
     let policy = r.policy(a.policy.as_ref())?;
     // Exit rates are measured on validation.
-    let table = ExitTable::collect(&r.model, &r.split(SplitKind::Val)?, 256, &r.device)?;
+    let table = ExitTable::collect(&r.executor(a.path.path)?, &r.split(SplitKind::Val)?, 256)?;
     let plan = prune_plan(&r.model.arch, &table, &policy, a.th)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);

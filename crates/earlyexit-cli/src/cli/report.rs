@@ -26,9 +26,10 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (r, policy) = a.target.open()?;
     let split = a.target.split;
-    let val = ExitTable::collect(&r.model, &r.split(SplitKind::Val)?, 256, &r.device)?;
+    let exec = r.executor(a.timing.path.path)?;
+    let val = ExitTable::collect(&exec, &r.split(SplitKind::Val)?, 256)?;
     let data = r.split(split)?;
-    let table = ExitTable::collect(&r.model, &data, 256, &r.device)?;
+    let table = ExitTable::collect(&exec, &data, 256)?;
     let eval = evaluate(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
     let mut inputs = ReportInputs::simulated(&run_name(&r.dir), &val, &table, policy, r.calibration()?, Some(eval))?;
     inputs.metrics = std::fs::read_to_string(r.dir.join("metrics.jsonl")).ok();
@@ -38,7 +39,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     ));
     if let Some(b) = &a.baseline {
         let base = open_on(b, r.device.clone())?;
-        let t = ExitTable::collect(&base.model, &base.split(split)?, 256, &base.device)?;
+        let t = ExitTable::collect(&base.executor(a.timing.path.path)?, &base.split(split)?, 256)?;
         let acc = t.full_accuracy();
         let label = run_name(b);
         inputs.marks.push(earlyexit::report::plot::Mark {

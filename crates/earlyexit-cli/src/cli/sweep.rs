@@ -3,13 +3,15 @@
 use earlyexit::infer::{ExitTable, ScoreKind, SplitKind, sweep};
 use earlyexit::report::curve_markdown;
 
-use super::common::{RunArg, parse_split};
+use super::common::{PathArg, RunArg, parse_split};
 
 /// Arguments of `sweep`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     run: RunArg,
+    #[command(flatten)]
+    path: PathArg,
     /// Split: val or test.
     #[arg(long, default_value = "val", value_parser = parse_split)]
     split: SplitKind,
@@ -27,7 +29,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let r = a.run.open()?;
     let data = r.split(a.split)?;
-    let table = ExitTable::collect(&r.model, &data, 256, &r.device)?;
+    let table = ExitTable::collect(&r.executor(a.path.path)?, &data, 256)?;
     let points = sweep(&table, a.policy_kind, a.steps)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&points)?);
