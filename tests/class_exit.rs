@@ -162,12 +162,21 @@ fn eq11_by_hand_and_reduces_to_eq3() {
 fn measured_prefixes_grow_and_stay_below_the_whole() {
     let d = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "none".parse().unwrap());
     let device = Device::flex();
-    let net = d.resolve().unwrap().init(&device);
-    let times = measure(&net.backbone, d.input, &[(0, Kp::Off), (1, Kp::On)], 3, 2, &device);
+    let arch = d.resolve().unwrap();
+    let net = arch.init_seeded(&device, 1);
+    let model = earlyexit::infer::MultiExitModel { arch, net: net.clone() };
+    let specs = [(0, Kp::Off), (1, Kp::On)];
+    let times = measure(&model, &specs, 3, 2, earlyexit::ExecChoice::Auto, &device).unwrap();
     assert_eq!(times.delta.len(), net.backbone.blocks.len() - 1);
     assert!(times.t > 0.0 && times.delta.iter().all(|&d| d > 0.0));
     assert!(times.e(1, Kp::On).is_some() && times.e(1, Kp::Off).is_none());
     assert_eq!(times.branch.len(), 2);
+    // The same figures on either code that runs B.
+    for path in [earlyexit::ExecChoice::Burn, earlyexit::ExecChoice::Compiled] {
+        let times = measure(&model, &specs, 1, 2, path, &device).unwrap();
+        assert_eq!(times.delta.len(), net.backbone.blocks.len() - 1);
+        assert!(times.t > 0.0 && times.delta.iter().all(|&d| d > 0.0));
+    }
 }
 
 // ---- search ----

@@ -57,6 +57,7 @@ pub use criteria::{Assessment, Baseline, Counts, gamma_second};
 pub use search::{AlphaGrid, Candidate, SecondExit, Split, best_alpha, candidate, pareto_pick, second_exit};
 pub use time::{Times, gain, loss, measure, t_max, t_mean, t_mean_two};
 
+use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::infer::{LabelledData, MultiExitModel};
 use crate::model::{MacConvention, Placement, Shape};
@@ -86,6 +87,9 @@ pub struct ClassExitConfig {
     /// The branch pools each feature map to `grid × grid` before its dense layer (1: global
     /// average pooling).
     pub grid: usize,
+    /// Which code times B and its prefixes (the branches run on the Burn module).
+    #[serde(default)]
+    pub path: ExecChoice,
 }
 
 impl ClassExitConfig {
@@ -103,6 +107,7 @@ impl ClassExitConfig {
             timing_reps: 30,
             batch: 256,
             grid: 1,
+            path: ExecChoice::Auto,
         }
     }
 
@@ -363,7 +368,7 @@ pub fn design(
     // 3. Times.
     let started = Instant::now();
     let specs: Vec<(usize, Kp)> = branches.iter().map(|b| (b.cut, b.kp)).collect();
-    let times = measure(backbone, arch.backbone.input, &specs, cfg.timing_reps, cfg.grid, device);
+    let times = measure(model, &specs, cfg.timing_reps, cfg.grid, cfg.path, device)?;
     let t_timing = started.elapsed().as_secs_f64();
 
     // 4. Search per class.

@@ -14,7 +14,11 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::branch::{Kp, branch_pool};
-use crate::model::{Backbone, Shape};
+use crate::choice::ExecChoice;
+use crate::error::{Error, Result};
+use crate::infer::engine::StageSlices;
+use crate::infer::executor::OnStages;
+use crate::infer::{Executor, MultiExitModel};
 
 /// Eq. 1: the longest time of a design, `t'_i = t + e_i` (a sample that does not leave early).
 pub fn t_max(t: f64, e: f64) -> f64 {
@@ -56,6 +60,10 @@ pub struct Times {
     pub branch: BTreeMap<String, f64>,
     /// Timed runs per figure (the best is kept).
     pub reps: usize,
+    /// The code that ran B and its prefixes ([`Executor::describe`]); empty in reports
+    /// written before it was recorded (they timed the Burn module).
+    #[serde(default)]
+    pub implementation: String,
 }
 
 impl Times {
@@ -76,19 +84,26 @@ fn best(v: &mut f64, started: Instant) {
 
 /// Times B, its prefixes up to every cut point, and branch `(cut, kp)` for every entry of
 /// `branches` ([`branch_pool`] at `grid`, a dense layer with one output, then σ, the decision
-/// read back),
-/// on one random input of shape `input`. Weights of the branch do not change its time, so random
-/// ones are used.
+/// read back), on one random input. B and its prefixes run on the code `path` selects (the
+/// compiled CPU path where it runs B: what a deployment runs); the branches on the Burn module.
+/// Weights of the branch do not change its time, so random ones are used.
+///
+/// # Errors
+/// `path` asks for code that cannot run B.
 pub fn measure(
-    backbone: &Backbone,
-    input: Shape,
+    model: &MultiExitModel,
     branches: &[(usize, Kp)],
     reps: usize,
     grid: usize,
+    path: ExecChoice,
     device: &Device,
-) -> Times {
+) -> Result<Times> {
+    let backbone = &model.net.backbone;
+    let input = model.arch.description.input;
     let x = Tensor::<4>::random([1, input.c, input.h, input.w], Distribution::Default, device);
     let cuts = backbone.blocks.len().saturating_sub(1);
+    let whole = Executor::new(model.clone(), device, path)?;
+    let prefixes = Executor::new(cut_everywhere(model, device)?, device, path)?;
     // The features at every cut point, for the branch timings.
     let mut feats = Vec::with_capacity(cuts);
     let mut h = x.clone();
@@ -115,17 +130,11 @@ pub fn measure(
     let mut e = vec![f64::INFINITY; branches.len()];
     for _ in 0..reps.max(1) + 1 {
         let s = Instant::now();
-        let logits = backbone.forward(x.clone());
-        let _ = logits.into_data();
+        std::hint::black_box(whole.forward_plain(x.clone())?);
         best(&mut t, s);
-        for (i, d) in delta.iter_mut().enumerate() {
-            let s = Instant::now();
-            let mut h = x.clone();
-            for b in &backbone.blocks[..=i] {
-                h = b.forward(h);
-            }
-            let _ = h.sum().into_scalar::<f32>();
-            best(d, s);
+        let once = prefixes.with_stages(PrefixTimes { x: x.clone() })?;
+        for (d, v) in delta.iter_mut().zip(once) {
+            *d = d.min(v);
         }
         for ((&(cut, kp), (w, b)), ei) in branches.iter().zip(&heads).zip(e.iter_mut()) {
             let s = Instant::now();
@@ -138,7 +147,7 @@ pub fn measure(
             best(ei, s);
         }
     }
-    Times {
+    Ok(Times {
         t,
         delta,
         branch: branches
@@ -147,5 +156,48 @@ pub fn measure(
             .map(|(&(cut, kp), v)| (Times::key(cut, kp), v))
             .collect(),
         reps: reps.max(1),
+        implementation: whole.describe(),
+    })
+}
+
+/// B with an exit after every block but the last (weights of B, `pool` heads that are never
+/// run): its stage slices are B's prefixes.
+fn cut_everywhere(model: &MultiExitModel, device: &Device) -> Result<MultiExitModel> {
+    let mut desc = model.arch.description.clone();
+    desc.exits = "every".parse()?;
+    desc.head = crate::model::HeadKind::Pool;
+    desc.confidence = false;
+    let arch = desc.resolve()?;
+    let blocks = model.net.backbone.blocks.len();
+    if arch.cuts != (0..blocks.saturating_sub(1)).collect::<Vec<_>>() {
+        return Err(Error::invalid(
+            "places",
+            format!("cannot cut {} after every block to time its prefixes", desc.backbone),
+        ));
+    }
+    let mut net = arch.init_seeded(device, 0);
+    net.backbone = model.net.backbone.clone();
+    Ok(MultiExitModel { arch, net })
+}
+
+/// One timed run of every prefix of B (stages `0..=i`, no exit evaluated), seconds.
+struct PrefixTimes {
+    x: Tensor<4>,
+}
+
+impl OnStages for PrefixTimes {
+    type Output = Result<Vec<f64>>;
+    fn on<N: StageSlices>(self, net: &N) -> Result<Vec<f64>> {
+        (0..net.num_exits())
+            .map(|i| {
+                let s = Instant::now();
+                let mut state = net.start(self.x.clone())?;
+                for k in 0..=i {
+                    state = net.run_stage(k, state);
+                }
+                net.sync(&state);
+                Ok(s.elapsed().as_secs_f64())
+            })
+            .collect()
     }
 }

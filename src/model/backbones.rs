@@ -140,6 +140,166 @@ fn basic_stages(blocks: &mut Vec<(String, BlockSpec)>, widths: &[usize], depths:
     }
 }
 
+/// The zoo's block lists: `name`'s named blocks and classifier, before any shape is checked.
+fn zoo_layout(
+    name: &str,
+    input: Shape,
+    classes: usize,
+    width: Option<usize>,
+) -> Result<(Vec<(String, BlockSpec)>, ClassifierSpec)> {
+    let pool_cls = |bn_relu| ClassifierSpec {
+        bn_relu,
+        global_pool: true,
+        classes,
+    };
+    let flat_cls = ClassifierSpec {
+        bn_relu: false,
+        global_pool: false,
+        classes,
+    };
+    Ok(match name {
+        "resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110" => {
+            let depth: usize = name[6..].parse().expect("static names");
+            let n = (depth - 2) / 6;
+            let mut blocks = vec![("stem".into(), stem(16))];
+            basic_stages(&mut blocks, &[16, 32, 64], &[n, n, n], 1);
+            (blocks, pool_cls(false))
+        }
+        "resnet18" | "resnet34" => {
+            let depths = if name == "resnet18" { [2, 2, 2, 2] } else { [3, 4, 6, 3] };
+            let mut blocks = vec![("stem".into(), stem(64))];
+            basic_stages(&mut blocks, &[64, 128, 256, 512], &depths, 1);
+            (blocks, pool_cls(false))
+        }
+        "resnet50" | "resnet101" | "resnet152" => {
+            let depths = match name {
+                "resnet50" => [3, 4, 6, 3],
+                "resnet101" => [3, 4, 23, 3],
+                _ => [3, 8, 36, 3],
+            };
+            (bottleneck_resnet(&depths), pool_cls(false))
+        }
+        "eenet8" => (eenet8(width.unwrap_or(4)), pool_cls(true)),
+        "lenet5" => (lenet5(), flat_cls),
+        "mlp" => {
+            let w = width.unwrap_or(512);
+            let blocks = [w, w / 2, w / 4]
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| (format!("fc{}", i + 1), BlockSpec::fc(d.max(1))))
+                .collect();
+            (blocks, flat_cls)
+        }
+        "vgg13" => (vgg13(input), pool_cls(false)),
+        "alexnet" => (alexnet(), flat_cls),
+        other => imagenet::build(other, classes, width).ok_or_else(|| Error::UnknownName {
+            what: "backbone",
+            name: other.into(),
+            expected: BACKBONES.join(", "),
+        })?,
+    })
+}
+
+/// A 3×3 convolution + BatchNorm + ReLU to `c` channels.
+fn stem(c: usize) -> BlockSpec {
+    BlockSpec::Conv {
+        convs: vec![ConvSpec::cbr(c, 3, 1, 1)],
+        pool: None,
+    }
+}
+
+/// A conv block of one convolution and an optional pool.
+fn conv_block(conv: ConvSpec, pool: Option<PoolSpec>) -> BlockSpec {
+    BlockSpec::Conv {
+        convs: vec![conv],
+        pool,
+    }
+}
+
+/// ResNet-50/101/152 (small-image stem): bottleneck stages of `depths` blocks.
+fn bottleneck_resnet(depths: &[usize; 4]) -> Vec<(String, BlockSpec)> {
+    let mut blocks = vec![("stem".into(), stem(64))];
+    for (s, (&mid, &d)) in [64usize, 128, 256, 512].iter().zip(depths).enumerate() {
+        for b in 0..d {
+            let stride = if b == 0 && s > 0 { 2 } else { 1 };
+            blocks.push((
+                format!("stage{}.block{}", s + 1, b + 1),
+                BlockSpec::Bottleneck { mid, stride },
+            ));
+        }
+    }
+    blocks
+}
+
+/// EENet-8: a biased stem and three pre-activation blocks of `f`, `2f`, `4f` filters.
+fn eenet8(f: usize) -> Vec<(String, BlockSpec)> {
+    let pre_act = |cout, stride, pre| BlockSpec::PreAct { cout, stride, pre };
+    vec![
+        ("init".into(), conv_block(ConvSpec::cbr(f, 3, 1, 1).biased(), None)),
+        ("block1".into(), pre_act(f, 1, false)),
+        ("block2".into(), pre_act(2 * f, 2, true)),
+        ("block3".into(), pre_act(4 * f, 2, true)),
+    ]
+}
+
+/// LeNet-5: two 5×5 convolutions with 2×2 max pools, then 120 and 84 units.
+fn lenet5() -> Vec<(String, BlockSpec)> {
+    let pool = Some(PoolSpec {
+        k: 2,
+        stride: 2,
+        pad: 0,
+    });
+    vec![
+        ("conv1".into(), conv_block(ConvSpec::cr(6, 5, 1, 2), pool)),
+        ("conv2".into(), conv_block(ConvSpec::cr(16, 5, 1, 0), pool)),
+        ("fc1".into(), BlockSpec::fc(120)),
+        ("fc2".into(), BlockSpec::fc(84)),
+    ]
+}
+
+/// The CIFAR VGG-13 with BatchNorm; a stage's pool is dropped once the map is 1×1 so that
+/// 28×28 inputs work too.
+fn vgg13(input: Shape) -> Vec<(String, BlockSpec)> {
+    let mut h = input.h.min(input.w);
+    let mut blocks = Vec::new();
+    for (s, w) in [64usize, 128, 256, 512, 512].into_iter().enumerate() {
+        let pool = (h >= 2).then_some(PoolSpec {
+            k: 2,
+            stride: 2,
+            pad: 0,
+        });
+        if pool.is_some() {
+            h /= 2;
+        }
+        blocks.push((
+            format!("stage{}", s + 1),
+            BlockSpec::Conv {
+                convs: vec![ConvSpec::cbr(w, 3, 1, 1), ConvSpec::cbr(w, 3, 1, 1)],
+                pool,
+            },
+        ));
+    }
+    blocks
+}
+
+/// The small-image AlexNet: five convolutions (three 3×3 max pools), then 512 and 256 units.
+fn alexnet() -> Vec<(String, BlockSpec)> {
+    let pool = Some(PoolSpec {
+        k: 3,
+        stride: 2,
+        pad: 1,
+    });
+    vec![
+        ("conv1".into(), conv_block(ConvSpec::cr(64, 5, 1, 2), pool)),
+        ("conv2".into(), conv_block(ConvSpec::cr(192, 5, 1, 2), pool)),
+        ("conv3".into(), conv_block(ConvSpec::cr(384, 3, 1, 1), None)),
+        ("conv4".into(), conv_block(ConvSpec::cr(256, 3, 1, 1), None)),
+        ("conv5".into(), conv_block(ConvSpec::cr(256, 3, 1, 1), pool)),
+        ("fc1".into(), BlockSpec::fc(512)),
+        ("fc2".into(), BlockSpec::fc(256)),
+    ]
+}
+
 impl BackboneSpec {
     /// Builds the backbone `name` for `input`-shaped samples and `classes` classes.
     ///
@@ -166,201 +326,7 @@ impl BackboneSpec {
                 reason: format!("the width of `{name}` must be at least 1"),
             });
         }
-        let mut blocks: Vec<(String, BlockSpec)> = Vec::new();
-        let pool_cls = |bn_relu| ClassifierSpec {
-            bn_relu,
-            global_pool: true,
-            classes,
-        };
-        let flat_cls = ClassifierSpec {
-            bn_relu: false,
-            global_pool: false,
-            classes,
-        };
-        let stem = |c: usize| BlockSpec::Conv {
-            convs: vec![ConvSpec::cbr(c, 3, 1, 1)],
-            pool: None,
-        };
-        let classifier = match name {
-            "resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110" => {
-                let depth: usize = name[6..].parse().expect("static names");
-                let n = (depth - 2) / 6;
-                blocks.push(("stem".into(), stem(16)));
-                basic_stages(&mut blocks, &[16, 32, 64], &[n, n, n], 1);
-                pool_cls(false)
-            }
-            "resnet18" | "resnet34" => {
-                let depths = if name == "resnet18" { [2, 2, 2, 2] } else { [3, 4, 6, 3] };
-                blocks.push(("stem".into(), stem(64)));
-                basic_stages(&mut blocks, &[64, 128, 256, 512], &depths, 1);
-                pool_cls(false)
-            }
-            "resnet50" | "resnet101" | "resnet152" => {
-                let depths = match name {
-                    "resnet50" => [3, 4, 6, 3],
-                    "resnet101" => [3, 4, 23, 3],
-                    _ => [3, 8, 36, 3],
-                };
-                blocks.push(("stem".into(), stem(64)));
-                for (s, (&mid, &d)) in [64usize, 128, 256, 512].iter().zip(&depths).enumerate() {
-                    for b in 0..d {
-                        let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                        blocks.push((
-                            format!("stage{}.block{}", s + 1, b + 1),
-                            BlockSpec::Bottleneck { mid, stride },
-                        ));
-                    }
-                }
-                pool_cls(false)
-            }
-            "eenet8" => {
-                let f = width.unwrap_or(4);
-                blocks.push((
-                    "init".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cbr(f, 3, 1, 1).biased()],
-                        pool: None,
-                    },
-                ));
-                blocks.push((
-                    "block1".into(),
-                    BlockSpec::PreAct {
-                        cout: f,
-                        stride: 1,
-                        pre: false,
-                    },
-                ));
-                blocks.push((
-                    "block2".into(),
-                    BlockSpec::PreAct {
-                        cout: 2 * f,
-                        stride: 2,
-                        pre: true,
-                    },
-                ));
-                blocks.push((
-                    "block3".into(),
-                    BlockSpec::PreAct {
-                        cout: 4 * f,
-                        stride: 2,
-                        pre: true,
-                    },
-                ));
-                pool_cls(true)
-            }
-            "lenet5" => {
-                let pool = Some(PoolSpec {
-                    k: 2,
-                    stride: 2,
-                    pad: 0,
-                });
-                blocks.push((
-                    "conv1".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(6, 5, 1, 2)],
-                        pool,
-                    },
-                ));
-                blocks.push((
-                    "conv2".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(16, 5, 1, 0)],
-                        pool,
-                    },
-                ));
-                blocks.push(("fc1".into(), BlockSpec::fc(120)));
-                blocks.push(("fc2".into(), BlockSpec::fc(84)));
-                flat_cls
-            }
-            "mlp" => {
-                let w = width.unwrap_or(512);
-                for (i, d) in [w, w / 2, w / 4].into_iter().enumerate() {
-                    blocks.push((format!("fc{}", i + 1), BlockSpec::fc(d.max(1))));
-                }
-                flat_cls
-            }
-            "vgg13" => {
-                // The CIFAR VGG with BatchNorm; a stage's pool is dropped once the map is 1×1 so
-                // that 28×28 inputs work too.
-                let mut h = input.h.min(input.w);
-                for (s, w) in [64usize, 128, 256, 512, 512].into_iter().enumerate() {
-                    let pool = (h >= 2).then_some(PoolSpec {
-                        k: 2,
-                        stride: 2,
-                        pad: 0,
-                    });
-                    if pool.is_some() {
-                        h /= 2;
-                    }
-                    blocks.push((
-                        format!("stage{}", s + 1),
-                        BlockSpec::Conv {
-                            convs: vec![ConvSpec::cbr(w, 3, 1, 1), ConvSpec::cbr(w, 3, 1, 1)],
-                            pool,
-                        },
-                    ));
-                }
-                pool_cls(false)
-            }
-            "alexnet" => {
-                let pool = Some(PoolSpec {
-                    k: 3,
-                    stride: 2,
-                    pad: 1,
-                });
-                blocks.push((
-                    "conv1".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(64, 5, 1, 2)],
-                        pool,
-                    },
-                ));
-                blocks.push((
-                    "conv2".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(192, 5, 1, 2)],
-                        pool,
-                    },
-                ));
-                blocks.push((
-                    "conv3".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(384, 3, 1, 1)],
-                        pool: None,
-                    },
-                ));
-                blocks.push((
-                    "conv4".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(256, 3, 1, 1)],
-                        pool: None,
-                    },
-                ));
-                blocks.push((
-                    "conv5".into(),
-                    BlockSpec::Conv {
-                        convs: vec![ConvSpec::cr(256, 3, 1, 1)],
-                        pool,
-                    },
-                ));
-                blocks.push(("fc1".into(), BlockSpec::fc(512)));
-                blocks.push(("fc2".into(), BlockSpec::fc(256)));
-                flat_cls
-            }
-            other => match imagenet::build(other, classes, width) {
-                Some((layout, classifier)) => {
-                    blocks = layout;
-                    classifier
-                }
-                None => {
-                    return Err(Error::UnknownName {
-                        what: "backbone",
-                        name: other.into(),
-                        expected: BACKBONES.join(", "),
-                    });
-                }
-            },
-        };
+        let (blocks, classifier) = zoo_layout(name, input, classes, width)?;
         let mut shape = input;
         let mut infos = Vec::with_capacity(blocks.len());
         for (bname, spec) in blocks {

@@ -230,52 +230,133 @@ pub struct LossContext {
     pub epoch: usize,
 }
 
+/// The loss computed on the exits for `cfg` (`heads-only` delegates to its base), checked
+/// against the model: confidence branches for the losses that train them, exits for the schemes
+/// that need them.
+fn resolve_loss(cfg: &ObjectiveConfig, has_confidence: bool, n_exits: usize) -> Result<ObjectiveKind> {
+    let kind = cfg.kind;
+    let loss = match kind {
+        ObjectiveKind::HeadsOnly => {
+            let base = cfg.loss_kind();
+            if matches!(base, ObjectiveKind::Layerwise | ObjectiveKind::HeadsOnly) {
+                return Err(Error::invalid(
+                    "objective.base",
+                    format!(
+                        "`{base}` is a scheme, not a loss; use joint, eenet-v1, eenet-v2, mc, cost or soft-conditional"
+                    ),
+                ));
+            }
+            base
+        }
+        ObjectiveKind::Layerwise => ObjectiveKind::Layerwise,
+        k => {
+            if cfg.base.is_some() {
+                return Err(Error::invalid("objective.base", "only `heads-only` takes a base loss"));
+            }
+            k
+        }
+    };
+    if loss.uses_confidence() && (!has_confidence || n_exits == 0) {
+        return Err(Error::invalid(
+            "objective.kind",
+            format!(
+                "`{loss}` trains the exits' confidence branches, but the model has {}; set `model.confidence = true` and give it exits",
+                if n_exits == 0 {
+                    "no early exits"
+                } else {
+                    "heads without confidence"
+                }
+            ),
+        ));
+    }
+    if matches!(kind, ObjectiveKind::Layerwise | ObjectiveKind::HeadsOnly) && n_exits == 0 {
+        return Err(Error::invalid(
+            "objective.kind",
+            format!("`{kind}` needs a model with early exits"),
+        ));
+    }
+    Ok(loss)
+}
+
+/// `α_i` for every exit, final classifier last (`joint` only), and the ramp checked.
+fn resolve_weights(cfg: &ObjectiveConfig, loss: ObjectiveKind, n_exits: usize) -> Result<Vec<f64>> {
+    let weights = match &cfg.weights {
+        None => vec![1.0; n_exits + 1],
+        Some(w) if w.len() == n_exits => w.iter().copied().chain([1.0]).collect(),
+        Some(w) if w.len() == n_exits + 1 => w.clone(),
+        Some(w) => {
+            return Err(Error::invalid(
+                "objective.weights",
+                format!(
+                    "{} weights for a network with {n_exits} early exits: give {n_exits} (early exits) or {} (with the final classifier)",
+                    w.len(),
+                    n_exits + 1
+                ),
+            ));
+        }
+    };
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(Error::invalid("objective.weights", "weights must be finite and ≥ 0"));
+    }
+    if (cfg.weights.is_some() || cfg.ramp.is_some()) && loss != ObjectiveKind::Joint {
+        return Err(Error::invalid(
+            "objective.weights",
+            format!("weights and ramp apply to `joint` only, not `{loss}`"),
+        ));
+    }
+    if let Some(r) = &cfg.ramp
+        && (r.epochs == 0 || !r.from.is_finite() || r.from < 0.0)
+    {
+        return Err(Error::invalid(
+            "objective.ramp",
+            "needs `epochs` ≥ 1 and a finite `from` ≥ 0",
+        ));
+    }
+    Ok(weights)
+}
+
+/// `layerwise`: epochs per phase (given, or spread evenly over `epochs`); empty otherwise.
+fn resolve_phases(cfg: &ObjectiveConfig, n_exits: usize, epochs: usize) -> Result<Vec<usize>> {
+    let phases = if cfg.kind == ObjectiveKind::Layerwise {
+        match &cfg.phases {
+            Some(p) => {
+                if p.len() != n_exits + 1 || p.iter().sum::<usize>() != epochs || p.contains(&0) {
+                    return Err(Error::invalid(
+                        "objective.phases",
+                        format!(
+                            "needs {} positive entries (one per exit, final classifier last) summing to epochs = {epochs}, got {p:?}",
+                            n_exits + 1
+                        ),
+                    ));
+                }
+                p.clone()
+            }
+            None => even_phases(epochs, n_exits + 1).ok_or_else(|| {
+                Error::invalid(
+                    "epochs",
+                    format!(
+                        "layerwise needs at least one epoch per exit ({}), got {epochs}",
+                        n_exits + 1
+                    ),
+                )
+            })?,
+        }
+    } else {
+        if cfg.phases.is_some() {
+            return Err(Error::invalid("objective.phases", "only `layerwise` has phases"));
+        }
+        Vec::new()
+    };
+    Ok(phases)
+}
+
 impl Objective {
     /// Resolves `cfg` for a network with `costs.len() - 1` early exits, whose heads have (or
     /// lack) confidence branches, trained for `epochs` epochs. Errors name the field.
     pub fn new(cfg: &ObjectiveConfig, costs: &[f64], has_confidence: bool, epochs: usize) -> Result<Self> {
         let n_exits = costs.len().saturating_sub(1);
         let kind = cfg.kind;
-        let loss = match kind {
-            ObjectiveKind::HeadsOnly => {
-                let base = cfg.loss_kind();
-                if matches!(base, ObjectiveKind::Layerwise | ObjectiveKind::HeadsOnly) {
-                    return Err(Error::invalid(
-                        "objective.base",
-                        format!(
-                            "`{base}` is a scheme, not a loss; use joint, eenet-v1, eenet-v2, mc, cost or soft-conditional"
-                        ),
-                    ));
-                }
-                base
-            }
-            ObjectiveKind::Layerwise => ObjectiveKind::Layerwise,
-            k => {
-                if cfg.base.is_some() {
-                    return Err(Error::invalid("objective.base", "only `heads-only` takes a base loss"));
-                }
-                k
-            }
-        };
-        if loss.uses_confidence() && (!has_confidence || n_exits == 0) {
-            return Err(Error::invalid(
-                "objective.kind",
-                format!(
-                    "`{loss}` trains the exits' confidence branches, but the model has {}; set `model.confidence = true` and give it exits",
-                    if n_exits == 0 {
-                        "no early exits"
-                    } else {
-                        "heads without confidence"
-                    }
-                ),
-            ));
-        }
-        if matches!(kind, ObjectiveKind::Layerwise | ObjectiveKind::HeadsOnly) && n_exits == 0 {
-            return Err(Error::invalid(
-                "objective.kind",
-                format!("`{kind}` needs a model with early exits"),
-            ));
-        }
+        let loss = resolve_loss(cfg, has_confidence, n_exits)?;
         let lambda = cfg.lambda.unwrap_or(1.0);
         if !lambda.is_finite() || lambda < 0.0 {
             return Err(Error::invalid("objective.lambda", format!("must be ≥ 0, got {lambda}")));
@@ -288,68 +369,8 @@ impl Objective {
                 format!("`{loss}` has no cost term, so λ would be ignored"),
             ));
         }
-        let weights = match &cfg.weights {
-            None => vec![1.0; n_exits + 1],
-            Some(w) if w.len() == n_exits => w.iter().copied().chain([1.0]).collect(),
-            Some(w) if w.len() == n_exits + 1 => w.clone(),
-            Some(w) => {
-                return Err(Error::invalid(
-                    "objective.weights",
-                    format!(
-                        "{} weights for a network with {n_exits} early exits: give {n_exits} (early exits) or {} (with the final classifier)",
-                        w.len(),
-                        n_exits + 1
-                    ),
-                ));
-            }
-        };
-        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-            return Err(Error::invalid("objective.weights", "weights must be finite and ≥ 0"));
-        }
-        if (cfg.weights.is_some() || cfg.ramp.is_some()) && loss != ObjectiveKind::Joint {
-            return Err(Error::invalid(
-                "objective.weights",
-                format!("weights and ramp apply to `joint` only, not `{loss}`"),
-            ));
-        }
-        if let Some(r) = &cfg.ramp
-            && (r.epochs == 0 || !r.from.is_finite() || r.from < 0.0)
-        {
-            return Err(Error::invalid(
-                "objective.ramp",
-                "needs `epochs` ≥ 1 and a finite `from` ≥ 0",
-            ));
-        }
-        let phases = if kind == ObjectiveKind::Layerwise {
-            match &cfg.phases {
-                Some(p) => {
-                    if p.len() != n_exits + 1 || p.iter().sum::<usize>() != epochs || p.contains(&0) {
-                        return Err(Error::invalid(
-                            "objective.phases",
-                            format!(
-                                "needs {} positive entries (one per exit, final classifier last) summing to epochs = {epochs}, got {p:?}",
-                                n_exits + 1
-                            ),
-                        ));
-                    }
-                    p.clone()
-                }
-                None => even_phases(epochs, n_exits + 1).ok_or_else(|| {
-                    Error::invalid(
-                        "epochs",
-                        format!(
-                            "layerwise needs at least one epoch per exit ({}), got {epochs}",
-                            n_exits + 1
-                        ),
-                    )
-                })?,
-            }
-        } else {
-            if cfg.phases.is_some() {
-                return Err(Error::invalid("objective.phases", "only `layerwise` has phases"));
-            }
-            Vec::new()
-        };
+        let weights = resolve_weights(cfg, loss, n_exits)?;
+        let phases = resolve_phases(cfg, n_exits, epochs)?;
         let costs = match &cfg.costs {
             None => costs.to_vec(),
             Some(c) if c.len() != n_exits + 1 => {

@@ -24,6 +24,7 @@ use super::objectives::{LossContext, Objective, ObjectiveKind};
 use super::optim::Optimizer;
 use super::schedule::Position;
 use crate::choice::ExecChoice;
+use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
 use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
@@ -398,14 +399,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 accuracy,
                 cost,
             });
-            let stop = opts.stop_after.is_some_and(|s| state.iteration >= s);
-            let by_steps = cfg
-                .checkpoint
-                .every_steps
-                .is_some_and(|s| state.iteration.is_multiple_of(s));
-            let by_time =
-                cfg.checkpoint.every_secs > 0.0 && last_ckpt.elapsed().as_secs_f64() >= cfg.checkpoint.every_secs;
-            if (stop || by_steps || by_time) && state.batch < steps_per_epoch {
+            let (stop, save) = mid_epoch_stop_and_save(&cfg, opts, &state, last_ckpt);
+            if (stop || save) && state.batch < steps_per_epoch {
                 state.epoch_seconds = epoch_started.elapsed().as_secs_f64();
                 // `valid()` also commits the BatchNorm statistics of the last step, which a
                 // plain save would read one update late.
@@ -419,50 +414,18 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
             }
         }
 
-        // End of epoch: validate, keep the best, checkpoint, metrics.
-        let eval_net = net.valid();
-        let ev = evaluate(&eval_net, &val, &policy, &costs, Some((&objective, ctx)), &base)?;
-        let (train_loss, train_accuracy) = state.running();
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            iteration: state.iteration,
-            phase: objective.phase(epoch),
-            train_loss,
-            train_accuracy,
-            val_loss: ev.loss,
-            val_exit_accuracy: ev.exit_accuracy.clone(),
-            val_exit_counts: ev.exit_counts.clone(),
-            val_accuracy: ev.accuracy,
-            val_expected_cost: ev.expected_cost,
-            policy: policy.to_string(),
-            lr: lr_epoch,
-            seconds: epoch_started.elapsed().as_secs_f64(),
+        let epoch_end = EpochEnd {
+            cfg: &cfg,
+            dir,
+            opts,
+            objective: &objective,
+            policy: &policy,
+            costs: &costs,
+            ckpt_path: &ckpt_path,
+            device: &base,
         };
-        info!(
-            epoch = m.epoch,
-            val_accuracy = m.val_accuracy,
-            cost = m.val_expected_cost,
-            "epoch done"
-        );
-        opts.observer.notify(TrainEvent::EpochDone {
-            metrics: &m,
-            epochs: cfg.epochs,
-        });
-        // Layer-wise training is judged on the last phase only: earlier phases leave later
-        // exits untrained.
-        let eligible = objective.phase(epoch).is_none_or(|p| p == n_exits);
-        if eligible && state.best.as_ref().is_none_or(|b| m.val_accuracy > b.accuracy) {
-            save_model(dir, &cfg.model, &eval_net)?;
-            state.best = Some(Best {
-                epoch: m.epoch,
-                accuracy: m.val_accuracy,
-            });
-        }
-        state.metrics.push(m);
-        state.start_next_epoch();
-        save_checkpoint(&ckpt_path, &state, &eval_net, &optimizer)?;
+        epoch_end.run(&net, &val, &mut state, &optimizer, lr_epoch, epoch_started)?;
         last_ckpt = Instant::now();
-        write_metrics(&dir.join(METRICS_FILE), &state.metrics)?;
         if opts.stop_after.is_some_and(|s| state.iteration >= s) && state.epoch < cfg.epochs {
             interrupted = true;
             break;
@@ -475,6 +438,100 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// After a step: whether `opts.stop_after` stops the run here, and whether a checkpoint is due
+/// (every `checkpoint.every_steps` steps or `checkpoint.every_secs` seconds).
+fn mid_epoch_stop_and_save(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    state: &TrainState,
+    last_ckpt: Instant,
+) -> (bool, bool) {
+    let stop = opts.stop_after.is_some_and(|s| state.iteration >= s);
+    let by_steps = cfg
+        .checkpoint
+        .every_steps
+        .is_some_and(|s| state.iteration.is_multiple_of(s));
+    let by_time = cfg.checkpoint.every_secs > 0.0 && last_ckpt.elapsed().as_secs_f64() >= cfg.checkpoint.every_secs;
+    (stop, by_steps || by_time)
+}
+
+/// The end of an epoch: validate, keep the best model, checkpoint, write the metrics.
+struct EpochEnd<'a> {
+    cfg: &'a TrainConfig,
+    dir: &'a Path,
+    opts: &'a TrainOptions,
+    objective: &'a Objective,
+    policy: &'a Policy,
+    costs: &'a [f64],
+    ckpt_path: &'a Path,
+    device: &'a Device,
+}
+
+impl EpochEnd<'_> {
+    fn run(
+        &self,
+        net: &EarlyExitNet,
+        val: &Loader,
+        state: &mut TrainState,
+        optimizer: &Optimizer,
+        lr: f64,
+        epoch_started: Instant,
+    ) -> Result<()> {
+        let (cfg, epoch) = (self.cfg, state.epoch);
+        let n_exits = net.num_exits();
+        let eval_net = net.valid();
+        let ctx = LossContext { epoch };
+        let ev = evaluate(
+            &eval_net,
+            val,
+            self.policy,
+            self.costs,
+            Some((self.objective, ctx)),
+            self.device,
+        )?;
+        let (train_loss, train_accuracy) = state.running();
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            iteration: state.iteration,
+            phase: self.objective.phase(epoch),
+            train_loss,
+            train_accuracy,
+            val_loss: ev.loss,
+            val_exit_accuracy: ev.exit_accuracy.clone(),
+            val_exit_counts: ev.exit_counts.clone(),
+            val_accuracy: ev.accuracy,
+            val_expected_cost: ev.expected_cost,
+            policy: self.policy.to_string(),
+            lr,
+            seconds: epoch_started.elapsed().as_secs_f64(),
+        };
+        info!(
+            epoch = m.epoch,
+            val_accuracy = m.val_accuracy,
+            cost = m.val_expected_cost,
+            "epoch done"
+        );
+        self.opts.observer.notify(TrainEvent::EpochDone {
+            metrics: &m,
+            epochs: cfg.epochs,
+        });
+        // Layer-wise training is judged on the last phase only: earlier phases leave later
+        // exits untrained.
+        let eligible = self.objective.phase(epoch).is_none_or(|p| p == n_exits);
+        if eligible && state.best.as_ref().is_none_or(|b| m.val_accuracy > b.accuracy) {
+            save_model(self.dir, &cfg.model, &eval_net)?;
+            state.best = Some(Best {
+                epoch: m.epoch,
+                accuracy: m.val_accuracy,
+            });
+        }
+        state.metrics.push(m);
+        state.start_next_epoch();
+        save_checkpoint(self.ckpt_path, state, &eval_net, optimizer)?;
+        write_metrics(&self.dir.join(METRICS_FILE), &state.metrics)
+    }
 }
 
 /// Checks that `dir` may receive this run (a resume continues the same configuration; a new run

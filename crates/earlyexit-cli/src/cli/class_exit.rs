@@ -10,7 +10,7 @@ use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
 use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
 
-use super::common::open;
+use super::common::{PathArg, open};
 
 /// Arguments of `class-exit`.
 #[derive(clap::Args, Debug)]
@@ -56,6 +56,9 @@ pub struct Args {
     /// (1: global average pooling).
     #[arg(long, default_value_t = 1)]
     grid: usize,
+    /// Which code times B and its prefixes (see `eval --path`); the branches run on Burn.
+    #[command(flatten)]
+    path: PathArg,
     /// Seed of the branches' shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -129,6 +132,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.train_limit = a.train_limit;
     cfg.timing_reps = a.timing_reps;
     cfg.grid = a.grid;
+    cfg.path = a.path.path;
     // Bad options fail before the splits are read.
     cfg.validate(n_classes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Option<Vec<String>> = r
