@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use tracing::{info, info_span};
 
 use super::checkpoint::{Best, TrainState, last_checkpoint_path, load_checkpoint, save_checkpoint};
@@ -350,15 +350,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         for batch in loader.epoch_from(epoch, state.batch) {
             let step = batch.index;
             let (x, y) = batch_tensors(&batch, &device);
-            let (outs, pending) = match (&native, plan) {
-                (Some(native), Plan::All) => {
-                    let (outs, pending) = native.forward(&net, x)?;
-                    (outs, Some(pending))
-                }
-                _ => (forward(&net, x, plan), None),
-            };
-            let loss = objective.loss(&outs, y, ctx);
-            let value = loss.clone().inner().into_scalar::<f32>() as f64;
+            let (value, outs, grads) = loss_and_grads(native.as_ref(), &net, &objective, plan, ctx, x, y)?;
             if !value.is_finite() {
                 opts.observer.notify(TrainEvent::Stopped);
                 return Err(Error::NonFiniteLoss {
@@ -368,11 +360,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 });
             }
             // Batch accuracy and cost under the eval policy, as trained.
-            let (correct, cost) = batch_stats(&detach(&outs), &batch.labels, &policy, &costs, n_exits);
-            let grads = match pending {
-                Some(pending) => pending.backward(loss.backward())?,
-                None => GradientsParams::from_grads(loss.backward(), &net),
-            };
+            let (correct, cost) = batch_stats(&outs, &batch.labels, &policy, &costs, n_exits);
             let pos = Position {
                 epoch,
                 epochs: cfg.epochs,
@@ -438,6 +426,38 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A batch's loss value, its exits' outputs (detached) and the gradients: the native pass where
+/// it runs the plan, Burn's autodiff otherwise.
+fn loss_and_grads(
+    native: Option<&NativeBackbone>,
+    net: &EarlyExitNet,
+    objective: &Objective,
+    plan: Plan,
+    ctx: LossContext,
+    x: Tensor<4>,
+    y: Tensor<1, Int>,
+) -> Result<(f64, Vec<ExitOutput>, GradientsParams)> {
+    let (outs, pending) = match (native, plan) {
+        (Some(native), Plan::All) => {
+            let (outs, pending) = native.forward(net, x)?;
+            (outs, Some(pending))
+        }
+        _ => (forward(net, x, plan), None),
+    };
+    let loss = objective.loss(&outs, y, ctx);
+    let value = loss.clone().inner().into_scalar::<f32>() as f64;
+    let detached = detach(&outs);
+    if !value.is_finite() {
+        // The caller stops the run; no backward pass through a loss that is not a number.
+        return Ok((value, detached, GradientsParams::new()));
+    }
+    let grads = match pending {
+        Some(pending) => pending.backward(loss.backward())?,
+        None => GradientsParams::from_grads(loss.backward(), net),
+    };
+    Ok((value, detached, grads))
 }
 
 /// After a step: whether `opts.stop_after` stops the run here, and whether a checkpoint is due
