@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Device;
-use earlyexit::quickstart::test_run;
+use earlyexit::infer::{EvalOptions, SplitKind, evaluate};
 use earlyexit::run::Run;
 use earlyexit::train::{Observer, TrainConfig, TrainEvent, TrainOptions, train};
 
@@ -71,10 +71,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let train_s = t.elapsed().as_secs_f64();
         let run = Run::open(&dir)?;
-        let report = test_run(&run, &run.policy()?, 1000, 1, &device, earlyexit::ExecChoice::Auto)?;
+        // Real exits on the test split; the table needs no timing, so a token one.
+        let opts = EvalOptions {
+            timing_samples: 8,
+            large_batch_samples: 256,
+            repeats: 1,
+            ..EvalOptions::default()
+        };
+        let model = run.load_model(&device)?;
+        let report = evaluate(&model, &run.split(SplitKind::Test)?, &run.policy()?, &opts, &device)?;
         rows.push((kind.clone(), o[1..].join(" "), report, train_s));
     }
-    let costs = &rows[0].2.exit_costs;
+    let costs: Vec<f64> = rows[0].2.exits.iter().map(|e| e.relative_cost).collect();
     println!("\nEENet-8 on MNIST (test set, 10,000 samples), policy confidence:0.5 (T = 0.5)");
     println!(
         "true relative cost per exit (our MAC model, earlier heads included): EE-0 {:.3}, EE-1 {:.3}, last {:.3}\n",
@@ -92,11 +100,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "| {:<10} | {:>6} | {:>6} | {:>6} | {:>7.2}% | {:>13.3} | {:>7.0} |",
             kind,
-            r.exit_counts[0],
-            r.exit_counts[1],
-            r.exit_counts[2],
+            r.exits[0].count,
+            r.exits[1].count,
+            r.exits[2].count,
             100.0 * r.accuracy,
-            r.relative_macs,
+            r.relative_cost,
             s
         );
     }

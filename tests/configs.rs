@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use earlyexit::train::TrainConfig;
+use earlyexit::model::MacConvention;
+use earlyexit::train::{ScheduleKind, TrainConfig};
 
 fn configs() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
@@ -32,6 +33,12 @@ fn shipped_configs_are_valid() {
     assert_eq!(eenet.data.batch_size, 32);
     assert_eq!(eenet.optimizer.lr, 1e-3);
     assert_eq!(eenet.objective.lambda, Some(1.0));
+    // The quickstart's first exit costs under a fifth of the network, earlier heads included, so
+    // a relative cost ≤ 0.40 is within reach when most digits leave there.
+    let qs = TrainConfig::from_file(Path::new("configs/quickstart.toml"), &[]).unwrap();
+    let costs = qs.architecture().unwrap().cost.relative(MacConvention::All);
+    assert!(costs.len() == 4 && costs[0] < 0.2, "{costs:?}");
+    assert_eq!(qs.schedule.kind, ScheduleKind::OneCycle);
     let resnet = TrainConfig::from_file(Path::new("configs/resnet20-cifar10.toml"), &[]).unwrap();
     assert_eq!(
         (

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 
 /// Every backbone name [`BackboneSpec::new`] accepts.
 pub const BACKBONES: &[&str] = &[
+    "resnet8",
+    "resnet14",
     "resnet20",
     "resnet32",
     "resnet44",
@@ -158,8 +160,9 @@ fn zoo_layout(
         classes,
     };
     Ok(match name {
-        "resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110" => {
-            let depth: usize = name[6..].parse().expect("static names");
+        // The CIFAR ResNets (6n + 2 layers); 8 and 14 are the small members of the family.
+        "resnet8" | "resnet14" | "resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110" => {
+            let depth: usize = name["resnet".len()..].parse().expect("static names");
             let n = (depth - 2) / 6;
             let mut blocks = vec![("stem".into(), stem(16))];
             basic_stages(&mut blocks, &[16, 32, 64], &[n, n, n], 1);

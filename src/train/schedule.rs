@@ -1,6 +1,7 @@
 //! Learning-rate schedules: constant, step, multi-step, cosine (PyTorch's `StepLR`,
-//! `MultiStepLR`, `CosineAnnealingLR`, stepped once per epoch) and freezeout (survey eq. 10,
-//! per stage, per iteration).
+//! `MultiStepLR`, `CosineAnnealingLR`, stepped once per epoch), one-cycle (PyTorch's
+//! `OneCycleLR`, per iteration: the schedule of short runs) and freezeout (survey eq. 10, per
+//! stage, per iteration).
 
 use std::f64::consts::PI;
 
@@ -21,6 +22,10 @@ pub enum ScheduleKind {
     Multistep,
     /// `min_lr + (lr − min_lr)(1 + cos(π epoch / epochs)) / 2`.
     Cosine,
+    /// One cycle per run, stepped every iteration (Smith & Topin, "Super-convergence"; PyTorch's
+    /// `OneCycleLR` with cosine annealing): from `lr / 25` up to `lr` over the first `pct_start`
+    /// of the iterations, then down to `lr / 25 / 10⁴`. Reaches a good model in few epochs.
+    OneCycle,
     /// Freezeout (survey eq. 10): stage `i` anneals as `0.5 lr (1 + cos(π t / t_i))` until its
     /// freezing point `t_i`, then stays frozen at 0; `t` counts iterations.
     Freezeout,
@@ -49,6 +54,9 @@ pub struct ScheduleConfig {
     /// `cosine`: final learning rate (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_lr: Option<f64>,
+    /// `one-cycle`: share of the iterations spent warming up (default 0.3, as PyTorch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pct_start: Option<f64>,
     /// `freezeout`: the first stage's freezing point as a fraction of training; the others are
     /// spread evenly up to 1. Default `1/L` for `L` stages: points equispaced in `[0, T]`, as in
     /// the survey (`t_i = i T / L`).
@@ -104,6 +112,11 @@ impl ScheduleConfig {
         )?;
         only(self.min_lr.is_some() && self.kind != Cosine, "min_lr", "cosine")?;
         only(self.t0.is_some() && self.kind != Freezeout, "t0", "freezeout")?;
+        only(
+            self.pct_start.is_some() && self.kind != OneCycle,
+            "pct_start",
+            "one-cycle",
+        )?;
         match self.kind {
             Step if self.step_size.unwrap_or(0) == 0 => bad("step_size", "the step schedule needs step_size ≥ 1"),
             Multistep => match &self.milestones {
@@ -113,8 +126,14 @@ impl ScheduleConfig {
             _ if self.gamma.is_some_and(|g| !(g > 0.0 && g <= 1.0)) => bad("gamma", "must be in (0, 1]"),
             _ if self.min_lr.is_some_and(|m| m.is_nan() || m < 0.0) => bad("min_lr", "must be ≥ 0"),
             _ if self.t0.is_some_and(|t| !(t > 0.0 && t <= 1.0)) => bad("t0", "must be in (0, 1]"),
+            _ if self.pct_start.is_some_and(|p| !(p > 0.0 && p < 1.0)) => bad("pct_start", "must be in (0, 1)"),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the rate changes within an epoch (the trainer then asks every iteration).
+    pub fn per_iteration(&self) -> bool {
+        matches!(self.kind, ScheduleKind::OneCycle)
     }
 
     /// The base learning rate at `pos` (before any per-stage factor).
@@ -138,6 +157,18 @@ impl ScheduleConfig {
                 let min = self.min_lr.unwrap_or(0.0);
                 let t = e as f64 / pos.epochs.max(1) as f64;
                 min + (base - min) * (1.0 + (PI * t).cos()) / 2.0
+            }
+            ScheduleKind::OneCycle => {
+                let (start, end) = (base / 25.0, base / 25.0 / 1e4);
+                let warm = self.pct_start.unwrap_or(0.3) * pos.iterations as f64;
+                let t = pos.iteration as f64;
+                // Cosine from `a` to `b` as `f` goes from 0 to 1.
+                let anneal = |a: f64, b: f64, f: f64| b + (a - b) * (1.0 + (PI * f.clamp(0.0, 1.0)).cos()) / 2.0;
+                if t < warm {
+                    anneal(start, base, t / warm)
+                } else {
+                    anneal(base, end, (t - warm) / (pos.iterations as f64 - warm).max(1.0))
+                }
             }
         }
     }
@@ -179,6 +210,37 @@ mod tests {
             iteration: 0,
             iterations: 100,
         }
+    }
+
+    #[test]
+    fn one_cycle_warms_up_then_anneals_per_iteration() {
+        let s = ScheduleConfig::new(ScheduleKind::OneCycle);
+        s.validate().unwrap();
+        let pos = |iteration| Position {
+            epoch: 0,
+            epochs: 2,
+            iteration,
+            iterations: 1000,
+        };
+        // PyTorch's OneCycleLR(max_lr=0.1, total_steps=1000, anneal_strategy="cos"): 0.004 at
+        // the start, 0.1 at step 300, halfway between 0.1 and 4e-7 at step 650, 4e-7 at the end.
+        assert!((s.lr(0.1, pos(0)) - 0.004).abs() < 1e-12);
+        assert!((s.lr(0.1, pos(300)) - 0.1).abs() < 1e-12);
+        assert!((s.lr(0.1, pos(650)) - (0.1 + 4e-7) / 2.0).abs() < 1e-9);
+        assert!((s.lr(0.1, pos(1000)) - 4e-7).abs() < 1e-12);
+        let lrs: Vec<f64> = (0..=1000).map(|i| s.lr(0.1, pos(i))).collect();
+        assert!(lrs[..=300].windows(2).all(|w| w[0] <= w[1]) && lrs[300..].windows(2).all(|w| w[0] >= w[1]));
+        assert!(s.per_iteration() && !ScheduleConfig::new(ScheduleKind::Cosine).per_iteration());
+        let bad = ScheduleConfig {
+            pct_start: Some(1.0),
+            ..ScheduleConfig::new(ScheduleKind::OneCycle)
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("pct_start"));
+        let wrong = ScheduleConfig {
+            pct_start: Some(0.2),
+            ..ScheduleConfig::new(ScheduleKind::Cosine)
+        };
+        assert!(wrong.validate().is_err());
     }
 
     #[test]

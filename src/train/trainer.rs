@@ -368,11 +368,16 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
                 iterations: total_steps,
             };
             let schedule = &cfg.schedule;
+            let lr = if schedule.per_iteration() {
+                schedule.lr(cfg.optimizer.lr, pos)
+            } else {
+                lr_epoch
+            };
             net = optimizer.step(net, grads, |path| {
                 if !plan.trains(path, &cuts) {
                     return 0.0;
                 }
-                lr_epoch * schedule.stage_factor(stage_of(path, &cuts), n_exits + 1, pos)
+                lr * schedule.stage_factor(stage_of(path, &cuts), n_exits + 1, pos)
             });
             state.iteration += 1;
             state.batch = step + 1;

@@ -1,4 +1,4 @@
-//! `earlyexit quickstart`: train a small early-exit CNN on the bundled MNIST and show what the
+//! `earlyexit quickstart`: train a small early-exit ResNet on the bundled MNIST and show what the
 //! exits buy: accuracy, exit distribution, relative MAC cost and the measured speed-up.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct Args {
     /// Run folder (replaced if it exists).
     #[arg(long, default_value = "runs/quickstart")]
     out: PathBuf,
-    /// Epochs (default 3).
+    /// Epochs (default: the configuration's, 2).
     #[arg(long)]
     epochs: Option<usize>,
     /// No progress bar or epoch lines.
@@ -34,7 +34,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!(
-        "quickstart: EENet-8 with 2 early exits on MNIST (configs/quickstart.toml) into {}",
+        "quickstart: ResNet-14 with 3 early exits on MNIST (configs/quickstart.toml) into {}",
         a.out.display()
     );
     let report = quickstart(&QuickstartOptions {
