@@ -8,6 +8,7 @@
 //!   weights.safetensors         the best weights by validation accuracy (under the eval policy)
 //!   checkpoints/last.safetensors  weights + optimiser state + position, for --resume
 //!   metrics.jsonl               one EpochMetrics object per finished epoch
+//!   state.json                  epochs trained of epochs planned (finished, stopped, untrained)
 //!   policy.json                 (optional, written by calibration) the exit policy to use
 //! ```
 //!
@@ -45,6 +46,7 @@ use crate::model::ModelDescription;
 use crate::model::io::{DESCRIPTION_FILE, read_description, write_atomic};
 use crate::train::checkpoint::last_checkpoint_path;
 use crate::train::metrics::{EpochMetrics, METRICS_FILE, read_metrics};
+use crate::train::progress::{RunProgress, STATE_FILE, read_progress};
 use crate::train::{CONFIG_FILE, DataSplit, RunData, TrainConfig};
 use serde::Deserialize;
 
@@ -82,8 +84,33 @@ impl Run {
     }
 
     /// The best model (by validation accuracy), on `device`, ready to run.
+    ///
+    /// # Errors
+    /// Besides unreadable files: a run whose training never finished an epoch (its weights are
+    /// the initial ones; [`Run::progress`]). A run stopped part-way loads: callers say so
+    /// ([`RunProgress::describe`]).
     pub fn load_model(&self, device: &Device) -> Result<MultiExitModel> {
+        if let Some(p) = self.progress()?
+            && !p.has_trained_epoch()
+        {
+            return Err(Error::invalid(
+                "run",
+                format!(
+                    "{} has no trained epoch ({}: training stopped before epoch 1 ended), so its weights are the initial ones; resume it with `earlyexit train --config {} --out {} --resume`",
+                    self.dir.display(),
+                    self.dir.join(STATE_FILE).display(),
+                    self.dir.join(CONFIG_FILE).display(),
+                    self.dir.display()
+                ),
+            ));
+        }
         MultiExitModel::load(&self.dir, device)
+    }
+
+    /// How far training got (`state.json`); `None` for a folder the trainer did not write
+    /// (an imported model, an older run).
+    pub fn progress(&self) -> Result<Option<RunProgress>> {
+        read_progress(&self.dir)
     }
 
     /// The exit policy: `policy.json` if calibration wrote one, else the configuration's eval

@@ -10,7 +10,7 @@ use earlyexit::Error;
 use earlyexit::ExecChoice;
 use earlyexit::run::Run;
 use earlyexit::train::checkpoint::{last_checkpoint_path, load_checkpoint};
-use earlyexit::train::{DataSplit, EpochMetrics, TrainConfig, TrainOptions, train};
+use earlyexit::train::{DataSplit, EpochMetrics, RunProgress, STATE_FILE, TrainConfig, TrainOptions, train};
 
 fn config(extra: &[&str]) -> TrainConfig {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
@@ -59,6 +59,7 @@ fn run_folder_holds_config_model_checkpoint_and_metrics() {
         "model.json",
         "weights.safetensors",
         "metrics.jsonl",
+        "state.json",
         "checkpoints/last.safetensors",
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
@@ -110,13 +111,14 @@ fn run_folder_holds_config_model_checkpoint_and_metrics() {
 
 #[test]
 fn resume_reaches_the_same_metrics_as_an_uninterrupted_run() {
-    // 480 samples / 32 = 15 steps per epoch. Stop once at an epoch end (step 15) and once in the
-    // middle of the second epoch (step 22); resume each; all three must agree exactly.
+    // 480 samples / 32 = 15 steps per epoch. Stop inside the first epoch (step 7), at an epoch
+    // end (step 15) and in the middle of the second epoch (step 22); resume each; all must agree
+    // exactly. The run folder says how far each got.
     let cfg = config(&[]);
     let straight = tmp("straight");
     let a = train(&cfg, &straight, &opts()).unwrap();
     assert_eq!(a.metrics.len(), 2);
-    for stop in [15u64, 22] {
+    for stop in [7u64, 15, 22] {
         let dir = tmp(&format!("resumed-{stop}"));
         let first = train(
             &cfg,
@@ -132,10 +134,34 @@ fn resume_reaches_the_same_metrics_as_an_uninterrupted_run() {
         assert_eq!(ck.state.iteration, stop);
         assert_eq!(
             (ck.state.epoch, ck.state.batch),
-            if stop == 15 { (1, 0) } else { (1, 7) }
+            match stop {
+                7 => (0, 7),
+                15 => (1, 0),
+                _ => (1, 7),
+            }
         );
+        let run = Run::open(&dir).unwrap();
+        let trained = usize::from(stop >= 15);
+        assert_eq!(
+            run.progress().unwrap(),
+            Some(RunProgress {
+                trained_epochs: trained,
+                epochs: 2
+            })
+        );
+        // Stopped before epoch 1 ended, the weights on disk are the initial ones: refused.
+        match run.load_model(&Device::flex()) {
+            Err(e) if trained == 0 => {
+                let e = e.to_string();
+                assert!(e.contains("no trained epoch") && e.contains(STATE_FILE), "{e}");
+            }
+            Ok(_) if trained == 1 => {}
+            other => panic!("stopped at step {stop}: {:?}", other.map(|_| "loaded")),
+        }
         let b = train(&cfg, &dir, &TrainOptions { resume: true, ..opts() }).unwrap();
         assert!(!b.interrupted);
+        let done = Run::open(&dir).unwrap().progress().unwrap().unwrap();
+        assert!(done.finished() && done.trained_epochs == 2, "{done:?}");
         assert_eq!(comparable(&b.metrics), comparable(&a.metrics), "stopped at {stop}");
         let wa = load_checkpoint(&last_checkpoint_path(&straight)).unwrap();
         let wb = load_checkpoint(&last_checkpoint_path(&dir)).unwrap();

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod native;
 pub mod objectives;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
 pub mod trainer;
 
@@ -28,5 +29,6 @@ pub use data::{DataSplit, RunData};
 pub use metrics::{EpochMetrics, Evaluation};
 pub use objectives::{Objective, ObjectiveConfig, ObjectiveKind};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use progress::{RunProgress, STATE_FILE};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{CONFIG_FILE, Observer, TrainEvent, TrainOptions, TrainOutcome, train};

@@ -22,6 +22,7 @@ use super::data::{DataSplit, RunData, batch_tensors};
 use super::metrics::{EpochMetrics, METRICS_FILE, decide, evaluate, exit_cost, write_metrics};
 use super::objectives::{LossContext, Objective, ObjectiveKind};
 use super::optim::Optimizer;
+use super::progress::{RunProgress, write_progress};
 use super::schedule::Position;
 use crate::choice::ExecChoice;
 use crate::data::Loader;
@@ -317,6 +318,13 @@ pub fn train(cfg: &TrainConfig, dir: &Path, opts: &TrainOptions) -> Result<Train
         info!(epoch = state.epoch + 1, batch = state.batch, "resuming");
         write_metrics(&dir.join(METRICS_FILE), &state.metrics)?;
     } else {
+        write_progress(
+            dir,
+            RunProgress {
+                trained_epochs: 0,
+                epochs: cfg.epochs,
+            },
+        )?;
         save_model(dir, &cfg.model, &net.valid())?;
     }
 
@@ -555,7 +563,14 @@ impl EpochEnd<'_> {
         state.metrics.push(m);
         state.start_next_epoch();
         save_checkpoint(self.ckpt_path, state, &eval_net, optimizer)?;
-        write_metrics(&self.dir.join(METRICS_FILE), &state.metrics)
+        write_metrics(&self.dir.join(METRICS_FILE), &state.metrics)?;
+        write_progress(
+            self.dir,
+            RunProgress {
+                trained_epochs: state.epoch,
+                epochs: cfg.epochs,
+            },
+        )
     }
 }
 

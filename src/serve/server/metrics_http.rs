@@ -1,5 +1,6 @@
 //! The optional plain-HTTP `GET /metrics` endpoint (Prometheus text), for scrapers that do
-//! not speak gRPC.
+//! not speak gRPC. With a shared token it asks for it as the gRPC calls do
+//! (`Authorization: Bearer TOKEN`; Prometheus' `authorization` scrape setting), else 401.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,26 +8,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
+
+use super::middleware::bearer_matches;
 
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
 
-/// Serves `GET /metrics` (Prometheus text) over plain HTTP/1.1 on `addr`; every other path is
-/// 404. Returns the bound address (port 0 picks a free one).
+/// Serves `GET /metrics` (Prometheus text) over plain HTTP/1.1 on `addr`, to requests that
+/// carry `token` when there is one; every other path is 404. Returns the bound address (port 0
+/// picks a free one).
 pub(super) async fn serve_metrics_http(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     name: String,
+    token: Option<Arc<[u8]>>,
 ) -> ServeResult<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError::Setup(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| ServeError::Setup(e.to_string()))?;
-    let render = move || {
-        let body = metrics.render(&name);
-        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+    let render = move |headers: HeaderMap| {
+        let allowed = token
+            .as_deref()
+            .is_none_or(|t| bearer_matches(t, headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())));
+        let response = if allowed {
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                metrics.render(&name),
+            )
+                .into_response()
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "the shared token is required: Authorization: Bearer TOKEN\n",
+            )
+                .into_response()
+        };
+        async move { response }
     };
     let app = Router::new().route("/metrics", get(render));
     tokio::spawn(async move {
@@ -43,8 +66,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn http_get(addr: SocketAddr, path: &str) -> String {
+        http_get_with(addr, path, "").await
+    }
+
+    async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
         sock.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         sock.read_to_string(&mut out).await.unwrap();
@@ -55,7 +82,7 @@ mod tests {
     async fn metrics_path_serves_prometheus_text_and_others_are_404() {
         let metrics = Arc::new(Metrics::new());
         metrics.request("classify", "OK", Duration::from_millis(3));
-        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics, "edge".into())
+        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics.clone(), "edge".into(), None)
             .await
             .unwrap();
         let ok = http_get(addr, "/metrics").await;
@@ -65,5 +92,19 @@ mod tests {
         assert!(ok.contains("tier=\"edge\""), "{ok}");
         let missing = http_get(addr, "/other").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        // With a shared token, the scrape needs it too.
+        let token: Arc<[u8]> = Arc::from(&b"s3cret"[..]);
+        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics, "edge".into(), Some(token))
+            .await
+            .unwrap();
+        for (header, status) in [
+            ("", "401"),
+            ("Authorization: Bearer guess\r\n", "401"),
+            ("Authorization: Bearer s3cret\r\n", "200"),
+        ] {
+            let got = http_get_with(addr, "/metrics", header).await;
+            assert!(got.starts_with(&format!("HTTP/1.1 {status}")), "{header:?}: {got}");
+            assert_eq!(got.contains("earlyexit_requests_total"), status == "200", "{got}");
+        }
     }
 }

@@ -14,6 +14,17 @@ use tonic::{Request, Status};
 use crate::serve::error::ServeError;
 use crate::serve::metrics::Metrics;
 
+/// Whether an `authorization` header value is `Bearer EXPECTED`, compared in constant time (no
+/// early exit on the first differing byte, which would leak the token's prefix by timing).
+pub(super) fn bearer_matches(expected: &[u8], header: Option<&[u8]>) -> bool {
+    let given = header.and_then(|v| v.strip_prefix(b"Bearer ")).unwrap_or(b"");
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 /// Checks the shared token (`authorization: Bearer TOKEN`) in constant time.
 #[derive(Clone)]
 pub(super) struct TokenCheck {
@@ -26,17 +37,8 @@ impl Interceptor for TokenCheck {
         let Some(expected) = &self.expected else {
             return Ok(req);
         };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .unwrap_or(b"");
-        let mut diff = u8::from(given.len() != expected.len());
-        for (i, e) in expected.iter().enumerate() {
-            diff |= e ^ given.get(i).copied().unwrap_or(0);
-        }
-        if diff == 0 {
+        let given = req.metadata().get("authorization").map(|v| v.as_bytes());
+        if bearer_matches(expected, given) {
             Ok(req)
         } else {
             self.metrics.request("any", "UNAUTHENTICATED", Duration::ZERO);

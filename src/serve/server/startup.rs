@@ -36,6 +36,26 @@ pub(crate) fn check_token(token: Option<&str>) -> ServeResult<()> {
     Ok(())
 }
 
+/// A server reachable beyond this machine (an address other than loopback) without TLS and
+/// without a token would answer anyone who can reach the port, in clear text: refused unless
+/// `insecure` says it is meant (a private network, a proxy in front that authenticates). The
+/// `/metrics` endpoint is held to the same rule (its token is the server's).
+pub(crate) fn check_exposure(net: &NetOptions) -> ServeResult<()> {
+    if net.insecure || net.tls.is_some() || net.token.is_some() {
+        return Ok(());
+    }
+    for (what, addr) in [("--listen", Some(net.listen)), ("--metrics-listen", net.metrics_listen)] {
+        if let Some(addr) = addr
+            && !addr.ip().is_loopback()
+        {
+            return Err(ServeError::Setup(format!(
+                "{what} {addr} is reachable from other machines, and this server has neither TLS nor a token: give --token (or EARLYEXIT_TOKEN) and --tls-cert/--tls-key, or --insecure if that is meant"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Network settings of a server.
 #[derive(Clone, Debug)]
 pub struct NetOptions {
@@ -46,8 +66,10 @@ pub struct NetOptions {
     /// Shared token every request must carry (`authorization: Bearer TOKEN`); an empty one is
     /// an error ([`start`]): it would let every request in.
     pub token: Option<String>,
-    /// Where to serve `GET /metrics` over plain HTTP, if anywhere.
+    /// Where to serve `GET /metrics` over plain HTTP, if anywhere (it asks for the token too).
     pub metrics_listen: Option<SocketAddr>,
+    /// Allow listening beyond loopback with neither TLS nor a token ([`check_exposure`]).
+    pub insecure: bool,
 }
 
 impl Default for NetOptions {
@@ -58,6 +80,7 @@ impl Default for NetOptions {
             tls: None,
             token: None,
             metrics_listen: None,
+            insecure: false,
         }
     }
 }
@@ -163,6 +186,7 @@ pub async fn start(
     net: NetOptions,
 ) -> ServeResult<Served> {
     check_token(net.token.as_deref())?;
+    check_exposure(&net)?;
     let num_stages = model.net.num_stages();
     let range = opts.stages.resolve(num_stages)?;
     let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
@@ -275,7 +299,10 @@ pub async fn start(
         .spawn(move || worker_loop(engine, gatherer, fwd, rt))
         .map_err(|e| ServeError::Setup(format!("cannot start the model worker: {e}")))?;
     let metrics_addr = match net.metrics_listen {
-        Some(a) => Some(serve_metrics_http(a, metrics.clone(), opts.name.clone()).await?),
+        Some(a) => {
+            let token = net.token.as_ref().map(|t| Arc::from(t.as_bytes()));
+            Some(serve_metrics_http(a, metrics.clone(), opts.name.clone(), token).await?)
+        }
         None => None,
     };
     let (tx, rx) = oneshot::channel::<()>();
@@ -327,6 +354,35 @@ pub fn run_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every interface without TLS or a token needs `--insecure`; loopback never does.
+    #[test]
+    fn exposed_without_tls_or_token_is_refused_unless_insecure() {
+        let net = |listen: &str, metrics: Option<&str>| NetOptions {
+            listen: listen.parse().unwrap(),
+            metrics_listen: metrics.map(|m| m.parse().unwrap()),
+            ..NetOptions::default()
+        };
+        assert!(check_exposure(&net("127.0.0.1:7070", Some("[::1]:9090"))).is_ok());
+        let e = check_exposure(&net("0.0.0.0:7070", None)).unwrap_err().to_string();
+        assert!(e.contains("--listen 0.0.0.0:7070") && e.contains("--insecure"), "{e}");
+        let e = check_exposure(&net("127.0.0.1:7070", Some("0.0.0.0:9090")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--metrics-listen 0.0.0.0:9090"), "{e}");
+        for ok in [
+            NetOptions {
+                token: Some("s3cret".into()),
+                ..net("0.0.0.0:7070", Some("0.0.0.0:9090"))
+            },
+            NetOptions {
+                insecure: true,
+                ..net("10.0.0.5:7070", None)
+            },
+        ] {
+            assert!(check_exposure(&ok).is_ok(), "{ok:?}");
+        }
+    }
 
     /// An empty token is refused on both sides instead of turning authentication off.
     #[test]

@@ -142,9 +142,26 @@ pub fn open(dir: &Path) -> anyhow::Result<Opened> {
     open_on(dir, Device::flex())
 }
 
+/// Says on stderr when `run` stopped before its last epoch (its weights are the best of the
+/// epochs trained so far); a run with no trained epoch is refused by `Run::load_model`.
+pub fn warn_unfinished(run: &Run) -> anyhow::Result<()> {
+    if let Some(p) = run.progress()?
+        && p.has_trained_epoch()
+        && !p.finished()
+    {
+        eprintln!(
+            "warning: run {} is unfinished: {}; its weights are the best of the epochs trained so far",
+            run.dir.display(),
+            p.describe()
+        );
+    }
+    Ok(())
+}
+
 /// Opens a run with its model on `device`.
 pub fn open_on(dir: &Path, device: Device) -> anyhow::Result<Opened> {
     let run = Box::new(Run::open(dir)?);
+    warn_unfinished(&run)?;
     let model = run
         .load_model(&device)
         .with_context(|| format!("cannot load the model of run {}", dir.display()))?;

@@ -57,6 +57,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut cfg = r.run.config.clone();
         cfg.model = arch.description.clone();
         io::write_atomic(&out.join(earlyexit::train::CONFIG_FILE), cfg.to_toml().as_bytes())?;
+        // The pruned run is as far trained as the run it comes from.
+        if let Some(p) = r.run.progress()? {
+            earlyexit::train::progress::write_progress(&out, p)?;
+        }
         if let Some(mut cal) = r.calibration()? {
             cal.policy = plan.pruned_policy.clone();
             cal.validation = plan.after.clone();

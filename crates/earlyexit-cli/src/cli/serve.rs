@@ -90,6 +90,7 @@ impl ServingArgs {
             tls: sec.tls_cert.clone().zip(sec.tls_key.clone()),
             token: sec.token.clone(),
             metrics_listen: self.metrics_listen,
+            insecure: sec.insecure,
         }
     }
 }

@@ -57,6 +57,9 @@ impl ModelArgs {
         let dir = self.dir()?;
         let d = open_deployable(dir, self.run.is_some(), self.policy.as_ref(), device)
             .with_context(|| format!("loading the model in {}", dir.display()))?;
+        if let Some(run) = &d.run {
+            super::common::warn_unfinished(run)?;
+        }
         Ok(Loaded {
             model: d.model.fold_bn(),
             id: model_id(dir)?,
@@ -80,6 +83,9 @@ pub struct ServerSecurity {
     /// environment variable, which `ps` does not show.
     #[arg(long, env = "EARLYEXIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Listen beyond loopback with neither TLS nor a token (refused without it).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// TLS towards a server, client side.
