@@ -183,30 +183,91 @@ pub fn answer_line(name: &str, a: &proto::Answer) -> String {
     line
 }
 
-/// Classifies files (PNG or JPEG), `chunk` per request; answers in file order.
+/// Classifies files (PNG or JPEG), `chunk` per request, and hands each file's outcome to
+/// `on_file` in file order as soon as its request is answered: one unreadable file or one
+/// image the server refuses costs that file its answer, not the others'. A file that cannot be
+/// read is not sent; when the server refuses a request as invalid, its images are sent again
+/// one by one so the refusal names the one file it is about. Returns how many files failed.
 pub async fn classify_files(
     client: &TierClient,
     files: &[PathBuf],
     chunk: usize,
     timeout: Duration,
-) -> ServeResult<Vec<proto::Answer>> {
-    let mut out = Vec::with_capacity(files.len());
+    mut on_file: impl FnMut(&Path, ServeResult<proto::Answer>),
+) -> usize {
+    let mut failed = 0;
     for part in files.chunks(chunk.max(1)) {
-        let images = part.iter().map(|p| image_file(p)).collect::<ServeResult<Vec<_>>>()?;
-        let resp = client
-            .classify(proto::ClassifyRequest { images }, timeout)
-            .await
-            .map_err(|s| ServeError::Unavailable(format!("{:?}: {}", s.code(), s.message())))?;
-        if resp.answers.len() != part.len() {
-            return Err(ServeError::Internal(format!(
-                "{} answers for {} images",
-                resp.answers.len(),
-                part.len()
-            )));
+        let mut outcomes: Vec<Option<ServeResult<proto::Answer>>> = Vec::with_capacity(part.len());
+        let mut images = Vec::with_capacity(part.len());
+        let mut sent = Vec::with_capacity(part.len());
+        for (i, p) in part.iter().enumerate() {
+            match image_file(p) {
+                Ok(img) => {
+                    images.push(img);
+                    sent.push(i);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
         }
-        out.extend(resp.answers);
+        if !images.is_empty() {
+            let answers = classify_images(client, images.clone(), timeout).await;
+            match answers {
+                Ok(a) => {
+                    for (&i, ans) in sent.iter().zip(a) {
+                        outcomes[i] = Some(Ok(ans));
+                    }
+                }
+                Err(ServeError::InvalidArgument(_)) if images.len() > 1 => {
+                    for (&i, img) in sent.iter().zip(images) {
+                        let one = classify_images(client, vec![img], timeout).await;
+                        outcomes[i] = Some(one.map(|mut a| a.remove(0)));
+                    }
+                }
+                Err(e) => {
+                    // The request failed as a whole (server unreachable, deadline, token): the
+                    // same reason for each of its files.
+                    let why = e.to_string();
+                    for &i in &sent {
+                        outcomes[i] = Some(Err(match &e {
+                            ServeError::DeadlineExceeded(_) => ServeError::DeadlineExceeded(why.clone()),
+                            ServeError::Unauthenticated => ServeError::Unauthenticated,
+                            _ => ServeError::Unavailable(why.clone()),
+                        }));
+                    }
+                }
+            }
+        }
+        for (p, o) in part.iter().zip(outcomes) {
+            let o = o.expect("every file of the chunk has an outcome");
+            failed += usize::from(o.is_err());
+            on_file(p, o);
+        }
     }
-    Ok(out)
+    failed
+}
+
+/// One `Classify` request: exactly one answer per image, or why not.
+async fn classify_images(
+    client: &TierClient,
+    images: Vec<proto::Image>,
+    timeout: Duration,
+) -> ServeResult<Vec<proto::Answer>> {
+    let n = images.len();
+    let resp = client
+        .classify(proto::ClassifyRequest { images }, timeout)
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::InvalidArgument => ServeError::InvalidArgument(s.message().to_string()),
+            c => ServeError::Unavailable(format!("{c:?}: {}", s.message())),
+        })?;
+    if resp.answers.len() != n {
+        return Err(ServeError::Internal(format!(
+            "{} answers for {n} images",
+            resp.answers.len()
+        )));
+    }
+    Ok(resp.answers)
 }
 
 /// A bounded load: at most `requests` requests and at most `max_time`, whichever ends first.

@@ -775,3 +775,52 @@ async fn an_imported_pytorch_network_serves_like_the_engine() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `classify` answers every file it can and names each one it cannot: a missing file, a file
+/// that is not an image, an image of the wrong size (the server refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_answers_each_file_and_names_the_ones_that_fail() {
+    let f = fixture("classify");
+    let serve = spawn(&args(&f.model_args(), &["serve"]), free_port(), false);
+    let dir = f.dir.join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = |name: &str, side: u32| {
+        let path = dir.join(name);
+        image::GrayImage::from_fn(side, side, |x, y| image::Luma([((x * 9 + y * 5) % 256) as u8]))
+            .save(&path)
+            .unwrap();
+        path
+    };
+    let good_a = png("a.png", 28);
+    let small = png("small.png", 16);
+    let good_b = png("b.png", 28);
+    let garbage = dir.join("garbage.png");
+    std::fs::write(&garbage, b"\x89PNG not really").unwrap();
+    let missing = dir.join("missing.png");
+    let files = [&good_a, &small, &garbage, &missing, &good_b];
+    let out = Command::new(EXE)
+        .args(["classify", "--server", &serve.addr, "--batch", "8"])
+        .args(files.iter().map(|p| p.as_os_str()))
+        .env_remove("EARLYEXIT_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "some files failed: the exit status says so");
+    // The two good images are answered, in file order, despite the three bad ones in their
+    // request.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}\n{stderr}");
+    assert!(lines[0].starts_with(&good_a.display().to_string()), "{stdout}");
+    assert!(lines[1].starts_with(&good_b.display().to_string()), "{stdout}");
+    // Each bad one is named with its own reason.
+    for bad in [&small, &garbage, &missing] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&bad.display().to_string()))
+            .unwrap_or_else(|| panic!("{} not named:\n{stderr}", bad.display()));
+        assert!(line.len() > bad.display().to_string().len() + 2, "{line}");
+    }
+    assert!(stderr.contains("3 of 5 files"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

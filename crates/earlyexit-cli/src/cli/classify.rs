@@ -31,14 +31,31 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = TierClient::connect(&a.server, &a.security.options(a.token.clone()))?;
-        let answers = classify_files(&client, &a.files, a.batch, Duration::from_millis(a.timeout_ms))
-            .await
-            .with_context(|| format!("classifying with {}", a.server))?;
-        for (f, ans) in a.files.iter().zip(&answers) {
-            println!("{}", answer_line(&f.display().to_string(), ans));
+        let client = TierClient::connect(&a.server, &a.security.options(a.token.clone()))
+            .with_context(|| format!("connecting to {}", a.server))?;
+        // Each file's line as soon as its request is answered; a file that fails says why on
+        // stderr and costs only its own answer.
+        let timeout = Duration::from_millis(a.timeout_ms);
+        let failed = classify_files(&client, &a.files, a.batch, timeout, |file, outcome| match outcome {
+            Ok(ans) => println!("{}", answer_line(&file.display().to_string(), &ans)),
+            Err(e) => {
+                // A read error names the file itself; the server's refusals do not.
+                let (name, why) = (file.display().to_string(), e.to_string());
+                if why.starts_with(&name) {
+                    eprintln!("{why}");
+                } else {
+                    eprintln!("{name}: {why}");
+                }
+            }
+        })
+        .await;
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} files were not classified (see above)", a.files.len());
         }
         Ok(())
     })
