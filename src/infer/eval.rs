@@ -84,6 +84,25 @@ pub struct EvalOptions {
     pub path: ExecChoice,
 }
 
+impl EvalOptions {
+    /// Checks every count before any computing starts (a 0 would fail only after the accuracy
+    /// pass); errors name the option.
+    pub fn check(&self) -> Result<()> {
+        for (name, v) in [
+            ("batch", self.batch),
+            ("timing_samples", self.timing_samples),
+            ("large_batch", self.large_batch),
+            ("large_batch_samples", self.large_batch_samples),
+            ("repeats", self.repeats),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(name, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {
@@ -254,6 +273,7 @@ pub fn evaluate(
     if data.is_empty() {
         return Err(Error::invalid("split", format!("the {} split is empty", data.split())));
     }
+    opts.check()?;
     // One executor answers, fills the table and is timed: the figures are of the code that
     // would answer in deployment.
     let deployed = if opts.fold_bn {

@@ -163,6 +163,21 @@ pub struct TierOptions {
 }
 
 impl TierOptions {
+    /// Checks what can be checked without the model (before it is loaded): a batch, a request
+    /// size and a sample count of 0 would start a server that refuses everything.
+    pub fn check(&self) -> ServeResult<()> {
+        if self.batch.max_batch == 0 {
+            return Err(ServeError::invalid("--max-batch must be at least 1"));
+        }
+        if self.limits.max_samples == 0 {
+            return Err(ServeError::invalid("--max-samples must be at least 1"));
+        }
+        if self.limits.max_request_bytes == 0 {
+            return Err(ServeError::invalid("--max-request-bytes must be at least 1"));
+        }
+        Ok(())
+    }
+
     /// A whole-model server named `serve` with default batching and limits.
     pub fn whole(policy: Policy) -> Self {
         Self {

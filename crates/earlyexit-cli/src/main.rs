@@ -23,6 +23,23 @@ fn tune_heap() {
     }
 }
 
+/// `context: cause: …`, without repeating a cause the text before it already quotes (the
+/// library's file errors say `FILE: OS ERROR` and keep the OS error as their source too).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     tune_heap();
     let args = cli::Cli::parse();
@@ -34,7 +51,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }

@@ -72,6 +72,15 @@ pub struct NetOptions {
     pub insecure: bool,
 }
 
+impl NetOptions {
+    /// The checks [`start`] makes before anything else: no empty token ([`check_token`]), no
+    /// exposure without TLS or token unless `insecure` ([`check_exposure`]).
+    pub fn check(&self) -> ServeResult<()> {
+        check_token(self.token.as_deref())?;
+        check_exposure(self)
+    }
+}
+
 impl Default for NetOptions {
     /// Loopback, port 7070, no TLS, no token, no HTTP metrics.
     fn default() -> Self {
@@ -185,8 +194,7 @@ pub async fn start(
     opts: TierOptions,
     net: NetOptions,
 ) -> ServeResult<Served> {
-    check_token(net.token.as_deref())?;
-    check_exposure(&net)?;
+    net.check()?;
     let num_stages = model.net.num_stages();
     let range = opts.stages.resolve(num_stages)?;
     let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
@@ -217,9 +225,7 @@ pub async fn start(
             model.arch.description.input.c
         )));
     }
-    if opts.batch.max_batch == 0 {
-        return Err(ServeError::invalid("max batch must be at least 1"));
-    }
+    opts.check()?;
     let metrics = Arc::new(Metrics::new());
     let exit_macs = model.arch.cost.exit_macs(MacConvention::All);
     let next_client = match &opts.next {

@@ -21,9 +21,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // Every count checked before the model and data are read.
+    let opts = a.timing.options();
+    opts.check()?;
     let (r, policy) = a.target.open()?;
     let data = r.split(a.target.split)?;
-    let report = evaluate(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
+    let report = evaluate(&r.model, &data, &policy, &opts, &r.device)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.markdown {

@@ -24,6 +24,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // What can be checked without computing, first: the counts, and that --out can be a folder.
+    a.timing.options().check()?;
+    if let Some(out) = &a.out
+        && out.exists()
+        && !out.is_dir()
+    {
+        anyhow::bail!(
+            "--out {} is a file; the report is a folder (report.md and its plots)",
+            out.display()
+        );
+    }
     let (r, policy) = a.target.open()?;
     let split = a.target.split;
     let exec = r.executor(a.timing.path.path)?;

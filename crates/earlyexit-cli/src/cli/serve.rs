@@ -47,6 +47,14 @@ pub struct ServingArgs {
 }
 
 impl ServingArgs {
+    /// The server's checks that need no model, before it is loaded: limits, token, exposure.
+    pub fn check(&self, sec: &ServerSecurity) -> anyhow::Result<()> {
+        let policy = earlyexit::infer::Policy::Never;
+        self.tier_options(String::new(), StageRange::ALL, policy).check()?;
+        self.net(sec).check()?;
+        Ok(())
+    }
+
     /// Tier options for `name` and `stages`.
     pub fn tier_options(&self, name: String, stages: StageRange, policy: earlyexit::infer::Policy) -> TierOptions {
         TierOptions {
@@ -110,6 +118,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    a.serving.check(&a.security)?;
     let device = a.serving.device.device()?;
     let l = a.model.load(&device)?;
     let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);

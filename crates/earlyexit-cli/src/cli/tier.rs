@@ -45,6 +45,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    a.serving.check(&a.security)?;
     let device = a.serving.device.device()?;
     let l = a.model.load(&device)?;
     let (model, id) = (l.model, l.id);
