@@ -113,11 +113,23 @@ impl FromStr for Policy {
             "maxprob" => Policy::MaxProb(Thresholds::parse(need(arg, s)?, name)?),
             "entropy" => Policy::Entropy(Thresholds::parse(need(arg, s)?, name)?),
             "patience" => {
-                let n: usize = need(arg, s)?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| Error::invalid("policy", format!("`{s}`: patience needs a whole number ≥ 1")))?;
+                let n = match need(arg, s)?.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                        return Err(Error::invalid(
+                            "policy",
+                            format!(
+                                "`{s}`: the patience is too large (a streak longer than the model's exits never ends)"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::invalid(
+                            "policy",
+                            format!("`{s}`: patience needs a whole number ≥ 1"),
+                        ));
+                    }
+                };
                 Policy::Patience(n)
             }
             "never" if arg.is_none() => Policy::Never,
@@ -438,6 +450,14 @@ mod tests {
         assert_eq!("confidence".parse::<Policy>().unwrap(), Policy::default());
         assert!("maxprob".parse::<Policy>().is_err());
         assert!("patience:0".parse::<Policy>().is_err());
+        // Too large is said as such, not as "not a whole number".
+        let e = "patience:99999999999999999999999"
+            .parse::<Policy>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too large"), "{e}");
+        let e = "patience:two".parse::<Policy>().unwrap_err().to_string();
+        assert!(e.contains("whole number"), "{e}");
         assert!("foo:1".parse::<Policy>().is_err());
         assert!("maxprob:abc".parse::<Policy>().is_err());
     }

@@ -79,7 +79,7 @@ impl TierClient {
             .initial_connection_window_size(Some(8 << 20))
             .initial_stream_window_size(Some(4 << 20));
         if let Some(ca) = &opts.tls_ca {
-            let pem = std::fs::read(ca).map_err(|e| ServeError::Setup(format!("{}: {e}", ca.display())))?;
+            let pem = read_pem(ca, "CERTIFICATE")?;
             let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
             if let Some(d) = &opts.tls_domain {
                 tls = tls.domain_name(d.clone());
@@ -165,6 +165,24 @@ pub fn tensor_image(values: &[f32], chw: [usize; 3], fmt: WireFormat) -> proto::
     proto::Image {
         input: Some(proto::image::Input::Tensor(encode(values, &chw, fmt))),
     }
+}
+
+/// Reads a PEM file that must hold a `-----BEGIN …{kind}-----` block (`CERTIFICATE`,
+/// `PRIVATE KEY`): a wrong or empty file is an error naming it and what it lacks, instead of the
+/// TLS layer's "transport error" later.
+pub(crate) fn read_pem(path: &Path, kind: &str) -> ServeResult<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| ServeError::Setup(format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let holds = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
+    if !holds {
+        return Err(ServeError::Setup(format!(
+            "{}: not a PEM file with a {kind} (expected a `-----BEGIN …{kind}-----` line)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// One output line of `earlyexit classify`: the name, then class, exit, tier and confidence
@@ -402,4 +420,33 @@ pub async fn run_load(client: &TierClient, inputs: &[proto::Image], cfg: &LoadCo
     rep.samples_per_s = rep.samples as f64 / rep.seconds;
     rep.request_bytes_per_sample = bytes as f64 / (rep.requests * cfg.images_per_request).max(1) as f64;
     rep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_files_without_the_block_asked_for_are_named() {
+        let d = std::env::temp_dir().join(format!("earlyexit-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let cert = d.join("cert.pem");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        assert!(read_pem(&cert, "CERTIFICATE").is_ok());
+        // A certificate given as the key, and a file that is not PEM at all.
+        let e = read_pem(&cert, "PRIVATE KEY").unwrap_err().to_string();
+        assert!(e.contains("cert.pem") && e.contains("PRIVATE KEY"), "{e}");
+        let junk = d.join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let e = read_pem(&junk, "CERTIFICATE").unwrap_err().to_string();
+        assert!(e.contains("junk.pem") && e.contains("not a PEM file"), "{e}");
+        let key = d.join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(read_pem(&key, "PRIVATE KEY").is_ok());
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

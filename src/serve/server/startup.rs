@@ -18,7 +18,7 @@ use super::service::{Shared, Svc};
 use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{MacConvention, io};
 use crate::serve::batcher::queue;
-use crate::serve::client::TierClient;
+use crate::serve::client::{TierClient, read_pem};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
 use crate::serve::proto::early_exit_server::EarlyExitServer;
@@ -283,11 +283,10 @@ pub async fn start(
         .initial_connection_window_size(Some(8 << 20))
         .initial_stream_window_size(Some(4 << 20));
     if let Some((cert, key)) = &net.tls {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{}: {e}", p.display())));
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let identity = Identity::from_pem(read_pem(cert, "CERTIFICATE")?, read_pem(key, "PRIVATE KEY")?);
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| ServeError::Setup(format!("TLS: {e}")))?;
+            .map_err(|e| ServeError::Setup(format!("TLS with {} and {}: {e}", cert.display(), key.display())))?;
     }
     let svc = EarlyExitServer::new(Svc(Arc::new(shared)))
         .max_decoding_message_size(opts.limits.max_request_bytes)
