@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::infer::{
-    Calibration, EvalOptions, EvalReport, Executor, ExitTable, Goal, ScoreKind, SplitKind, calibrate_split, evaluate,
+    Calibration, EvalOptions, EvalReport, Executor, Goal, ScoreKind, SplitKind, calibrate_split, evaluate_with_table,
 };
 use crate::report::{ReportInputs, eval_text, write_report};
 use crate::run::Run;
@@ -115,8 +115,7 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         path: opts.path,
         ..EvalOptions::default()
     };
-    let test = evaluate(&model, &test_split, &calibration.policy, &eval_opts, &opts.device)?;
-    let test_table = ExitTable::collect(&exec, &test_split, 256)?;
+    let (test, test_table) = evaluate_with_table(&model, &test_split, &calibration.policy, &eval_opts, &opts.device)?;
     let mut inputs = ReportInputs::simulated(
         "quickstart",
         &val_table,

@@ -260,8 +260,8 @@ pub fn time_policy(
     Ok((best * 1e6 / samples as f64, samples))
 }
 
-/// Evaluates `policy` on `data`: real per-sample exits for accuracy, coverage and cost; a
-/// `forward_all` table for over-thinking and the full network's accuracy; wall-clock time at
+/// Evaluates `policy` on `data`: real per-sample exits for accuracy, coverage and cost; a table
+/// of every exit (same code) for over-thinking and the full network's accuracy; wall-clock time at
 /// batch 1 and at `opts.large_batch` against the same weights without exits.
 pub fn evaluate(
     model: &MultiExitModel,
@@ -270,6 +270,18 @@ pub fn evaluate(
     opts: &EvalOptions,
     device: &Device,
 ) -> Result<EvalReport> {
+    Ok(evaluate_with_table(model, data, policy, opts, device)?.0)
+}
+
+/// [`evaluate`], also returning the table of every exit on `data` it computed (what a report's
+/// curves are drawn from), so that a caller needing both does not run the network twice.
+pub fn evaluate_with_table(
+    model: &MultiExitModel,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<(EvalReport, ExitTable)> {
     if data.is_empty() {
         return Err(Error::invalid("split", format!("the {} split is empty", data.split())));
     }
@@ -302,7 +314,7 @@ pub fn evaluate(
     report.measured_speedup_large = timing[1].speedup;
     report.timing = timing;
     report.implementation = exec.describe();
-    Ok(report)
+    Ok((report, table))
 }
 
 /// The metrics of an evaluation from answers, labels and a table of the same samples (no

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use earlyexit::infer::{ExitTable, SplitKind, evaluate};
+use earlyexit::infer::{ExitTable, SplitKind, evaluate_with_table};
 use earlyexit::report::{ReportInputs, write_report};
 
 use super::common::{MeasureArgs, TimingArgs, open_on, run_name};
@@ -40,8 +40,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let exec = r.executor(a.timing.path.path)?;
     let val = ExitTable::collect(&exec, &r.split(SplitKind::Val)?, 256)?;
     let data = r.split(split)?;
-    let table = ExitTable::collect(&exec, &data, 256)?;
-    let eval = evaluate(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
+    let (eval, table) = evaluate_with_table(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
     let mut inputs = ReportInputs::simulated(&run_name(&r.dir), &val, &table, policy, r.calibration()?, Some(eval))?;
     inputs.metrics = std::fs::read_to_string(r.dir.join("metrics.jsonl")).ok();
     inputs.extra = Some(format!(
