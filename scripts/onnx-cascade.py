@@ -27,7 +27,8 @@ class Cascade:
         self.exits = [load(e) for e in self.m["exits"]]
         kind, _, args = self.m["policy"].partition(":")
         self.kind = kind
-        self.thresholds = [float(t) for t in args.split(",")] if args else []
+        # `off`: an exit that never fires (NaN compares false both ways).
+        self.thresholds = [float("nan") if t == "off" else float(t) for t in args.split(",")] if args else []
 
     def threshold(self, k):
         return self.thresholds[k] if len(self.thresholds) > 1 else self.thresholds[0]

@@ -274,21 +274,35 @@ pub fn read_policy_file(dir: &Path) -> Result<Option<PolicyFile>> {
     if !path.exists() {
         return Ok(None);
     }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    parse_policy_file(&text, &path).map(Some)
+}
+
+/// Parses the text of a `policy.json` ([`read_policy_file`]); `path` names it in errors.
+///
+/// ```
+/// use std::path::Path;
+/// use earlyexit::run::parse_policy_file;
+/// let f = parse_policy_file(r#"{"policy": "maxprob:0.9,off"}"#, Path::new("policy.json"))?;
+/// assert_eq!(f.policy.to_string(), "maxprob:0.9,off");
+/// assert!(parse_policy_file(r#""entropy:-1""#, Path::new("policy.json")).is_err());
+/// # Ok::<(), earlyexit::Error>(())
+/// ```
+pub fn parse_policy_file(text: &str, path: &Path) -> Result<PolicyFile> {
     let parse_err = |reason: String| Error::Parse {
-        file: path.clone(),
+        file: path.into(),
         reason,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| parse_err(e.to_string()))?;
     let policy_of = |s: &str| {
         s.parse::<Policy>()
             .map_err(|e: Error| parse_err(format!("field `policy`: {e}")))
     };
     match &value {
-        serde_json::Value::String(s) => Ok(Some(PolicyFile {
+        serde_json::Value::String(s) => Ok(PolicyFile {
             policy: policy_of(s)?,
             calibration: None,
-        })),
+        }),
         serde_json::Value::Object(o) => {
             let policy = o
                 .get("policy")
@@ -301,7 +315,7 @@ pub fn read_policy_file(dir: &Path) -> Result<Option<PolicyFile>> {
             } else {
                 None
             };
-            Ok(Some(PolicyFile { policy, calibration }))
+            Ok(PolicyFile { policy, calibration })
         }
         _ => Err(parse_err(
             "expected a policy string or an object with a `policy` field".into(),
@@ -341,6 +355,8 @@ mod tests {
             ("[1, 2]", "policy string"),
             (r#"{"threshold": 0.5}"#, "`policy` field"),
             (r#"{"policy": "sometimes"}"#, "field `policy`"),
+            (r#"{"policy": "maxprob:1.5"}"#, "`1.5` is outside [0, 1]"),
+            (r#"{"policy": "entropy:-1"}"#, "`-1` is outside [0, 1]"),
             (r#"{"policy": "maxprob:0.9", "goal": 3}"#, "not a calibration"),
             ("{", "EOF"),
         ] {

@@ -99,7 +99,7 @@ fn check_all_policies(model: &MultiExitModel, input: Shape) {
             Policy::Patience(1),
             Policy::Patience(2),
             Policy::Patience(3),
-            Policy::MaxProb(Thresholds::Shared(2.0)),
+            Policy::MaxProb(Thresholds::Shared(Thresholds::OFF)),
         ] {
             let a = assert_matches(model, x.clone(), &policy);
             if n == 257 && matches!(policy, Policy::MaxProb(Thresholds::PerExit(_))) {
@@ -208,7 +208,7 @@ fn folded_batchnorm_gives_the_same_answers() {
             net: net.valid(),
         };
         let x = common::input(9, input, 5) * 2.0 + 0.5;
-        let p = Policy::MaxProb(Thresholds::Shared(2.0));
+        let p = Policy::MaxProb(Thresholds::Shared(Thresholds::OFF));
         let a = reference.infer(x.clone(), &p).unwrap();
         let folded = MultiExitModel {
             arch: reference.arch.clone(),

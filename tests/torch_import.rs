@@ -379,6 +379,24 @@ fn a_checkpoint_that_does_not_fit_is_refused_with_every_offender_named() {
         );
     });
     assert!(e.contains("conv1.weight") && e.contains("expected a float"), "{e}");
+    // A NaN in a weight (a diverged training), and an f64 too large for f32: refused by name and
+    // element instead of a model that answers NaN.
+    let e = attempt(&|sd| {
+        let (shape, mut bytes, dtype) = sd["layer1.0.conv2.weight"].clone();
+        bytes[20..24].copy_from_slice(&f32::NAN.to_le_bytes());
+        sd.insert("layer1.0.conv2.weight".into(), (shape, bytes, dtype));
+    });
+    assert!(
+        e.contains("layer1.0.conv2.weight") && e.contains("non-finite") && e.contains("element 5"),
+        "{e}"
+    );
+    let e = attempt(&|sd| {
+        let n = sd["linear.bias"].0[0];
+        let mut bytes: Vec<u8> = (0..n).flat_map(|_| 0.5f64.to_le_bytes()).collect();
+        bytes[8..16].copy_from_slice(&1e300f64.to_le_bytes());
+        sd.insert("linear.bias".into(), (vec![n], bytes, safetensors::Dtype::F64));
+    });
+    assert!(e.contains("linear.bias") && e.contains("element 1"), "{e}");
     // Another network altogether, and an unknown name.
     let e = import_torch(
         &dir.join("edited.safetensors"),

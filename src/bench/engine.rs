@@ -85,13 +85,12 @@ pub fn forced_thresholds(model: &MultiExitModel, pool: Tensor<4>, shares: &[f64]
     for (k, share) in shares.iter().enumerate() {
         let scores = ExitLogits::from_output(&outs[k]).max_prob();
         let mut alive_scores: Vec<f32> = alive.iter().map(|&i| scores[i]).collect();
-        alive_scores.sort_by(|a, b| b.partial_cmp(a).expect("finite scores"));
+        alive_scores.sort_by(|a, b| b.total_cmp(a));
         let take = ((share * n as f64).round() as usize).min(alive_scores.len());
         // Halfway between the last sample that leaves and the first that stays.
         let t = match (take, alive_scores.len()) {
-            (_, 0) => f32::INFINITY,
-            (0, _) => alive_scores[0] + 1.0,
-            (t, len) if t == len => alive_scores[len - 1] - 1.0,
+            (_, 0) | (0, _) => Thresholds::OFF,
+            (t, len) if t == len => 0.0,
             (t, _) => (alive_scores[t - 1] + alive_scores[t]) / 2.0,
         };
         thresholds.push(t);

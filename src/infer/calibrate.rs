@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{ExitTable, Outcome, ScoreKind, SplitKind};
-use crate::policy::{Policy, Thresholds};
+use crate::policy::{Policy, Thresholds, score_cutoff, threshold_for_cutoff};
 
 /// Number of candidate thresholds per exit (score quantiles).
 pub const QUANTILES: usize = 100;
@@ -128,23 +128,12 @@ struct Grid {
 
 /// The value compared against the score, exactly as [`Policy::simulate`] computes it.
 fn effective(kind: ScoreKind, t: f32) -> f32 {
-    match kind {
-        ScoreKind::Entropy => 1.0 - t,
-        _ => t,
-    }
+    score_cutoff(kind, t)
 }
 
 /// A policy threshold that fires for scores ≥ `s` (in score space).
 fn to_threshold(kind: ScoreKind, s: f32) -> f32 {
-    match kind {
-        ScoreKind::Entropy => 1.0 - s,
-        _ => s,
-    }
-}
-
-/// A policy threshold that never fires.
-fn never(kind: ScoreKind) -> f32 {
-    to_threshold(kind, 2.0)
+    threshold_for_cutoff(kind, s)
 }
 
 fn make_policy(kind: ScoreKind, t: Thresholds) -> Policy {
@@ -259,7 +248,7 @@ impl<'a> Evaluator<'a> {
     }
 
     fn policy(&self, kind: ScoreKind, t: &[usize]) -> Policy {
-        let value = |c: usize, j: usize| self.grids[c].values.get(j).copied().unwrap_or(never(kind));
+        let value = |c: usize, j: usize| self.grids[c].values.get(j).copied().unwrap_or(Thresholds::OFF);
         if self.shared {
             make_policy(kind, Thresholds::Shared(value(0, t[0])))
         } else {
@@ -519,7 +508,7 @@ pub fn fit_shares(table: &ExitTable, kind: ScoreKind, shares: &[f64]) -> Result<
         let mut v: Vec<f32> = alive.iter().map(|&i| s[i]).collect();
         v.sort_by(|a, b| b.total_cmp(a));
         let cut = if want == 0 {
-            2.0
+            f32::INFINITY
         } else if want >= v.len() {
             v[v.len() - 1] - 1e-3
         } else if v[want - 1] > v[want] {
@@ -531,7 +520,11 @@ pub fn fit_shares(table: &ExitTable, kind: ScoreKind, shares: &[f64]) -> Result<
             let upto = v.iter().filter(|&&y| y >= x).count();
             if want - above <= upto - want {
                 let next = v.iter().copied().filter(|&y| y > x).fold(f32::INFINITY, f32::min);
-                if next.is_finite() { 0.5 * (x + next) } else { 2.0 }
+                if next.is_finite() {
+                    0.5 * (x + next)
+                } else {
+                    f32::INFINITY
+                }
             } else {
                 let below = v.iter().copied().filter(|&y| y < x).fold(f32::NEG_INFINITY, f32::max);
                 if below.is_finite() { 0.5 * (x + below) } else { x - 1e-3 }
@@ -595,6 +588,26 @@ mod tests {
         }
     }
 
+    /// A calibrated policy is written as text (`policy.json`): every threshold in it lies in
+    /// `[0, 1]` or is `off`, and the text reads back as the same policy.
+    fn assert_written_policy_reads_back(table: &ExitTable, policy: &Policy) {
+        let text = policy.to_string();
+        let back: Policy = text
+            .parse()
+            .unwrap_or_else(|e| panic!("`{text}` does not read back: {e}"));
+        assert_eq!(table.outcome(&back).unwrap(), table.outcome(policy).unwrap(), "{text}");
+        let values = match policy {
+            Policy::MaxProb(t) | Policy::Entropy(t) | Policy::Confidence(t) => match t {
+                Thresholds::Shared(v) => vec![*v],
+                Thresholds::PerExit(v) => v.clone(),
+            },
+            _ => vec![],
+        };
+        for v in values {
+            assert!((0.0..=1.0).contains(&v) || v == Thresholds::OFF, "{text}: {v}");
+        }
+    }
+
     #[test]
     fn max_accuracy_drop_holds_on_validation_by_construction() {
         for seed in 0..6 {
@@ -613,6 +626,7 @@ mod tests {
                         );
                         assert_eq!(o, cal.validation);
                         assert!(o.relative_cost <= table.full_relative_cost() + 1e-12);
+                        assert_written_policy_reads_back(&table, &cal.policy);
                     }
                 }
             }
@@ -669,6 +683,15 @@ mod tests {
         let table = random_table(3, 1000, 3, SplitKind::Val);
         let curve = budget_curve(&table, ScoreKind::MaxProb).unwrap();
         assert_eq!(curve.len(), 39);
+        for kind in [ScoreKind::MaxProb, ScoreKind::Entropy] {
+            for shares in [
+                vec![0.0, 0.0, 0.0, 1.0],
+                msdnet_shares(0.5, 4),
+                vec![1.0, 0.0, 0.0, 0.0],
+            ] {
+                assert_written_policy_reads_back(&table, &fit_shares(&table, kind, &shares).unwrap());
+            }
+        }
         // Small p: most samples leave at exit 0; large p: most reach the end.
         assert!(curve[0].outcome.coverage[0] > 0.9);
         assert!(curve[38].outcome.coverage[3] > 0.4);

@@ -271,7 +271,8 @@ class EarlyExitNet(nn.Module):
 
     def _leaves(self, k, logits, conf, streak):
         kind, _, args = self.policy.partition(":")
-        ts = [float(t) for t in args.split(",")] if args and kind != "patience" else []
+        # `off`: an exit that never fires (NaN compares false both ways).
+        ts = [float("nan") if t == "off" else float(t) for t in args.split(",")] if args and kind != "patience" else []
         t = (ts[k] if len(ts) > 1 else ts[0]) if ts else None
         p = logits.softmax(1)
         if kind == "maxprob":

@@ -103,7 +103,7 @@ fn rule_of(policy: &Policy) -> String {
     format!(
         "Run stage 0 on the (normalised) input, then for k = 0, 1, …: run exit k on the features of \
          stage k; a sample leaves with exit k's argmax when {how} (thresholds per exit in order, or \
-         one shared); the others go on to stage k + 1. Samples that reach the last stage take the \
+         one shared; `off`: no sample leaves there); the others go on to stage k + 1. Samples that reach the last stage take the \
          final classifier's answer."
     )
 }

@@ -337,6 +337,20 @@ pub fn import_torch(weights: &Path, spec: &ImportSpec, device: &Device) -> Resul
         )));
     }
 
+    // A NaN or an infinity (a diverged training, or a float too large for f32) would answer NaN
+    // for every input: refused here, by tensor and element, like a run's own weights at load.
+    for key in expected.keys() {
+        let data = burn::store::bridge::to_data(&file[key]).map_err(|e| weights_err(format!("tensor `{key}`: {e}")))?;
+        let values = data
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| weights_err(format!("tensor `{key}`: {e:?}")))?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(weights_err(format!(
+                "tensor `{key}` holds a non-finite value (NaN, infinity, or a number too large for f32) at element {i}"
+            )));
+        }
+    }
     let renamed: Vec<_> = expected
         .iter()
         .map(|(key, (ours, _))| {

@@ -73,8 +73,50 @@ impl ModelDescription {
         }
     }
 
+    /// Largest input side (height, width or channels).
+    pub const MAX_INPUT_SIDE: usize = 1 << 16;
+    /// Largest input, values per sample (`C·H·W`): 64 Mi, e.g. 3×4096×4096.
+    pub const MAX_INPUT_VALUES: usize = 1 << 26;
+    /// Largest `width` override.
+    pub const MAX_WIDTH: usize = 1024;
+    /// Most classes.
+    pub const MAX_CLASSES: usize = 1 << 20;
+
+    /// Refuses sizes beyond what any network is built for, before shapes and MAC counts are
+    /// worked out: a `model.json` with an input of 3×37777777757772×32 would overflow the cost
+    /// arithmetic (found by the `model_json` fuzz target).
+    fn check_sizes(&self) -> Result<()> {
+        let Shape { c, h, w } = self.input;
+        let values = c.checked_mul(h).and_then(|v| v.checked_mul(w));
+        if [c, h, w].iter().any(|&d| d > Self::MAX_INPUT_SIDE) || values.is_none_or(|v| v > Self::MAX_INPUT_VALUES) {
+            return Err(Error::invalid(
+                "input",
+                format!(
+                    "{} is too large: at most {} per side and {} values per sample",
+                    self.input,
+                    Self::MAX_INPUT_SIDE,
+                    Self::MAX_INPUT_VALUES
+                ),
+            ));
+        }
+        if let Some(width) = self.width.filter(|&w| w == 0 || w > Self::MAX_WIDTH) {
+            return Err(Error::invalid(
+                "width",
+                format!("{width} is outside 1 to {}", Self::MAX_WIDTH),
+            ));
+        }
+        if self.classes > Self::MAX_CLASSES {
+            return Err(Error::invalid(
+                "classes",
+                format!("{} is more than {}", self.classes, Self::MAX_CLASSES),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks everything and works out shapes, cut points and costs.
     pub fn resolve(&self) -> Result<Architecture> {
+        self.check_sizes()?;
         let backbone = BackboneSpec::new(&self.backbone, self.input, self.classes, self.width)?;
         let cuts = self.exits.resolve(&backbone, self.placement_macs)?;
         let heads: Vec<HeadSpec> = cuts
@@ -585,5 +627,27 @@ impl std::fmt::Display for Summary {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes beyond any network are refused by name before the cost arithmetic could overflow.
+    #[test]
+    fn oversized_descriptions_are_refused_before_costs_are_counted() {
+        let d = |input: Shape| ModelDescription::new("vgg13", input, 10, "cuts:1,3".parse().unwrap());
+        assert!(d(Shape::new(3, 32, 32)).resolve().is_ok());
+        let e = d(Shape::new(3, 37777777757772, 32)).resolve().unwrap_err().to_string();
+        assert!(e.contains("input") && e.contains("too large"), "{e}");
+        let e = d(Shape::new(3, 8192, 8192)).resolve().unwrap_err().to_string();
+        assert!(e.contains("values per sample"), "{e}");
+        let mut w = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:1,2".parse().unwrap());
+        w.width = Some(1 << 40);
+        assert!(w.resolve().unwrap_err().to_string().contains("width"));
+        w.width = None;
+        w.classes = usize::MAX;
+        assert!(w.resolve().unwrap_err().to_string().contains("classes"));
     }
 }

@@ -28,6 +28,11 @@ pub enum Thresholds {
 }
 
 impl Thresholds {
+    /// The value of an exit that never fires, written `off` (what calibration gives an exit
+    /// no sample should take). Every finite threshold lies in `[0, 1]`: the scores are
+    /// probabilities, sigmoids and normalised certainties.
+    pub const OFF: f32 = f32::INFINITY;
+
     /// The threshold at exit `k`.
     pub fn at(&self, k: usize) -> f32 {
         match self {
@@ -37,16 +42,7 @@ impl Thresholds {
     }
 
     fn parse(s: &str, what: &str) -> Result<Self> {
-        let vals: Result<Vec<f32>> = s
-            .split(',')
-            .map(|v| {
-                v.trim()
-                    .parse::<f32>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| Error::invalid("policy", format!("`{what}:{s}`: `{v}` is not a number")))
-            })
-            .collect();
+        let vals: Result<Vec<f32>> = s.split(',').map(|v| parse_threshold(v.trim(), what, s)).collect();
         let vals = vals?;
         Ok(if vals.len() == 1 {
             Thresholds::Shared(vals[0])
@@ -56,15 +52,55 @@ impl Thresholds {
     }
 }
 
+/// One threshold of `what:all`: `off`, or a number in `[0, 1]`.
+fn parse_threshold(v: &str, what: &str, all: &str) -> Result<f32> {
+    if v == "off" {
+        return Ok(Thresholds::OFF);
+    }
+    let meaning = match what {
+        "maxprob" => "a softmax probability",
+        "entropy" => "a normalised entropy H(p)/ln K",
+        _ => "the confidence head's sigmoid",
+    };
+    match v.parse::<f32>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(x) if x.is_finite() => Err(Error::invalid(
+            "policy",
+            format!("`{what}:{all}`: `{v}` is outside [0, 1] ({meaning}); write `off` for an exit that never fires"),
+        )),
+        _ => Err(Error::invalid(
+            "policy",
+            format!("`{what}:{all}`: `{v}` is not a number in [0, 1] or `off`"),
+        )),
+    }
+}
+
+/// One threshold as text: `off` for an exit that never fires.
+fn threshold_text(t: f32, digits: Option<usize>) -> String {
+    match (t.is_finite(), digits) {
+        (false, _) => "off".into(),
+        (true, Some(d)) => format!("{t:.d$}"),
+        (true, None) => t.to_string(),
+    }
+}
+
+impl Thresholds {
+    /// The thresholds as text with `digits` decimals (`None`: as many as round-trip).
+    pub fn to_text(&self, digits: Option<usize>) -> String {
+        match self {
+            Thresholds::Shared(t) => threshold_text(*t, digits),
+            Thresholds::PerExit(v) => v
+                .iter()
+                .map(|&t| threshold_text(t, digits))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
 impl fmt::Display for Thresholds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Thresholds::Shared(t) => write!(f, "{t}"),
-            Thresholds::PerExit(v) => {
-                let s: Vec<String> = v.iter().map(|t| t.to_string()).collect();
-                f.write_str(&s.join(","))
-            }
-        }
+        f.write_str(&self.to_text(None))
     }
 }
 
@@ -87,7 +123,7 @@ pub enum Policy {
 }
 
 /// The policy forms [`Policy::from_str`] accepts.
-pub const POLICY_FORMS: &str = "confidence[:T], maxprob:Q, entropy:H, patience:N, never, ensemble (T, Q, H: one value or one per exit, comma-separated)";
+pub const POLICY_FORMS: &str = "confidence[:T], maxprob:Q, entropy:H, patience:N, never, ensemble (T, Q, H: one value in [0, 1] or one per exit, comma-separated; `off` for an exit that never fires)";
 
 impl Default for Policy {
     fn default() -> Self {
@@ -156,6 +192,31 @@ impl fmt::Display for Policy {
             Policy::Never => f.write_str("never"),
             Policy::Ensemble => f.write_str("ensemble"),
         }
+    }
+}
+
+/// The score cut-off of policy threshold `t` of `kind` (entropy thresholds bound the
+/// normalised entropy from above, which is the certainty `1 − H/ln K` from below); `+∞` for
+/// [`Thresholds::OFF`].
+pub fn score_cutoff(kind: ScoreKind, t: f32) -> f32 {
+    match kind {
+        _ if !t.is_finite() => f32::INFINITY,
+        ScoreKind::Entropy => 1.0 - t,
+        _ => t,
+    }
+}
+
+/// The policy threshold of `kind` whose cut-off is score `s`, inside `[0, 1]`: a cut-off
+/// above every score is [`Thresholds::OFF`], one below every score is the threshold that lets
+/// every sample leave (scores lie in `[0, 1]`).
+pub fn threshold_for_cutoff(kind: ScoreKind, s: f32) -> f32 {
+    if s.is_nan() || s > 1.0 {
+        return Thresholds::OFF;
+    }
+    let s = s.max(0.0);
+    match kind {
+        ScoreKind::Entropy => 1.0 - s,
+        _ => s,
     }
 }
 
@@ -307,7 +368,8 @@ impl ExitLogits {
                         -logp.exp() * logp
                     })
                     .sum();
-                1.0 - h / ln_k
+                // Rounding can put H a hair above ln K; the certainty is a share.
+                (1.0 - h / ln_k).clamp(0.0, 1.0)
             })
             .collect()
     }
@@ -347,6 +409,16 @@ impl Policy {
         Ok(())
     }
 
+    /// The score at or above which a sample leaves at early exit `k` ([`Self::score`]'s
+    /// scale), for threshold policies; `+∞` for an exit that is `off`.
+    pub fn cutoff(&self, k: usize) -> Option<f32> {
+        match self {
+            Policy::Confidence(t) | Policy::MaxProb(t) => Some(score_cutoff(ScoreKind::MaxProb, t.at(k))),
+            Policy::Entropy(t) => Some(score_cutoff(ScoreKind::Entropy, t.at(k))),
+            _ => None,
+        }
+    }
+
     /// The score this policy reports as "confidence" at an early exit, one per sample:
     /// `sigmoid(h)` for `confidence` (on heads with the branch), the normalised certainty for
     /// `entropy`, the largest softmax probability otherwise.
@@ -362,8 +434,10 @@ impl Policy {
     /// (patience's streaks) for the next exit.
     pub fn decide(&self, k: usize, out: &ExitLogits, score: &[f32], state: &mut PolicyState) -> Vec<bool> {
         match self {
-            Policy::Confidence(t) | Policy::MaxProb(t) => score.iter().map(|&s| s >= t.at(k)).collect(),
-            Policy::Entropy(t) => score.iter().map(|&s| s >= 1.0 - t.at(k)).collect(),
+            Policy::Confidence(_) | Policy::MaxProb(_) | Policy::Entropy(_) => {
+                let cut = self.cutoff(k).unwrap_or(f32::INFINITY);
+                score.iter().map(|&s| s >= cut).collect()
+            }
             Policy::Patience(n) => {
                 let pred: Vec<i64> = out.preds().into_iter().map(|c| c as i64).collect();
                 let streak: Vec<i64> = match state.parts.take() {
@@ -397,8 +471,9 @@ impl Policy {
                 for k in 0..n_exits {
                     let s = scores[k][i];
                     let go = match self {
-                        Policy::Confidence(t) | Policy::MaxProb(t) => s >= t.at(k),
-                        Policy::Entropy(t) => s >= 1.0 - t.at(k),
+                        Policy::Confidence(_) | Policy::MaxProb(_) | Policy::Entropy(_) => {
+                            s >= self.cutoff(k).unwrap_or(f32::INFINITY)
+                        }
                         Policy::Patience(p) => {
                             streak = if k > 0 && preds[k][i] == preds[k - 1][i] {
                                 streak + 1
@@ -460,6 +535,52 @@ mod tests {
         assert!(e.contains("whole number"), "{e}");
         assert!("foo:1".parse::<Policy>().is_err());
         assert!("maxprob:abc".parse::<Policy>().is_err());
+    }
+
+    /// Probability, sigmoid and normalised-entropy thresholds lie in [0, 1]; an exit that never
+    /// fires is written `off`, never as an out-of-range number.
+    #[test]
+    fn thresholds_outside_zero_one_are_refused_and_off_round_trips() {
+        for bad in [
+            "maxprob:-0.5",
+            "maxprob:1.5",
+            "entropy:-1",
+            "confidence:2",
+            "maxprob:0.5,1.01",
+            "entropy:inf",
+        ] {
+            let e = bad.parse::<Policy>().unwrap_err().to_string();
+            let value = bad.rsplit([':', ',']).next().unwrap();
+            assert!(e.contains(&format!("`{value}`")), "{bad}: {e}");
+            assert!(e.contains("[0, 1]") && e.contains("off"), "{bad}: {e}");
+        }
+        for good in [
+            "maxprob:0",
+            "maxprob:1",
+            "entropy:off",
+            "maxprob:0.9,off,0.7",
+            "confidence:off",
+        ] {
+            assert_eq!(good.parse::<Policy>().unwrap().to_string(), good);
+        }
+        let p: Policy = "maxprob:0.9,off".parse().unwrap();
+        assert_eq!(p.cutoff(1), Some(f32::INFINITY));
+        let e: Policy = "entropy:off,0.25".parse().unwrap();
+        assert_eq!(e.cutoff(0), Some(f32::INFINITY));
+        assert_eq!(e.cutoff(1), Some(0.75));
+        // `off` never fires, not even for a sample whose score is exactly 1.
+        let out = ExitLogits {
+            classes: 2,
+            logits: vec![100.0, -100.0],
+            confidence: None,
+        };
+        let mut state = PolicyState::new();
+        assert_eq!(e.decide(0, &out, &e.score(&out), &mut state), vec![false]);
+        assert_eq!(e.decide(1, &out, &e.score(&out), &mut state), vec![true]);
+        // Cut-offs map back to thresholds inside [0, 1] or `off`.
+        assert_eq!(threshold_for_cutoff(ScoreKind::MaxProb, 1.2), Thresholds::OFF);
+        assert_eq!(threshold_for_cutoff(ScoreKind::Entropy, -0.1), 1.0);
+        assert_eq!(threshold_for_cutoff(ScoreKind::MaxProb, f32::NAN), Thresholds::OFF);
     }
 
     #[test]

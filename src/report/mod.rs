@@ -461,10 +461,11 @@ impl ReportInputs {
                     }
                 }
                 let threshold = match (&policy, kind) {
-                    (Policy::MaxProb(t), ScoreKind::MaxProb) | (Policy::Confidence(t), ScoreKind::Confidence) => {
-                        Some(t.at(k) as f64)
+                    (Policy::MaxProb(_), ScoreKind::MaxProb)
+                    | (Policy::Confidence(_), ScoreKind::Confidence)
+                    | (Policy::Entropy(_), ScoreKind::Entropy) => {
+                        policy.cutoff(k).filter(|c| c.is_finite()).map(f64::from)
                     }
-                    (Policy::Entropy(t), ScoreKind::Entropy) => Some(1.0 - t.at(k) as f64),
                     _ => None,
                 };
                 plot::ScoreHistogram {
@@ -642,10 +643,7 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
 
 /// A policy's text, shortened for legends.
 fn short(p: &Policy) -> String {
-    let t = |t: &Thresholds| match t {
-        Thresholds::Shared(v) => format!("{v:.3}"),
-        Thresholds::PerExit(v) => v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(","),
-    };
+    let t = |t: &Thresholds| t.to_text(Some(3));
     match p {
         Policy::MaxProb(x) => format!("maxprob:{}", t(x)),
         Policy::Entropy(x) => format!("entropy:{}", t(x)),

@@ -75,6 +75,7 @@ pub struct Metrics {
     next_latency: Histogram,
     batch: Histogram,
     queue_depth: AtomicU64,
+    next_tier_down: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -100,6 +101,7 @@ impl Metrics {
             next_latency: Histogram::new(LATENCY_BUCKETS),
             batch: Histogram::new(BATCH_BUCKETS),
             queue_depth: AtomicU64::new(0),
+            next_tier_down: AtomicU64::new(0),
         }
     }
 
@@ -164,6 +166,11 @@ impl Metrics {
     /// Jobs waiting in the queue.
     pub fn set_queue_depth(&self, depth: usize) {
         self.queue_depth.store(depth as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the circuit breaker holds the next tier for down.
+    pub fn set_next_tier_down(&self, down: bool) {
+        self.next_tier_down.store(u64::from(down), Ordering::Relaxed);
     }
 
     /// Bytes sent to the next tier so far (request payloads).
@@ -253,6 +260,16 @@ impl Metrics {
                 "earlyexit_forward_attempts_total{{tier=\"{t}\",outcome=\"{outcome}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP earlyexit_next_tier_down 1 while the circuit breaker answers without the next tier."
+        );
+        let _ = writeln!(o, "# TYPE earlyexit_next_tier_down gauge");
+        let _ = writeln!(
+            o,
+            "earlyexit_next_tier_down{{tier=\"{t}\"}} {}",
+            self.next_tier_down.load(Ordering::Relaxed)
+        );
         let _ = writeln!(o, "# HELP earlyexit_queue_depth Jobs waiting for the model.");
         let _ = writeln!(o, "# TYPE earlyexit_queue_depth gauge");
         let _ = writeln!(

@@ -4,7 +4,8 @@
 //!   dynamic batching ([`batcher`]) and per-sample exits inside each batch;
 //! - a tier forwards the samples none of its exits takes to the next tier as activations
 //!   ([`codec`]: f32 or f16, optionally lz4 or zstd), and answers `degraded` from the most
-//!   confident exit reached when the next tier is down or late ([`tier`]);
+//!   confident exit reached when the next tier is down or late ([`tier`]), at once while a
+//!   [`breaker`] knows it is down;
 //! - [`client`] classifies files or tensors and generates bounded load;
 //! - [`plan`] chooses split points from exit rates, tier speeds and link costs;
 //! - [`metrics`] keeps Prometheus counters and histograms.
@@ -14,6 +15,7 @@
 //! wrong token `UNAUTHENTICATED`; past the deadline `DEADLINE_EXCEEDED`.
 
 pub mod batcher;
+pub mod breaker;
 pub mod client;
 pub mod codec;
 mod error;

@@ -19,6 +19,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use super::batcher::{BatchConfig, Batchable, Gatherer};
+use super::breaker::{Breaker, BreakerConfig};
 use super::client::{ConnectOptions, TierClient};
 use super::codec::{WireFormat, encode};
 use super::error::{ServeError, ServeResult};
@@ -122,10 +123,12 @@ pub struct NextTier {
     pub retries: u32,
     /// First backoff; doubled after each retry.
     pub backoff: Duration,
+    /// When to stop trying a next tier that keeps failing, and how to probe it.
+    pub breaker: BreakerConfig,
 }
 
 impl NextTier {
-    /// Defaults: f32, no compression, 3 retries from 20 ms.
+    /// Defaults: f32, no compression, 3 retries from 20 ms, the default circuit breaker.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
@@ -133,6 +136,7 @@ impl NextTier {
             wire: WireFormat::default(),
             retries: 3,
             backoff: Duration::from_millis(20),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -430,10 +434,10 @@ pub(crate) struct Forwarding {
     pub metrics: Arc<Metrics>,
     pub name: String,
     pub exit_macs: Vec<u64>,
-    /// Set when the last call ended unavailable after its retries: later calls try once,
-    /// without backoff, until one succeeds (so a dead next tier costs one refused connection
-    /// per batch, and a restarted one is used again at once).
-    pub failing: std::sync::atomic::AtomicBool,
+    /// Failures in a row of the next tier: while any, calls try once without backoff; after
+    /// [`BreakerConfig::failures`] survivors are answered degraded at once until a background
+    /// probe finds the tier answering again.
+    pub breaker: Arc<Breaker>,
 }
 
 fn reserve(remaining: Duration) -> Duration {
@@ -447,13 +451,12 @@ impl Forwarding {
         let Some((client, cfg)) = &self.next else {
             return Err("no next tier configured".into());
         };
-        use std::sync::atomic::Ordering;
+        if let Err(why) = self.breaker.admit() {
+            self.metrics.forward_attempt("circuit_open");
+            return Err(format!("{}: {why}", cfg.addr));
+        }
         let bytes = req.encoded_len();
-        let retries = if self.failing.load(Ordering::Relaxed) {
-            0
-        } else {
-            cfg.retries
-        };
+        let retries = if self.breaker.failing() { 0 } else { cfg.retries };
         let mut attempt = 0u32;
         loop {
             let now = Instant::now();
@@ -465,10 +468,18 @@ impl Forwarding {
             }
             let started = Instant::now();
             let result = tokio::time::timeout(budget, client.forward(req.clone(), budget)).await;
+            // A deadline the next tier had time to meet and missed is its failure; a client's
+            // too-short deadline is not.
+            let missed = |why: String| {
+                if budget >= cfg.breaker.min_budget {
+                    self.failed(&why);
+                }
+                Err(why)
+            };
             let status = match result {
                 Err(_) => {
                     self.metrics.forward_attempt("deadline");
-                    return Err(format!("next tier {} past the deadline", cfg.addr));
+                    return missed(format!("next tier {} past the deadline", cfg.addr));
                 }
                 Ok(Ok(resp)) => {
                     if resp.answers.len() != req.ids.len()
@@ -478,7 +489,8 @@ impl Forwarding {
                         return Err(format!("next tier {} answered other samples than asked", cfg.addr));
                     }
                     self.metrics.forward_attempt("ok");
-                    self.failing.store(false, Ordering::Relaxed);
+                    self.breaker.success();
+                    self.metrics.set_next_tier_down(false);
                     self.metrics
                         .forwarded(req.ids.len(), bytes, resp.encoded_len(), started.elapsed());
                     return Ok(resp.answers);
@@ -491,7 +503,7 @@ impl Forwarding {
                 || (status.code() == Code::Cancelled && status.message() == "Timeout expired")
             {
                 self.metrics.forward_attempt("deadline");
-                return Err(format!("next tier {} past the deadline", cfg.addr));
+                return missed(format!("next tier {} past the deadline", cfg.addr));
             }
             let retry = matches!(
                 status.code(),
@@ -505,8 +517,8 @@ impl Forwarding {
             });
             let why = format!("next tier {}: {:?}: {}", cfg.addr, status.code(), status.message());
             if !retry || attempt >= retries {
-                if retry {
-                    self.failing.store(true, Ordering::Relaxed);
+                if matches!(status.code(), Code::Unavailable | Code::Unauthenticated) {
+                    self.failed(&why);
                 }
                 return Err(why);
             }
@@ -517,6 +529,38 @@ impl Forwarding {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// Counts a failure of the next tier; the one that opens the circuit starts the probe.
+    fn failed(&self, why: &str) {
+        if !self.breaker.failure(why) {
+            return;
+        }
+        let Some((client, cfg)) = &self.next else { return };
+        tracing::warn!(
+            "{}: next tier {} failed {} times in a row ({why}): answering degraded at once, probing it every {} ms",
+            self.name,
+            cfg.addr,
+            cfg.breaker.failures,
+            cfg.breaker.probe_every.as_millis()
+        );
+        self.metrics.set_next_tier_down(true);
+        // The probe holds the breaker weakly: it ends with the server.
+        let (client, breaker, metrics) = (client.clone(), Arc::downgrade(&self.breaker), self.metrics.clone());
+        let (name, addr, c) = (self.name.clone(), cfg.addr.clone(), cfg.breaker);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(c.probe_every).await;
+                let answered = matches!(tokio::time::timeout(c.probe_timeout, client.info()).await, Ok(Ok(_)));
+                let Some(breaker) = breaker.upgrade() else { return };
+                if answered {
+                    breaker.probe_answered();
+                    metrics.set_next_tier_down(false);
+                    tracing::info!("{name}: next tier {addr} answers again: forwarding to it");
+                    return;
+                }
+            }
+        });
     }
 
     /// The degraded answer for a survivor whose next tier failed.

@@ -151,12 +151,31 @@ pub struct TrainConfig {
 }
 
 /// Parses one `--set key.path=value` override into a TOML value (a TOML literal if it parses as
-/// one, a string otherwise).
-fn override_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+/// one, a string otherwise). A value written as a number that is not one TOML can hold (an
+/// integer beyond i64) is an error that says so, not a string the field then refuses by type.
+fn override_value(o: &str, raw: &str) -> Result<toml::Value> {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => Ok(t.remove("v").expect("the key just parsed")),
+        Err(_) if looks_numeric(raw) => {
+            let reason = if raw.contains(['.', 'e', 'E']) {
+                "is not a number TOML can read".to_string()
+            } else {
+                format!("is too large for an integer (at most {})", i64::MAX)
+            };
+            Err(Error::invalid("--set", format!("`{o}`: `{raw}` {reason}")))
+        }
+        Err(_) => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+/// Whether `raw` is written as a number: an optional sign, a digit, then digits, `_`, `.`, or an
+/// exponent.
+fn looks_numeric(raw: &str) -> bool {
+    let body = raw.strip_prefix(['+', '-']).unwrap_or(raw);
+    body.starts_with(|c: char| c.is_ascii_digit())
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '_' | '.' | 'e' | 'E' | '+' | '-'))
 }
 
 /// Applies `key.path=value` overrides to a TOML table; `key.path=` (nothing after `=`) removes
@@ -183,7 +202,7 @@ pub fn apply_overrides(table: &mut toml::Table, overrides: &[String]) -> Result<
         if value.trim().is_empty() {
             t.remove(&last);
         } else {
-            t.insert(last, override_value(value.trim()));
+            t.insert(last, override_value(o, value.trim())?);
         }
     }
     Ok(())
@@ -421,6 +440,15 @@ lr = 0.001
         assert!(e.contains("objective.kind"), "{e}");
         let e = parse(BASE, &["objective.kind=heads-only"]).unwrap_err().to_string();
         assert!(e.contains("`init`"), "{e}");
+        // An integer too large for TOML is said as such (it used to become the string
+        // "99999999999999999999", refused as "invalid type: string").
+        let e = parse(BASE, &["epochs=99999999999999999999"]).unwrap_err().to_string();
+        assert!(
+            e.contains("too large") && e.contains("epochs=") && !e.contains("invalid type"),
+            "{e}"
+        );
+        // Words stay strings: a policy, a dataset name.
+        assert!(parse(BASE, &["eval_policy=never"]).is_ok());
         let e = parse(BASE, &["eval_policy=maxprob:0.9,0.9,0.9"])
             .unwrap_err()
             .to_string();

@@ -58,3 +58,18 @@ fn an_os_error_is_said_once() {
     assert!(!ok);
     assert_eq!(text.matches("os error 2").count(), 1, "{text}");
 }
+
+#[test]
+fn thresholds_outside_their_range_are_refused_before_the_run_is_read() {
+    for policy in ["maxprob:-0.5", "maxprob:1.5", "entropy:-1"] {
+        let (ok, text) = earlyexit_text(&["eval", "--run", "no/such/run", "--policy", policy]);
+        assert!(!ok, "--policy {policy} accepted");
+        let value = policy.split(':').nth(1).unwrap();
+        assert!(
+            text.contains(&format!("`{value}` is outside [0, 1]"))
+                && text.contains("off")
+                && !text.contains("no/such/run"),
+            "{policy}: {text}"
+        );
+    }
+}

@@ -51,13 +51,19 @@ fn free_port() -> u16 {
 
 /// Starts `earlyexit ARGS… --listen 127.0.0.1:PORT` and waits for its `listening on` line.
 fn spawn(args: &[&str], port: u16, env_token: bool) -> Proc {
+    spawn_logging(args, port, env_token, Stdio::inherit())
+}
+
+/// [`spawn`] with the process's log (stderr) going to `log`.
+fn spawn_logging(args: &[&str], port: u16, env_token: bool, log: Stdio) -> Proc {
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(EXE);
     cmd.args(args)
         .args(["--listen", &listen])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env_remove("EARLYEXIT_TOKEN");
+        .stderr(log)
+        .env_remove("EARLYEXIT_TOKEN")
+        .env_remove("RUST_LOG");
     if env_token {
         cmd.env("EARLYEXIT_TOKEN", TOKEN);
     }
@@ -192,6 +198,8 @@ fn three_tiers(f: &Fixture, extra_edge: &[&str]) -> Tiers {
                 "2",
                 "--backoff-ms",
                 "10",
+                "--probe-ms",
+                "50",
             ],
         ),
         p0,
@@ -370,7 +378,84 @@ async fn killing_the_middle_tier_degrades_then_recovers() {
     let m = dev.metrics().await.unwrap();
     assert_eq!(scrape(&m, "earlyexit_degraded_answers_total", &[]), degraded as f64);
     assert_eq!(scrape(&m, "earlyexit_answers_total", &[]), (total * 4) as f64);
+    // The breaker opened while the edge was down (batches answered without trying it), and a
+    // probe closed it again.
+    assert!(
+        scrape(&m, "earlyexit_forward_attempts_total", &["outcome=\"circuit_open\""]) > 0.0,
+        "{m}"
+    );
+    assert_eq!(scrape(&m, "earlyexit_next_tier_down", &[]), 0.0);
     drop(edge);
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+/// Waits until `log` holds `text` (or 20 s pass) and returns the log.
+fn wait_for_log(log: &std::path::Path, text: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if s.contains(text) || Instant::now() >= until {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A next tier that leaves a stage gap, or wants another token, is logged as an error at
+/// start-up, before any request finds out through degraded answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_tier_that_does_not_fit_is_logged_at_start_up() {
+    let f = fixture("misfit");
+    let base = f.model_args();
+    let cloud_port = free_port();
+    let cloud = spawn(
+        &args(&base, &["tier", "--stages", "2..", "--name", "cloud"]),
+        cloud_port,
+        true,
+    );
+    let next = format!("127.0.0.1:{cloud_port}");
+    // Stages 0..1, then a tier that starts at 2: stage 1 runs nowhere.
+    let log = f.dir.join("gap.log");
+    let gap = spawn_logging(
+        &args(&base, &["tier", "--stages", "0..1", "--next", &next]),
+        free_port(),
+        true,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let text = wait_for_log(&log, "does not fit");
+    assert!(
+        text.contains("ERROR") && text.contains(&next) && text.contains("stages 1..2 run nowhere"),
+        "{text}"
+    );
+    drop(gap);
+    // The right stages without the token the next tier wants.
+    let log = f.dir.join("token.log");
+    let anon = spawn_logging(
+        &args(&base, &["tier", "--stages", "1..2", "--next", &next]),
+        free_port(),
+        false,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let text = wait_for_log(&log, "token");
+    assert!(
+        text.contains("ERROR") && text.contains("refuses this tier's token"),
+        "{text}"
+    );
+    drop(anon);
+    // And a chain that fits says so.
+    let log = f.dir.join("fits.log");
+    let fits = spawn_logging(
+        &args(&base, &["tier", "--stages", "1..2", "--next", &next]),
+        free_port(),
+        true,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let text = wait_for_log(&log, "of the same model");
+    assert!(
+        text.contains("serves stages 2..3 of the same model") && !text.contains("ERROR"),
+        "{text}"
+    );
+    drop((fits, cloud));
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 
@@ -502,6 +587,15 @@ async fn bad_requests_are_refused_and_the_server_keeps_serving() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     let e = c.forward(fwd(0, &[1, 1, 28, 29]), t).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // Activations for eight samples under one id: said as the mismatch it is, not as a size
+    // limit the declared shape exceeds.
+    let e = c.forward(fwd(0, &[8, 1, 28, 28]), t).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("[8, 1, 28, 28] for 1 ids") && !e.message().contains("allowed"),
+        "{}",
+        e.message()
+    );
 
     // Still serving, and a correct PNG works.
     let a = ok(c.clone(), f.chunk(0)).await.unwrap().answers;
@@ -587,7 +681,7 @@ async fn full_queue_refuses_and_a_late_next_tier_degrades_within_the_deadline() 
     let held = std::thread::spawn(move || {
         let mut conns = Vec::new();
         hole.set_nonblocking(true).unwrap();
-        let until = Instant::now() + Duration::from_secs(3);
+        let until = Instant::now() + Duration::from_secs(6);
         while Instant::now() < until {
             if let Ok((s, _)) = hole.accept() {
                 conns.push(s);
@@ -622,6 +716,27 @@ async fn full_queue_refuses_and_a_late_next_tier_degrades_within_the_deadline() 
         }
     }
     assert!(degraded > 0);
+    // Two more missed deadlines open the circuit (three in a row by default): then a request
+    // with a long deadline is answered degraded at once instead of waiting it out.
+    for _ in 0..2 {
+        let a = d
+            .classify(f.chunk(0), Duration::from_millis(400))
+            .await
+            .unwrap()
+            .answers;
+        assert!(a.iter().any(|x| x.reason.contains("deadline")));
+    }
+    let started = Instant::now();
+    let a = d.classify(f.chunk(0), Duration::from_secs(3)).await.unwrap().answers;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    for (i, x) in a.iter().enumerate() {
+        if f.expected[i].1 != 0 {
+            assert!(x.degraded && x.reason.contains("next tier down"), "{x:?}");
+        }
+    }
+    let m = d.metrics().await.unwrap();
+    assert_eq!(scrape(&m, "earlyexit_next_tier_down", &[]), 1.0, "{m}");
     drop(device);
     held.join().unwrap();
     let _ = std::fs::remove_dir_all(&f.dir);

@@ -14,15 +14,18 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use super::metrics_http::serve_metrics_http;
 use super::middleware::{OversizedIsInvalid, TokenCheck};
+use super::request::RequestRules;
 use super::service::{Shared, Svc};
 use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{MacConvention, io};
 use crate::serve::batcher::queue;
+use crate::serve::breaker::Breaker;
 use crate::serve::client::{TierClient, read_pem};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
+use crate::serve::proto;
 use crate::serve::proto::early_exit_server::EarlyExitServer;
-use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, stage_inputs, worker_loop};
+use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, worker_loop};
 
 /// An empty shared token (`--token=""`, an empty `EARLYEXIT_TOKEN`) is an error, not "no
 /// authentication": the check compares it with an absent header and would let every request in.
@@ -232,28 +235,31 @@ pub async fn start(
         Some(n) => Some((TierClient::connect(&n.addr, &n.connect)?, n.clone())),
         None => None,
     };
+    if let Some((client, next)) = &next_client {
+        tokio::spawn(check_next_tier(
+            client.clone(),
+            next.addr.clone(),
+            opts.name.clone(),
+            model_id.clone(),
+            range.end,
+        ));
+    }
     let fwd = Arc::new(Forwarding {
         next: next_client,
         metrics: metrics.clone(),
         name: opts.name.clone(),
         exit_macs: exit_macs.clone(),
-        failing: Default::default(),
+        breaker: Arc::new(Breaker::new(opts.next.as_ref().map(|n| n.breaker).unwrap_or_default())),
     });
     let (batcher, gatherer) = queue::<Job>(opts.batch);
     let mut shared = Shared {
-        name: opts.name.clone(),
-        range: range.clone(),
         num_stages,
-        classes: model.arch.description.classes,
-        input: model.arch.description.input,
-        stage_in: stage_inputs(&model)[range.start].clone(),
-        model_id: model_id.clone(),
         model_json: serde_json::to_string(&model.arch.description).expect("descriptions serialise"),
-        policy: opts.policy.clone(),
         next: opts.next.as_ref().map(|n| n.addr.clone()).unwrap_or_default(),
         batcher,
         metrics: metrics.clone(),
         opts: opts.clone(),
+        rules: RequestRules::new(&model, &model_id, &opts)?,
         implementation: String::new(),
     };
     // A whole model answers Classify with the executor's exit loop; a tier runs its slice of
@@ -324,6 +330,68 @@ pub async fn start(
         server,
         worker,
     })
+}
+
+/// Whether the next tier, as its `Info` describes it, fits a tier of model `model_id` whose
+/// stages end at `end_stage`: the same model, starting where this tier ends.
+pub(crate) fn next_tier_fits(info: &proto::InfoResponse, model_id: &str, end_stage: usize) -> Result<(), String> {
+    if info.model_id != model_id {
+        return Err(format!(
+            "it serves model {}, this tier model {model_id}: it will refuse every forwarded sample",
+            info.model_id
+        ));
+    }
+    let first = info.first_stage as usize;
+    if first > end_stage {
+        return Err(format!(
+            "it starts at stage {first}, this tier ends at stage {end_stage}: stages {end_stage}..{first} run nowhere"
+        ));
+    }
+    if first < end_stage {
+        return Err(format!(
+            "it starts at stage {first}, this tier ends at stage {end_stage}: it refuses activations of stage {end_stage}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the next tier once it answers (it may start after this one): model, stage continuity
+/// and token, logged as an error when they do not fit, so a misconfigured chain is found at
+/// start-up rather than through degraded answers.
+async fn check_next_tier(client: TierClient, addr: String, name: String, model_id: String, end_stage: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.info().await {
+            Ok(info) => {
+                match next_tier_fits(&info, &model_id, end_stage) {
+                    Ok(()) => tracing::info!(
+                        "{name}: next tier {addr} ({}) serves stages {}..{} of the same model",
+                        info.tier,
+                        info.first_stage,
+                        info.end_stage
+                    ),
+                    Err(why) => tracing::error!("{name}: next tier {addr} does not fit: {why}"),
+                }
+                return;
+            }
+            Err(e) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                tracing::error!(
+                    "{name}: next tier {addr} refuses this tier's token ({}): give both the same --token / EARLYEXIT_TOKEN",
+                    e.message()
+                );
+                return;
+            }
+            Err(e) if std::time::Instant::now() >= until => {
+                tracing::warn!(
+                    "{name}: next tier {addr} not reachable after 30 s ({:?}: {}): survivors are answered degraded until it is",
+                    e.code(),
+                    e.message()
+                );
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// Serves `model` on a runtime of its own until SIGINT or SIGTERM, then stops with the requests
@@ -405,5 +473,24 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("token is empty"), "{e}");
+    }
+
+    /// A next tier of another model, or one that leaves a gap or overlaps, is named as such.
+    #[test]
+    fn next_tier_must_serve_the_same_model_from_where_this_tier_ends() {
+        let info = |model: &str, first: u32| proto::InfoResponse {
+            model_id: model.into(),
+            first_stage: first,
+            end_stage: 3,
+            num_stages: 3,
+            ..Default::default()
+        };
+        assert!(next_tier_fits(&info("abc", 1), "abc", 1).is_ok());
+        let e = next_tier_fits(&info("xyz", 1), "abc", 1).unwrap_err();
+        assert!(e.contains("model xyz") && e.contains("model abc"), "{e}");
+        let e = next_tier_fits(&info("abc", 2), "abc", 1).unwrap_err();
+        assert!(e.contains("stages 1..2 run nowhere"), "{e}");
+        let e = next_tier_fits(&info("abc", 0), "abc", 1).unwrap_err();
+        assert!(e.contains("refuses activations of stage 1"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use earlyexit::serve::breaker::BreakerConfig;
 use earlyexit::serve::codec::{WireCompression, WireDType, WireFormat};
 use earlyexit::serve::tier::{NextTier, StageRange};
 
@@ -42,6 +43,13 @@ pub struct Args {
     /// First retry backoff, milliseconds (doubled each retry).
     #[arg(long, default_value_t = 20)]
     backoff_ms: u64,
+    /// Failures of the next tier in a row (missed deadlines, refused connections) after which
+    /// survivors are answered degraded at once while it is probed in the background; 0: never.
+    #[arg(long, default_value_t = BreakerConfig::default().failures)]
+    breaker_failures: u32,
+    /// Milliseconds between probes of a next tier held for down.
+    #[arg(long, default_value_t = BreakerConfig::default().probe_every.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    probe_ms: u64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -69,6 +77,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         retries: a.retries,
         backoff: Duration::from_millis(a.backoff_ms),
+        breaker: BreakerConfig {
+            failures: a.breaker_failures,
+            probe_every: Duration::from_millis(a.probe_ms),
+            ..BreakerConfig::default()
+        },
     });
     a.serving.serve(model, id, device, opts, &a.security)
 }
