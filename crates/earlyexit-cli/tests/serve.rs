@@ -286,6 +286,34 @@ async fn three_tiers_answer_like_the_engine_and_like_serve() {
     );
     let wrong = client(&tiers.device.addr, Some("guess"));
     assert_eq!(wrong.info().await.unwrap_err().code(), Code::Unauthenticated);
+    // The standard health service answers without the token (probes carry none): the server
+    // and the API are SERVING; an unknown service is NOT_FOUND.
+    {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", tiers.device.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        for service in ["", "earlyexit.v1.EarlyExit"] {
+            let r = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.status(), ServingStatus::Serving, "`{service}`");
+        }
+        let e = health
+            .check(HealthCheckRequest { service: "nope".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    }
     // Classify goes to the first tier only.
     let edge = client(&tiers.edge.as_ref().unwrap().addr, Some(TOKEN));
     assert_eq!(

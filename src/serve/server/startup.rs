@@ -26,6 +26,8 @@ use crate::serve::metrics::Metrics;
 use crate::serve::proto;
 use crate::serve::proto::early_exit_server::EarlyExitServer;
 use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, worker_loop};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// An empty shared token (`--token=""`, an empty `EARLYEXIT_TOKEN`) is an error, not "no
 /// authentication": the check compares it with an absent header and would let every request in.
@@ -125,6 +127,7 @@ pub struct Served {
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     name: String,
+    health: HealthReporter,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     worker: std::thread::JoinHandle<()>,
@@ -136,8 +139,18 @@ impl Served {
         self.metrics.render(&self.name)
     }
 
+    /// The `grpc.health.v1` statuses this server answers: `""` (the whole server) and
+    /// `earlyexit.v1.EarlyExit`, both `SERVING` once it listens and `NOT_SERVING` from
+    /// [`Self::stop`] on. An application embedding the server may flip them (say, while it
+    /// swaps a model).
+    pub fn health(&self) -> &HealthReporter {
+        &self.health
+    }
+
     /// Stops accepting, lets requests in flight finish, stops the worker.
     pub async fn stop(mut self) -> ServeResult<()> {
+        self.health.set_service_status("", ServingStatus::NotServing).await;
+        self.health.set_not_serving::<ServedApi>().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -160,6 +173,9 @@ impl Served {
         }
     }
 }
+
+/// The API service as the health service names it (`earlyexit.v1.EarlyExit`).
+type ServedApi = EarlyExitServer<Svc>;
 
 /// Starts serving `model` in the current tokio runtime: binds, spawns the model worker thread
 /// and the gRPC server, and returns at once.
@@ -187,6 +203,15 @@ impl Served {
 /// assert_eq!(resp.answers[0].tier, "serve");
 /// // `auto` runs the compiled CPU path where it runs the model (every zoo model), and says so.
 /// assert!(client.info().await?.implementation.starts_with("compiled"));
+///
+/// // The standard health service follows what the embedding application reports.
+/// use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+/// let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", served.addr))?.connect().await?;
+/// let mut health = HealthClient::new(channel);
+/// let ask = |s: &str| HealthCheckRequest { service: s.into() };
+/// assert_eq!(health.check(ask("")).await?.into_inner().status(), ServingStatus::Serving);
+/// served.health().set_service_status("", tonic_health::ServingStatus::NotServing).await;
+/// assert_eq!(health.check(ask("")).await?.into_inner().status(), ServingStatus::NotServing);
 /// served.stop().await?;
 /// # Ok(()) }
 /// ```
@@ -316,9 +341,14 @@ pub async fn start(
         }
         None => None,
     };
+    // `grpc.health.v1`, outside the token check: probes (Kubernetes, load balancers) carry no
+    // credentials, and the status reveals nothing.
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<ServedApi>().await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tokio::spawn(builder.add_service(svc).serve_with_incoming_shutdown(incoming, async {
+    let router = builder.add_service(health_svc).add_service(svc);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
     Ok(Served {
@@ -326,6 +356,7 @@ pub async fn start(
         metrics_addr,
         metrics,
         name: opts.name,
+        health,
         shutdown: Some(tx),
         server,
         worker,
