@@ -126,16 +126,6 @@ struct Grid {
     level: Vec<Vec<u16>>,
 }
 
-/// The value compared against the score, exactly as [`Policy::simulate`] computes it.
-fn effective(kind: ScoreKind, t: f32) -> f32 {
-    score_cutoff(kind, t)
-}
-
-/// A policy threshold that fires for scores ≥ `s` (in score space).
-fn to_threshold(kind: ScoreKind, s: f32) -> f32 {
-    threshold_for_cutoff(kind, s)
-}
-
 fn make_policy(kind: ScoreKind, t: Thresholds) -> Policy {
     match kind {
         ScoreKind::MaxProb => Policy::MaxProb(t),
@@ -167,8 +157,8 @@ fn grid(scores: &[&[f32]], kind: ScoreKind, shared: bool) -> Grid {
         }
         cuts.dedup();
     }
-    let values: Vec<f32> = cuts.iter().map(|&c| to_threshold(kind, c)).collect();
-    let eff: Vec<f32> = values.iter().map(|&t| effective(kind, t)).collect();
+    let values: Vec<f32> = cuts.iter().map(|&c| threshold_for_cutoff(kind, c)).collect();
+    let eff: Vec<f32> = values.iter().map(|&t| score_cutoff(kind, t)).collect();
     let level = scores
         .iter()
         .map(|s| {
@@ -530,8 +520,8 @@ pub fn fit_shares(table: &ExitTable, kind: ScoreKind, shares: &[f64]) -> Result<
                 if below.is_finite() { 0.5 * (x + below) } else { x - 1e-3 }
             }
         };
-        let t = to_threshold(kind, cut);
-        let e = effective(kind, t);
+        let t = threshold_for_cutoff(kind, cut);
+        let e = score_cutoff(kind, t);
         alive.retain(|&i| s[i] < e);
         thresholds.push(t);
     }

@@ -465,15 +465,14 @@ impl Policy {
     pub fn simulate(&self, scores: &[Vec<f32>], preds: &[Vec<usize>]) -> Vec<usize> {
         let n_exits = scores.len();
         let n = scores.first().map_or(preds.first().map_or(0, |p| p.len()), |s| s.len());
+        let cut: Vec<f32> = (0..n_exits).map(|k| self.cutoff(k).unwrap_or(f32::INFINITY)).collect();
         (0..n)
             .map(|i| {
                 let mut streak = 0usize;
                 for k in 0..n_exits {
                     let s = scores[k][i];
                     let go = match self {
-                        Policy::Confidence(_) | Policy::MaxProb(_) | Policy::Entropy(_) => {
-                            s >= self.cutoff(k).unwrap_or(f32::INFINITY)
-                        }
+                        Policy::Confidence(_) | Policy::MaxProb(_) | Policy::Entropy(_) => s >= cut[k],
                         Policy::Patience(p) => {
                             streak = if k > 0 && preds[k][i] == preds[k - 1][i] {
                                 streak + 1

@@ -121,11 +121,15 @@ impl Breaker {
         }
     }
 
-    /// A probe answered: half-open, closed with one failure to spare.
+    /// A probe answered: half-open, closed with one failure to spare. A circuit that a call
+    /// closed meanwhile (one admitted before it opened succeeded) is left as that call left it.
     pub fn probe_answered(&self) {
-        *self.lock() = State::Closed {
-            failures: self.cfg.failures.saturating_sub(1),
-        };
+        let mut s = self.lock();
+        if matches!(&*s, State::Open { .. }) {
+            *s = State::Closed {
+                failures: self.cfg.failures.saturating_sub(1),
+            };
+        }
     }
 
     /// Whether the circuit is open.
@@ -155,6 +159,9 @@ mod tests {
         b.probe_answered();
         assert!(b.admit().is_ok() && b.failing());
         b.success();
+        assert!(!b.failing());
+        // A late probe does not undo a success.
+        b.probe_answered();
         assert!(!b.failing());
     }
 

@@ -545,14 +545,17 @@ impl Forwarding {
             cfg.breaker.probe_every.as_millis()
         );
         self.metrics.set_next_tier_down(true);
-        // The probe holds the breaker weakly: it ends with the server.
+        // The probe holds the breaker weakly, so that it does not outlive the server.
         let (client, breaker, metrics) = (client.clone(), Arc::downgrade(&self.breaker), self.metrics.clone());
         let (name, addr, c) = (self.name.clone(), cfg.addr.clone(), cfg.breaker);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(c.probe_every).await;
                 let answered = matches!(tokio::time::timeout(c.probe_timeout, client.info()).await, Ok(Ok(_)));
-                let Some(breaker) = breaker.upgrade() else { return };
+                // Ends with the server, or once a forwarded call closed the circuit.
+                let Some(breaker) = breaker.upgrade().filter(|b| b.is_open()) else {
+                    return;
+                };
                 if answered {
                     breaker.probe_answered();
                     metrics.set_next_tier_down(false);

@@ -429,6 +429,24 @@ fn wait_for_log(log: &std::path::Path, text: &str) -> String {
     }
 }
 
+/// Starts a tier of `stages` forwarding to `next`, its log in `log`, and waits for `text` in it.
+fn tier_logging(
+    base: &[String],
+    stages: &str,
+    next: &str,
+    env_token: bool,
+    log: &std::path::Path,
+    text: &str,
+) -> (Proc, String) {
+    let tier = spawn_logging(
+        &args(base, &["tier", "--stages", stages, "--next", next]),
+        free_port(),
+        env_token,
+        Stdio::from(std::fs::File::create(log).unwrap()),
+    );
+    (tier, wait_for_log(log, text))
+}
+
 /// A next tier that leaves a stage gap, or wants another token, is logged as an error at
 /// start-up, before any request finds out through degraded answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,42 +461,21 @@ async fn a_next_tier_that_does_not_fit_is_logged_at_start_up() {
     );
     let next = format!("127.0.0.1:{cloud_port}");
     // Stages 0..1, then a tier that starts at 2: stage 1 runs nowhere.
-    let log = f.dir.join("gap.log");
-    let gap = spawn_logging(
-        &args(&base, &["tier", "--stages", "0..1", "--next", &next]),
-        free_port(),
-        true,
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let text = wait_for_log(&log, "does not fit");
+    let (gap, text) = tier_logging(&base, "0..1", &next, true, &f.dir.join("gap.log"), "does not fit");
     assert!(
         text.contains("ERROR") && text.contains(&next) && text.contains("stages 1..2 run nowhere"),
         "{text}"
     );
     drop(gap);
     // The right stages without the token the next tier wants.
-    let log = f.dir.join("token.log");
-    let anon = spawn_logging(
-        &args(&base, &["tier", "--stages", "1..2", "--next", &next]),
-        free_port(),
-        false,
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let text = wait_for_log(&log, "token");
+    let (anon, text) = tier_logging(&base, "1..2", &next, false, &f.dir.join("token.log"), "token");
     assert!(
         text.contains("ERROR") && text.contains("refuses this tier's token"),
         "{text}"
     );
     drop(anon);
     // And a chain that fits says so.
-    let log = f.dir.join("fits.log");
-    let fits = spawn_logging(
-        &args(&base, &["tier", "--stages", "1..2", "--next", &next]),
-        free_port(),
-        true,
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let text = wait_for_log(&log, "of the same model");
+    let (fits, text) = tier_logging(&base, "1..2", &next, true, &f.dir.join("fits.log"), "of the same model");
     assert!(
         text.contains("serves stages 2..3 of the same model") && !text.contains("ERROR"),
         "{text}"
