@@ -13,6 +13,9 @@ pub enum ServeError {
     /// tier that does not start at stage 0, or a `Forward` built for another model).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// What the request names does not exist here (a model name this server does not serve).
+    #[error("{0}")]
+    NotFound(String),
     /// The bounded queue is full: try again later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -42,6 +45,7 @@ impl ServeError {
         match self {
             ServeError::InvalidArgument(_) => Code::InvalidArgument,
             ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServeError::NotFound(_) => Code::NotFound,
             ServeError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServeError::Unauthenticated => Code::Unauthenticated,

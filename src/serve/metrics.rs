@@ -1,11 +1,12 @@
-//! Metrics in the Prometheus text exposition format (version 0.0.4), without a metrics crate:
-//! counters are atomics or small maps behind a mutex, histograms have fixed buckets.
+//! Serving metrics through the `metrics` facade, rendered in the Prometheus text exposition
+//! format (0.0.4) by `metrics-exporter-prometheus`. Each server owns its recorder (no global
+//! recorder: several servers, and tests, live in one process), with the tier's name as a label on
+//! every series; `/metrics` and the `Metrics` RPC render it.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Latency histogram bucket bounds, seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -14,289 +15,210 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Batch size histogram bucket bounds.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-/// A histogram with fixed bucket bounds.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    inner: Mutex<(Vec<u64>, f64, u64)>,
+const REQUESTS: &str = "earlyexit_requests_total";
+const REQUEST_SECONDS: &str = "earlyexit_request_seconds";
+const ANSWERS: &str = "earlyexit_answers_total";
+const FORWARD_ATTEMPTS: &str = "earlyexit_forward_attempts_total";
+const NEXT_TIER_SECONDS: &str = "earlyexit_next_tier_seconds";
+const BATCH_SAMPLES: &str = "earlyexit_batch_samples";
+
+/// Every series, its kind and its help text.
+const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (REQUESTS, Kind::Counter, "Finished requests by RPC and status code."),
+    ("earlyexit_samples_total", Kind::Counter, "Samples received."),
+    (
+        ANSWERS,
+        Kind::Counter,
+        "Answers returned by this process, by exit and by the tier that answered.",
+    ),
+    (
+        "earlyexit_degraded_answers_total",
+        Kind::Counter,
+        "Answers flagged degraded.",
+    ),
+    (
+        "earlyexit_forwarded_samples_total",
+        Kind::Counter,
+        "Samples sent to the next tier.",
+    ),
+    (
+        "earlyexit_forwarded_bytes_total",
+        Kind::Counter,
+        "Bytes of Forward requests sent to the next tier (protobuf payload).",
+    ),
+    (
+        "earlyexit_forward_answer_bytes_total",
+        Kind::Counter,
+        "Bytes of Forward answers received from the next tier.",
+    ),
+    (FORWARD_ATTEMPTS, Kind::Counter, "Forward attempts by outcome."),
+    (
+        "earlyexit_next_tier_down",
+        Kind::Gauge,
+        "1 while the circuit breaker answers without the next tier.",
+    ),
+    ("earlyexit_queue_depth", Kind::Gauge, "Jobs waiting for the model."),
+    (
+        REQUEST_SECONDS,
+        Kind::Histogram,
+        "Request latency inside this process, by RPC.",
+    ),
+    (
+        NEXT_TIER_SECONDS,
+        Kind::Histogram,
+        "Round trip of successful Forward calls to the next tier.",
+    ),
+    (BATCH_SAMPLES, Kind::Histogram, "Samples per batch run by the model."),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-impl Histogram {
-    /// An empty histogram.
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            inner: Mutex::new((vec![0; bounds.len()], 0.0, 0)),
-        }
-    }
-
-    /// Records one value.
-    pub fn observe(&self, v: f64) {
-        let mut g = self.inner.lock().expect("metrics lock");
-        for (i, b) in self.bounds.iter().enumerate() {
-            if v <= *b {
-                g.0[i] += 1;
-            }
-        }
-        g.1 += v;
-        g.2 += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let g = self.inner.lock().expect("metrics lock");
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in self.bounds.iter().zip(&g.0) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", g.2);
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", g.1);
-        let _ = writeln!(out, "{name}_count{braces} {}", g.2);
-    }
-}
-
-/// Every metric a serving process keeps.
-#[derive(Debug)]
+/// Every metric a serving process keeps, for one tier.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    answers: Mutex<BTreeMap<(usize, String), u64>>,
-    degraded: AtomicU64,
-    samples_in: AtomicU64,
-    forwarded_samples: AtomicU64,
-    forwarded_bytes: AtomicU64,
-    forward_answer_bytes: AtomicU64,
-    forward_attempts: Mutex<BTreeMap<&'static str, u64>>,
-    latency_classify: Histogram,
-    latency_forward: Histogram,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    samples_in: Counter,
+    degraded: Counter,
+    forwarded_samples: Counter,
+    forwarded_bytes: Counter,
+    forward_answer_bytes: Counter,
     next_latency: Histogram,
     batch: Histogram,
-    queue_depth: AtomicU64,
-    next_tier_down: AtomicU64,
+    queue_depth: Gauge,
+    next_tier_down: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
 impl Metrics {
-    /// All zero.
-    pub fn new() -> Self {
+    /// All zero, every series labelled `tier="TIER"`.
+    pub fn new(tier: &str) -> Self {
+        let recorder = PrometheusBuilder::new()
+            .add_global_label("tier", tier)
+            .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), LATENCY_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(NEXT_TIER_SECONDS.into()), LATENCY_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SAMPLES.into()), BATCH_BUCKETS))
+            .expect("the bucket lists are not empty")
+            .build_recorder();
+        for &(name, kind, help) in DESCRIPTIONS {
+            let (key, unit, help) = (
+                KeyName::from_const_str(name),
+                None::<Unit>,
+                SharedString::const_str(help),
+            );
+            match kind {
+                Kind::Counter => recorder.describe_counter(key, unit, help),
+                Kind::Gauge => recorder.describe_gauge(key, unit, help),
+                Kind::Histogram => recorder.describe_histogram(key, unit, help),
+            }
+        }
+        let counter = |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &METADATA);
+        let histogram = |name: &'static str| recorder.register_histogram(&Key::from_static_name(name), &METADATA);
         Self {
-            requests: Mutex::new(BTreeMap::new()),
-            answers: Mutex::new(BTreeMap::new()),
-            degraded: AtomicU64::new(0),
-            samples_in: AtomicU64::new(0),
-            forwarded_samples: AtomicU64::new(0),
-            forwarded_bytes: AtomicU64::new(0),
-            forward_answer_bytes: AtomicU64::new(0),
-            forward_attempts: Mutex::new(BTreeMap::new()),
-            latency_classify: Histogram::new(LATENCY_BUCKETS),
-            latency_forward: Histogram::new(LATENCY_BUCKETS),
-            next_latency: Histogram::new(LATENCY_BUCKETS),
-            batch: Histogram::new(BATCH_BUCKETS),
-            queue_depth: AtomicU64::new(0),
-            next_tier_down: AtomicU64::new(0),
+            handle: recorder.handle(),
+            samples_in: counter("earlyexit_samples_total"),
+            degraded: counter("earlyexit_degraded_answers_total"),
+            forwarded_samples: counter("earlyexit_forwarded_samples_total"),
+            forwarded_bytes: counter("earlyexit_forwarded_bytes_total"),
+            forward_answer_bytes: counter("earlyexit_forward_answer_bytes_total"),
+            next_latency: histogram(NEXT_TIER_SECONDS),
+            batch: histogram(BATCH_SAMPLES),
+            queue_depth: gauge("earlyexit_queue_depth"),
+            next_tier_down: gauge("earlyexit_next_tier_down"),
+            recorder,
         }
     }
 
-    /// One finished request of `rpc` (`classify`, `forward`, …) with status `code` (`OK`,
-    /// `INVALID_ARGUMENT`, …) after `elapsed`.
+    fn labelled_counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// One finished request of `rpc` (`classify`, `forward`, `infer`, …) with status `code`
+    /// (`OK`, `INVALID_ARGUMENT`, …) after `elapsed`; its latency is kept for the RPCs that
+    /// reach the model (not for `any`, a request refused before its RPC is known).
     pub fn request(&self, rpc: &'static str, code: &'static str, elapsed: Duration) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((rpc, code))
-            .or_default() += 1;
-        match rpc {
-            "classify" => self.latency_classify.observe(elapsed.as_secs_f64()),
-            "forward" => self.latency_forward.observe(elapsed.as_secs_f64()),
-            _ => {}
+        let labels = vec![
+            Label::from_static_parts("rpc", rpc),
+            Label::from_static_parts("code", code),
+        ];
+        self.labelled_counter(REQUESTS, labels).increment(1);
+        if rpc != "any" {
+            let key = Key::from_parts(REQUEST_SECONDS, vec![Label::from_static_parts("rpc", rpc)]);
+            self.recorder
+                .register_histogram(&key, &METADATA)
+                .record(elapsed.as_secs_f64());
         }
     }
 
-    /// Samples received (in `Classify` or `Forward`).
+    /// Samples received (in `Classify`, `Forward` or `ModelInfer`).
     pub fn samples_in(&self, n: usize) {
-        self.samples_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.samples_in.increment(n as u64);
     }
 
     /// One answer this process returned, by exit and answering tier.
     pub fn answer(&self, exit: usize, tier: &str, degraded: bool) {
-        *self
-            .answers
-            .lock()
-            .expect("metrics lock")
-            .entry((exit, tier.to_string()))
-            .or_default() += 1;
+        let labels = vec![
+            Label::new("exit", exit.to_string()),
+            Label::new("answered_by", tier.to_string()),
+        ];
+        self.labelled_counter(ANSWERS, labels).increment(1);
         if degraded {
-            self.degraded.fetch_add(1, Ordering::Relaxed);
+            self.degraded.increment(1);
         }
     }
 
     /// One `Forward` attempt to the next tier and its outcome (`ok`, `unavailable`, …).
     pub fn forward_attempt(&self, outcome: &'static str) {
-        *self
-            .forward_attempts
-            .lock()
-            .expect("metrics lock")
-            .entry(outcome)
-            .or_default() += 1;
+        self.labelled_counter(FORWARD_ATTEMPTS, vec![Label::from_static_parts("outcome", outcome)])
+            .increment(1);
     }
 
     /// A batch forwarded to the next tier: samples, request bytes, answer bytes, round trip.
     pub fn forwarded(&self, samples: usize, bytes: usize, answer_bytes: usize, rtt: Duration) {
-        self.forwarded_samples.fetch_add(samples as u64, Ordering::Relaxed);
-        self.forwarded_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.forward_answer_bytes
-            .fetch_add(answer_bytes as u64, Ordering::Relaxed);
-        self.next_latency.observe(rtt.as_secs_f64());
+        self.forwarded_samples.increment(samples as u64);
+        self.forwarded_bytes.increment(bytes as u64);
+        self.forward_answer_bytes.increment(answer_bytes as u64);
+        self.next_latency.record(rtt.as_secs_f64());
     }
 
     /// Size of one batch the model ran on.
     pub fn batch(&self, samples: usize) {
-        self.batch.observe(samples as f64);
+        self.batch.record(samples as f64);
     }
 
     /// Jobs waiting in the queue.
     pub fn set_queue_depth(&self, depth: usize) {
-        self.queue_depth.store(depth as u64, Ordering::Relaxed);
+        self.queue_depth.set(depth as f64);
     }
 
     /// Whether the circuit breaker holds the next tier for down.
     pub fn set_next_tier_down(&self, down: bool) {
-        self.next_tier_down.store(u64::from(down), Ordering::Relaxed);
+        self.next_tier_down.set(f64::from(u8::from(down)));
     }
 
-    /// Bytes sent to the next tier so far (request payloads).
-    pub fn forwarded_bytes(&self) -> u64 {
-        self.forwarded_bytes.load(Ordering::Relaxed)
+    /// Folds the observations recorded since the last call into the histograms' buckets, so
+    /// memory stays bounded between scrapes (a server calls it every few seconds; a render does
+    /// it too).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
-    /// The Prometheus text exposition, `tier` as a constant label on every series.
-    pub fn render(&self, tier: &str) -> String {
-        let t = tier.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_requests_total Finished requests by RPC and status code."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_requests_total counter");
-        for ((rpc, code), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                o,
-                "earlyexit_requests_total{{tier=\"{t}\",rpc=\"{rpc}\",code=\"{code}\"}} {n}"
-            );
-        }
-        let _ = writeln!(o, "# HELP earlyexit_samples_total Samples received.");
-        let _ = writeln!(o, "# TYPE earlyexit_samples_total counter");
-        let _ = writeln!(
-            o,
-            "earlyexit_samples_total{{tier=\"{t}\"}} {}",
-            self.samples_in.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_answers_total Answers returned by this process, by exit and by the tier that answered."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_answers_total counter");
-        for ((exit, by), n) in self.answers.lock().expect("metrics lock").iter() {
-            let by = by.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                o,
-                "earlyexit_answers_total{{tier=\"{t}\",exit=\"{exit}\",answered_by=\"{by}\"}} {n}"
-            );
-        }
-        let _ = writeln!(o, "# HELP earlyexit_degraded_answers_total Answers flagged degraded.");
-        let _ = writeln!(o, "# TYPE earlyexit_degraded_answers_total counter");
-        let _ = writeln!(
-            o,
-            "earlyexit_degraded_answers_total{{tier=\"{t}\"}} {}",
-            self.degraded.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_forwarded_samples_total Samples sent to the next tier."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_forwarded_samples_total counter");
-        let _ = writeln!(
-            o,
-            "earlyexit_forwarded_samples_total{{tier=\"{t}\"}} {}",
-            self.forwarded_samples.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_forwarded_bytes_total Bytes of Forward requests sent to the next tier (protobuf payload)."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_forwarded_bytes_total counter");
-        let _ = writeln!(
-            o,
-            "earlyexit_forwarded_bytes_total{{tier=\"{t}\"}} {}",
-            self.forwarded_bytes.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_forward_answer_bytes_total Bytes of Forward answers received from the next tier."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_forward_answer_bytes_total counter");
-        let _ = writeln!(
-            o,
-            "earlyexit_forward_answer_bytes_total{{tier=\"{t}\"}} {}",
-            self.forward_answer_bytes.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_forward_attempts_total Forward attempts by outcome."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_forward_attempts_total counter");
-        for (outcome, n) in self.forward_attempts.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                o,
-                "earlyexit_forward_attempts_total{{tier=\"{t}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_next_tier_down 1 while the circuit breaker answers without the next tier."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_next_tier_down gauge");
-        let _ = writeln!(
-            o,
-            "earlyexit_next_tier_down{{tier=\"{t}\"}} {}",
-            self.next_tier_down.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(o, "# HELP earlyexit_queue_depth Jobs waiting for the model.");
-        let _ = writeln!(o, "# TYPE earlyexit_queue_depth gauge");
-        let _ = writeln!(
-            o,
-            "earlyexit_queue_depth{{tier=\"{t}\"}} {}",
-            self.queue_depth.load(Ordering::Relaxed)
-        );
-        let lbl = format!("tier=\"{t}\"");
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_request_seconds Request latency inside this process."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_request_seconds histogram");
-        self.latency_classify
-            .render(&mut o, "earlyexit_request_seconds", &format!("{lbl},rpc=\"classify\""));
-        self.latency_forward
-            .render(&mut o, "earlyexit_request_seconds", &format!("{lbl},rpc=\"forward\""));
-        let _ = writeln!(
-            o,
-            "# HELP earlyexit_next_tier_seconds Round trip of successful Forward calls to the next tier."
-        );
-        let _ = writeln!(o, "# TYPE earlyexit_next_tier_seconds histogram");
-        self.next_latency.render(&mut o, "earlyexit_next_tier_seconds", &lbl);
-        let _ = writeln!(o, "# HELP earlyexit_batch_samples Samples per batch run by the model.");
-        let _ = writeln!(o, "# TYPE earlyexit_batch_samples histogram");
-        self.batch.render(&mut o, "earlyexit_batch_samples", &lbl);
-        o
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
     }
 }
 
@@ -305,10 +227,10 @@ impl Metrics {
 ///
 /// ```
 /// use earlyexit::serve::metrics::{Metrics, scrape};
-/// let m = Metrics::new();
+/// let m = Metrics::new("edge");
 /// m.answer(1, "edge", false);
 /// m.answer(2, "cloud", true);
-/// let text = m.render("edge");
+/// let text = m.render();
 /// assert_eq!(scrape(&text, "earlyexit_answers_total", &[]), 2.0);
 /// assert_eq!(scrape(&text, "earlyexit_answers_total", &["answered_by=\"cloud\""]), 1.0);
 /// assert_eq!(scrape(&text, "earlyexit_degraded_answers_total", &[]), 1.0);
@@ -332,18 +254,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_histograms_cumulatively() {
-        let m = Metrics::new();
+    fn renders_counters_and_cumulative_histograms_with_the_tier_label() {
+        let m = Metrics::new("serve");
         m.request("classify", "OK", Duration::from_millis(3));
         m.request("classify", "OK", Duration::from_millis(30));
         m.request("classify", "INVALID_ARGUMENT", Duration::from_micros(100));
-        let t = m.render("serve");
-        assert!(t.contains("earlyexit_request_seconds_bucket{tier=\"serve\",rpc=\"classify\",le=\"0.005\"} 2"));
-        assert!(t.contains("earlyexit_request_seconds_bucket{tier=\"serve\",rpc=\"classify\",le=\"+Inf\"} 3"));
-        assert_eq!(scrape(&t, "earlyexit_requests_total", &["code=\"OK\""]), 2.0);
-        assert_eq!(
-            scrape(&t, "earlyexit_request_seconds_count", &["rpc=\"classify\""]),
-            3.0
+        m.request("any", "UNAUTHENTICATED", Duration::ZERO);
+        m.batch(12);
+        m.set_queue_depth(3);
+        let t = m.render();
+        assert!(t.contains("# TYPE earlyexit_request_seconds histogram"), "{t}");
+        assert!(
+            t.contains("# HELP earlyexit_queue_depth Jobs waiting for the model."),
+            "{t}"
         );
+        let bucket = |le: &str| {
+            scrape(
+                &t,
+                "earlyexit_request_seconds_bucket",
+                &["tier=\"serve\"", "rpc=\"classify\"", &format!("le=\"{le}\"")],
+            )
+        };
+        assert_eq!(
+            (bucket("0.002"), bucket("0.005"), bucket("+Inf")),
+            (1.0, 2.0, 3.0),
+            "{t}"
+        );
+        assert_eq!(scrape(&t, "earlyexit_requests_total", &["code=\"OK\""]), 2.0);
+        assert_eq!(scrape(&t, "earlyexit_requests_total", &[]), 4.0);
+        assert_eq!(scrape(&t, "earlyexit_request_seconds_count", &["rpc=\"any\""]), 0.0);
+        assert_eq!(scrape(&t, "earlyexit_batch_samples_bucket", &["le=\"16\""]), 1.0, "{t}");
+        assert_eq!(scrape(&t, "earlyexit_batch_samples_bucket", &["le=\"8\""]), 0.0, "{t}");
+        assert_eq!(scrape(&t, "earlyexit_queue_depth", &["tier=\"serve\""]), 3.0);
+        // Series registered up front read 0 before anything happens.
+        assert!(t.contains("earlyexit_degraded_answers_total{tier=\"serve\"} 0"), "{t}");
     }
 }

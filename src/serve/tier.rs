@@ -146,6 +146,9 @@ impl NextTier {
 pub struct TierOptions {
     /// Name reported in answers and metrics.
     pub name: String,
+    /// The model's name in the Open Inference Protocol (`/v2/models/{name}`, `model_name`):
+    /// letters, digits, `.`, `_` and `-`.
+    pub model_name: String,
     /// Stages this tier runs.
     pub stages: StageRange,
     /// Exit policy.
@@ -179,13 +182,22 @@ impl TierOptions {
         if self.limits.max_request_bytes == 0 {
             return Err(ServeError::invalid("--max-request-bytes must be at least 1"));
         }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.model_name.is_empty() || self.model_name.len() > 128 || !self.model_name.chars().all(name_ok) {
+            return Err(ServeError::invalid(format!(
+                "model name `{}`: 1 to 128 letters, digits, `.`, `_` or `-` (it is part of the /v2/models/NAME URLs)",
+                self.model_name
+            )));
+        }
         Ok(())
     }
 
-    /// A whole-model server named `serve` with default batching and limits.
+    /// A whole-model server named `serve` (its model named `model`) with default batching and
+    /// limits.
     pub fn whole(policy: Policy) -> Self {
         Self {
             name: "serve".into(),
+            model_name: "model".into(),
             stages: StageRange::ALL,
             policy,
             batch: BatchConfig::default(),

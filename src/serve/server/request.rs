@@ -76,34 +76,75 @@ impl RequestRules {
         self.forward_input(req).map(|j| j.len())
     }
 
-    pub(crate) fn classify_input(&self, req: proto::ClassifyRequest) -> ServeResult<JobInput> {
-        let s = self;
-        if s.range.start != 0 {
+    /// Images enter at stage 0 only: a later tier takes activations (`Forward`).
+    fn check_first_tier(&self) -> ServeResult<()> {
+        if self.range.start != 0 {
             return Err(ServeError::FailedPrecondition(format!(
-                "tier `{}` runs stages {}..{}; send Classify to the first tier",
-                s.name, s.range.start, s.range.end
+                "tier `{}` runs stages {}..{}; send images to the first tier",
+                self.name, self.range.start, self.range.end
             )));
         }
-        let n = req.images.len();
-        if n == 0 || n > s.limits.max_samples {
+        Ok(())
+    }
+
+    /// `n` images in a request: 1 to the limit.
+    fn check_image_count(&self, n: usize) -> ServeResult<()> {
+        if n == 0 || n > self.limits.max_samples {
             return Err(ServeError::invalid(format!(
                 "{n} images in the request; 1 to {} allowed",
-                s.limits.max_samples
+                self.limits.max_samples
             )));
         }
+        Ok(())
+    }
+
+    pub(crate) fn classify_input(&self, req: proto::ClassifyRequest) -> ServeResult<JobInput> {
+        let s = self;
+        s.check_first_tier()?;
+        let n = req.images.len();
+        s.check_image_count(n)?;
         let mut x = Vec::with_capacity(n * s.input.c * s.input.h * s.input.w);
         for (i, img) in req.images.iter().enumerate() {
             x.extend(image_values(img, s.input, s.normalize.as_ref(), i)?);
         }
-        Ok(JobInput {
+        Ok(s.images_job(x, n))
+    }
+
+    /// A batch of `n` images already as `[N, C, H, W]` values (the Open Inference Protocol's
+    /// FP32 input), held to what `Classify` holds its tensors to: the first tier, 1 to the limit
+    /// of samples, the model's size, finite values.
+    pub(crate) fn tensor_batch_input(&self, x: Vec<f32>, n: usize) -> ServeResult<JobInput> {
+        self.check_first_tier()?;
+        self.check_image_count(n)?;
+        let per = self.input.c * self.input.h * self.input.w;
+        if x.len() != n * per {
+            return Err(ServeError::invalid(format!(
+                "{} values for {n} images of {per}",
+                x.len()
+            )));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(ServeError::invalid(format!(
+                "value {i} (image {}) is not finite ({})",
+                i / per,
+                x[i]
+            )));
+        }
+        Ok(self.images_job(x, n))
+    }
+
+    /// The job of `n` images at stage 0.
+    fn images_job(&self, x: Vec<f32>, n: usize) -> JobInput {
+        let s = self.input;
+        JobInput {
             start: 0,
             x,
-            x_dims: [n, s.input.c, s.input.h, s.input.w],
+            x_dims: [n, s.c, s.h, s.w],
             pooled: Vec::new(),
             best: vec![None; n],
             policy_state: None,
             ids: (0..n as u64).collect(),
-        })
+        }
     }
 
     pub(crate) fn forward_input(&self, req: proto::ForwardRequest) -> ServeResult<JobInput> {

@@ -28,6 +28,9 @@ pub(super) struct Shared {
     pub(super) rules: RequestRules,
     /// What answers ([`crate::infer::Executor::describe`]), for `Info`.
     pub(super) implementation: String,
+    /// Whether requests are taken: set once the server listens, cleared when it starts to stop
+    /// (the Open Inference Protocol's readiness).
+    pub(super) ready: std::sync::atomic::AtomicBool,
 }
 
 /// The gRPC service over the shared state.
@@ -60,7 +63,7 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-fn deadline_of<T>(req: &Request<T>, default: Duration, now: Instant) -> Instant {
+pub(super) fn deadline_of<T>(req: &Request<T>, default: Duration, now: Instant) -> Instant {
     let t = req
         .metadata()
         .get("grpc-timeout")
@@ -94,7 +97,7 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Svc {
-    async fn run_job(&self, input: JobInput, deadline: Instant) -> ServeResult<Vec<proto::Answer>> {
+    pub(super) async fn run_job(&self, input: JobInput, deadline: Instant) -> ServeResult<Vec<proto::Answer>> {
         let now = Instant::now();
         if deadline <= now {
             return Err(ServeError::DeadlineExceeded(
@@ -121,7 +124,7 @@ impl Svc {
         }
     }
 
-    fn record<T>(&self, rpc: &'static str, t0: Instant, r: &ServeResult<T>) {
+    pub(super) fn record<T>(&self, rpc: &'static str, t0: Instant, r: &ServeResult<T>) {
         let code = match r {
             Ok(_) => tonic::Code::Ok,
             Err(e) => e.code(),
@@ -182,7 +185,7 @@ impl EarlyExit for Svc {
 
     async fn metrics(&self, _: Request<proto::MetricsRequest>) -> Result<Response<proto::MetricsResponse>, Status> {
         Ok(Response::new(proto::MetricsResponse {
-            text: self.0.metrics.render(&self.0.rules.name),
+            text: self.0.metrics.render(),
         }))
     }
 }

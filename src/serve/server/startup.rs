@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use super::metrics_http::serve_metrics_http;
+use super::http::{metrics_route, serve_http};
 use super::middleware::{OversizedIsInvalid, TokenCheck};
 use super::request::RequestRules;
 use super::service::{Shared, Svc};
+use super::v2::{V2, rest};
 use crate::infer::{Executor, MultiExitModel, Policy};
 use crate::model::{MacConvention, io};
 use crate::serve::batcher::queue;
@@ -25,6 +25,7 @@ use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
 use crate::serve::proto;
 use crate::serve::proto::early_exit_server::EarlyExitServer;
+use crate::serve::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::serve::tier::{Engine, Forwarding, Job, TierOptions, worker_loop};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -44,12 +45,12 @@ pub(crate) fn check_token(token: Option<&str>) -> ServeResult<()> {
 /// A server reachable beyond this machine (an address other than loopback) without TLS and
 /// without a token would answer anyone who can reach the port, in clear text: refused unless
 /// `insecure` says it is meant (a private network, a proxy in front that authenticates). The
-/// `/metrics` endpoint is held to the same rule (its token is the server's).
+/// HTTP port (REST and `/metrics`) is held to the same rule (its token is the server's).
 pub(crate) fn check_exposure(net: &NetOptions) -> ServeResult<()> {
     if net.insecure || net.tls.is_some() || net.token.is_some() {
         return Ok(());
     }
-    for (what, addr) in [("--listen", Some(net.listen)), ("--metrics-listen", net.metrics_listen)] {
+    for (what, addr) in [("--listen", Some(net.listen)), ("--http-listen", net.http_listen)] {
         if let Some(addr) = addr
             && !addr.ip().is_loopback()
         {
@@ -71,10 +72,15 @@ pub struct NetOptions {
     /// Shared token every request must carry (`authorization: Bearer TOKEN`); an empty one is
     /// an error ([`start`]): it would let every request in.
     pub token: Option<String>,
-    /// Where to serve `GET /metrics` over plain HTTP, if anywhere (it asks for the token too).
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve plain HTTP, if anywhere: the Open Inference Protocol's REST routes
+    /// (`/v2/...`) and `GET /metrics`, asking for the token too (but for the health probes).
+    pub http_listen: Option<SocketAddr>,
     /// Allow listening beyond loopback with neither TLS nor a token ([`check_exposure`]).
     pub insecure: bool,
+    /// How long [`Served::stop`] waits for the requests in flight (and for open streams such
+    /// as `grpc.health.v1` Watch) before it closes what is left: under Kubernetes' default
+    /// 30 s grace period, so the process exits before it is killed.
+    pub drain_timeout: Duration,
 }
 
 impl NetOptions {
@@ -87,14 +93,15 @@ impl NetOptions {
 }
 
 impl Default for NetOptions {
-    /// Loopback, port 7070, no TLS, no token, no HTTP metrics.
+    /// Loopback, port 7070, no TLS, no token, no HTTP port, 25 s to drain.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             tls: None,
             token: None,
-            metrics_listen: None,
+            http_listen: None,
             insecure: false,
+            drain_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -122,21 +129,24 @@ pub fn load_for_serving(dir: &Path, device: &Device) -> ServeResult<(MultiExitMo
 pub struct Served {
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The address of the HTTP `/metrics` endpoint, if any.
-    pub metrics_addr: Option<SocketAddr>,
+    /// The address of the HTTP port (REST `/v2/...` and `/metrics`), if any.
+    pub http_addr: Option<SocketAddr>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     name: String,
     health: HealthReporter,
-    shutdown: Option<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: Option<tokio::task::JoinHandle<()>>,
     worker: std::thread::JoinHandle<()>,
+    drain_timeout: Duration,
 }
 
 impl Served {
     /// Prometheus text of this server's metrics.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&self.name)
+        self.metrics.render()
     }
 
     /// The `grpc.health.v1` statuses this server answers: `""` (the whole server) and
@@ -147,35 +157,98 @@ impl Served {
         &self.health
     }
 
-    /// Stops accepting, lets requests in flight finish, stops the worker.
+    /// Stops accepting, lets requests in flight finish (gRPC and REST) within the drain
+    /// timeout ([`NetOptions::drain_timeout`]), then closes what is left and stops the worker.
+    /// Readiness turns false first: `grpc.health.v1` says `NOT_SERVING` (to Watch streams too),
+    /// the Open Inference Protocol's ready calls say not ready.
     pub async fn stop(mut self) -> ServeResult<()> {
+        self.shared.ready.store(false, std::sync::atomic::Ordering::Release);
         self.health.set_service_status("", ServingStatus::NotServing).await;
         self.health.set_not_serving::<ServedApi>().await;
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.health.set_not_serving::<ServedV2>().await;
+        let _ = self.shutdown.send(true);
+        let until = tokio::time::Instant::now() + self.drain_timeout;
+        let r = match tokio::time::timeout_at(until, &mut self.server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "{}: gRPC streams still open {:?} after the stop (a Watch stream, a slow client); closing them",
+                    self.name,
+                    self.drain_timeout
+                );
+                self.server.abort();
+                (&mut self.server).await
+            }
+        };
+        if let Some(mut http) = self.http.take()
+            && tokio::time::timeout_at(until, &mut http).await.is_err()
+        {
+            tracing::warn!(
+                "{}: HTTP requests still open after the drain timeout; closing them",
+                self.name
+            );
+            http.abort();
+            let _ = http.await;
         }
-        self.wait().await
+        self.finish(r).await
     }
 
     /// Waits until the server ends (after [`Self::stop`] or a transport failure).
-    pub async fn wait(self) -> ServeResult<()> {
-        let r = self.server.await;
-        let worker = self.worker;
-        // The service (and with it the queue's sender) is gone: the worker drains and ends.
-        tokio::task::spawn_blocking(move || worker.join())
-            .await
-            .map_err(|e| ServeError::Internal(e.to_string()))?
-            .map_err(|_| ServeError::Internal("the model worker panicked".into()))?;
+    pub async fn wait(mut self) -> ServeResult<()> {
+        let r = (&mut self.server).await;
+        let _ = self.shutdown.send(true);
+        if let Some(http) = self.http.take() {
+            let _ = http.await;
+        }
+        self.finish(r).await
+    }
+
+    /// With both servers ended: lets the worker answer what is queued and end, and says how the
+    /// gRPC server ended (closed at the drain deadline counts as stopped).
+    async fn finish(self, r: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> ServeResult<()> {
+        // The services (and with them the queue's senders) are gone once `shared` is.
+        drop(self.shared);
+        join_worker(self.worker).await?;
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServeError::Unavailable(format!("transport: {e}"))),
+            Err(e) if e.is_cancelled() => Ok(()),
             Err(e) => Err(ServeError::Internal(e.to_string())),
         }
     }
 }
 
+/// Folds recent observations into the histograms every 5 s while the server's metrics live, so
+/// their memory stays bounded when nobody scrapes.
+async fn metrics_upkeep(metrics: std::sync::Weak<Metrics>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        match metrics.upgrade() {
+            Some(m) => m.upkeep(),
+            None => return,
+        }
+    }
+}
+
+/// Waits for the model worker, once every service (and with it the queue's sender) is gone: it
+/// answers what is queued and ends.
+async fn join_worker(worker: std::thread::JoinHandle<()>) -> ServeResult<()> {
+    tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))?
+        .map_err(|_| ServeError::Internal("the model worker panicked".into()))
+}
+
 /// The API service as the health service names it (`earlyexit.v1.EarlyExit`).
 type ServedApi = EarlyExitServer<Svc>;
+/// The Open Inference Protocol's service (`inference.GRPCInferenceService`).
+type ServedV2 = GrpcInferenceServiceServer<V2>;
+
+/// A future that resolves once `rx` reads true (the server is stopping).
+async fn stopping(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&stop| stop).await;
+}
 
 /// Starts serving `model` in the current tokio runtime: binds, spawns the model worker thread
 /// and the gRPC server, and returns at once.
@@ -254,7 +327,8 @@ pub async fn start(
         )));
     }
     opts.check()?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(&opts.name));
+    tokio::spawn(metrics_upkeep(Arc::downgrade(&metrics)));
     let exit_macs = model.arch.cost.exit_macs(MacConvention::All);
     let next_client = match &opts.next {
         Some(n) => Some((TierClient::connect(&n.addr, &n.connect)?, n.clone())),
@@ -286,6 +360,7 @@ pub async fn start(
         opts: opts.clone(),
         rules: RequestRules::new(&model, &model_id, &opts)?,
         implementation: String::new(),
+        ready: std::sync::atomic::AtomicBool::new(false),
     };
     // A whole model answers Classify with the executor's exit loop; a tier runs its slice of
     // the stages with the same loop ([`Executor::run_slice`]), on the same choice of code.
@@ -319,47 +394,58 @@ pub async fn start(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Setup(format!("TLS with {} and {}: {e}", cert.display(), key.display())))?;
     }
-    let svc = EarlyExitServer::new(Svc(Arc::new(shared)))
+    let shared = Arc::new(shared);
+    let token = net.token.as_ref().map(|t| Arc::<[u8]>::from(t.as_bytes()));
+    let token_check = TokenCheck {
+        expected: token.clone(),
+        metrics: metrics.clone(),
+    };
+    let svc = EarlyExitServer::new(Svc(shared.clone()))
         .max_decoding_message_size(opts.limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
     let svc = OversizedIsInvalid(tonic::service::interceptor::InterceptedService::new(
         svc,
-        TokenCheck {
-            expected: net.token.as_ref().map(|t| Arc::from(t.as_bytes())),
-            metrics: metrics.clone(),
-        },
+        token_check.clone(),
     ));
+    let v2 = GrpcInferenceServiceServer::new(V2(shared.clone()))
+        .max_decoding_message_size(opts.limits.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let v2 = OversizedIsInvalid(tonic::service::interceptor::InterceptedService::new(v2, token_check));
     let rt = tokio::runtime::Handle::current();
     let worker = std::thread::Builder::new()
         .name(format!("earlyexit-{}", opts.name))
         .spawn(move || worker_loop(engine, gatherer, fwd, rt))
         .map_err(|e| ServeError::Setup(format!("cannot start the model worker: {e}")))?;
-    let metrics_addr = match net.metrics_listen {
+    let (shutdown, stop_rx) = tokio::sync::watch::channel(false);
+    let (http_addr, http) = match net.http_listen {
         Some(a) => {
-            let token = net.token.as_ref().map(|t| Arc::from(t.as_bytes()));
-            Some(serve_metrics_http(a, metrics.clone(), opts.name.clone(), token).await?)
+            let app = metrics_route(metrics.clone(), token.clone()).merge(rest::routes(V2(shared.clone()), token));
+            let (addr, task) = serve_http(a, app, stopping(stop_rx.clone())).await?;
+            (Some(addr), Some(task))
         }
-        None => None,
+        None => (None, None),
     };
     // `grpc.health.v1`, outside the token check: probes (Kubernetes, load balancers) carry no
     // credentials, and the status reveals nothing.
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<ServedApi>().await;
-    let (tx, rx) = oneshot::channel::<()>();
+    health.set_serving::<ServedV2>().await;
+    shared.ready.store(true, std::sync::atomic::Ordering::Release);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let router = builder.add_service(health_svc).add_service(svc);
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = rx.await;
-    }));
+    let router = builder.add_service(health_svc).add_service(svc).add_service(v2);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopping(stop_rx)));
     Ok(Served {
         addr,
-        metrics_addr,
+        http_addr,
         metrics,
         name: opts.name,
         health,
-        shutdown: Some(tx),
+        shared,
+        shutdown,
         server,
+        http,
         worker,
+        drain_timeout: net.drain_timeout,
     })
 }
 
@@ -464,7 +550,7 @@ mod tests {
     fn exposed_without_tls_or_token_is_refused_unless_insecure() {
         let net = |listen: &str, metrics: Option<&str>| NetOptions {
             listen: listen.parse().unwrap(),
-            metrics_listen: metrics.map(|m| m.parse().unwrap()),
+            http_listen: metrics.map(|m| m.parse().unwrap()),
             ..NetOptions::default()
         };
         assert!(check_exposure(&net("127.0.0.1:7070", Some("[::1]:9090"))).is_ok());
@@ -473,7 +559,7 @@ mod tests {
         let e = check_exposure(&net("127.0.0.1:7070", Some("0.0.0.0:9090")))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--metrics-listen 0.0.0.0:9090"), "{e}");
+        assert!(e.contains("--http-listen 0.0.0.0:9090"), "{e}");
         for ok in [
             NetOptions {
                 token: Some("s3cret".into()),

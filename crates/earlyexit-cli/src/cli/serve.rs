@@ -34,9 +34,18 @@ pub struct ServingArgs {
     /// Deadline of requests that carry none, milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub deadline_ms: u64,
-    /// Serve Prometheus metrics over HTTP at this address (`GET /metrics`).
+    /// Serve plain HTTP at this address: the Open Inference Protocol's REST routes (`/v2/...`)
+    /// and Prometheus metrics (`GET /metrics`).
+    #[arg(long, visible_alias = "metrics-listen")]
+    pub http_listen: Option<SocketAddr>,
+    /// The model's name in the Open Inference Protocol (`/v2/models/NAME`, `model_name`);
+    /// default: the name of the model's folder.
     #[arg(long)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub model_name: Option<String>,
+    /// On SIGTERM or SIGINT, how long to wait for requests in flight before closing what is
+    /// left, milliseconds (under Kubernetes' default 30 s grace period).
+    #[arg(long, default_value_t = 25_000)]
+    pub drain_timeout_ms: u64,
     /// Async runtime threads (the model runs on its own thread).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -59,6 +68,7 @@ impl ServingArgs {
     pub fn tier_options(&self, name: String, stages: StageRange, policy: earlyexit::infer::Policy) -> TierOptions {
         TierOptions {
             name,
+            model_name: self.model_name.clone().unwrap_or_else(|| "model".into()),
             stages,
             policy,
             batch: BatchConfig {
@@ -75,6 +85,31 @@ impl ServingArgs {
             normalize: None,
             path: self.path.path,
         }
+    }
+
+    /// The Open Inference Protocol's model name: `--model-name`, else the name of `dir` (the
+    /// run or model folder) with any character a URL segment should not hold replaced by `-`.
+    pub fn model_name_for(&self, dir: &std::path::Path) -> String {
+        if let Some(n) = &self.model_name {
+            return n.clone();
+        }
+        let folder = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let name: String = folder
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(128)
+            .collect();
+        if name.is_empty() { "model".into() } else { name }
     }
 
     /// Serves `model` with `opts` until SIGINT or SIGTERM, printing where it listens once ready.
@@ -97,8 +132,9 @@ impl ServingArgs {
             listen: self.listen,
             tls: sec.tls_cert.clone().zip(sec.tls_key.clone()),
             token: sec.token.clone(),
-            metrics_listen: self.metrics_listen,
+            http_listen: self.http_listen,
             insecure: sec.insecure,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
         }
     }
 }
@@ -123,5 +159,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let l = a.model.load(&device)?;
     let mut opts = a.serving.tier_options(a.name, StageRange::ALL, l.policy);
     opts.normalize = l.normalize;
+    opts.model_name = a.serving.model_name_for(a.model.dir()?);
     a.serving.serve(l.model, l.id, device, opts, &a.security)
 }

@@ -118,7 +118,11 @@ pub fn announce(opts: &TierOptions) -> impl FnOnce(&Served) + use<> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {} (tier {name}, stages {stages})", served.addr);
-        if let Some(m) = served.metrics_addr {
+        if let Some(m) = served.http_addr {
+            let _ = writeln!(
+                out,
+                "http on http://{m}: /v2 (Open Inference Protocol REST) and /metrics"
+            );
             let _ = writeln!(out, "metrics on http://{m}/metrics");
         }
         let _ = out.flush();

@@ -68,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let name = a.name.unwrap_or_else(|| format!("tier-{}-{}", range.start, range.end));
     let mut opts = a.serving.tier_options(name, a.stages, l.policy);
     opts.normalize = l.normalize;
+    opts.model_name = a.serving.model_name_for(a.model.dir()?);
     opts.next = a.next.map(|addr| NextTier {
         addr,
         connect: a.next_security.options(a.security.token.clone()),

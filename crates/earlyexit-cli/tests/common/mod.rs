@@ -2,6 +2,8 @@
 //! IDX data sets and run folders.
 #![allow(dead_code)] // each test file uses a subset
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

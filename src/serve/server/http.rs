@@ -1,6 +1,7 @@
-//! The optional plain-HTTP `GET /metrics` endpoint (Prometheus text), for scrapers that do
-//! not speak gRPC. With a shared token it asks for it as the gRPC calls do
-//! (`Authorization: Bearer TOKEN`; Prometheus' `authorization` scrape setting), else 401.
+//! The plain-HTTP port: the Open Inference Protocol's REST routes ([`super::v2::rest`]) and
+//! `GET /metrics` (Prometheus text), for clients and scrapers that do not speak gRPC. With a
+//! shared token `/metrics` asks for it as the gRPC calls do (`Authorization: Bearer TOKEN`;
+//! Prometheus' `authorization` scrape setting), else 401.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,19 +18,8 @@ use super::middleware::bearer_matches;
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::metrics::Metrics;
 
-/// Serves `GET /metrics` (Prometheus text) over plain HTTP/1.1 on `addr`, to requests that
-/// carry `token` when there is one; every other path is 404. Returns the bound address (port 0
-/// picks a free one).
-pub(super) async fn serve_metrics_http(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    name: String,
-    token: Option<Arc<[u8]>>,
-) -> ServeResult<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError::Setup(format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr().map_err(|e| ServeError::Setup(e.to_string()))?;
+/// `GET /metrics` (Prometheus text) for requests that carry `token` when there is one.
+pub(super) fn metrics_route(metrics: Arc<Metrics>, token: Option<Arc<[u8]>>) -> Router {
     let render = move |headers: HeaderMap| {
         let allowed = token
             .as_deref()
@@ -38,7 +28,7 @@ pub(super) async fn serve_metrics_http(
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                metrics.render(&name),
+                metrics.render(),
             )
                 .into_response()
         } else {
@@ -51,13 +41,26 @@ pub(super) async fn serve_metrics_http(
         };
         async move { response }
     };
-    let app = Router::new().route("/metrics", get(render));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("the /metrics endpoint on {local} stopped: {e}");
+    Router::new().route("/metrics", get(render))
+}
+
+/// Serves `app` over plain HTTP/1.1 on `addr` until `shutdown` resolves, then finishes the
+/// requests in flight. Returns the bound address (port 0 picks a free one) and the server task.
+pub(super) async fn serve_http(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ServeResult<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Setup(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| ServeError::Setup(e.to_string()))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::warn!("the HTTP endpoint on {local} stopped: {e}");
         }
     });
-    Ok(local)
+    Ok((local, task))
 }
 
 #[cfg(test)]
@@ -80,11 +83,13 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_path_serves_prometheus_text_and_others_are_404() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new("edge"));
         metrics.request("classify", "OK", Duration::from_millis(3));
-        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics.clone(), "edge".into(), None)
-            .await
-            .unwrap();
+        let serve = |token| {
+            let app = metrics_route(metrics.clone(), token);
+            serve_http("127.0.0.1:0".parse().unwrap(), app, std::future::pending())
+        };
+        let (addr, _) = serve(None).await.unwrap();
         let ok = http_get(addr, "/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("text/plain; version=0.0.4"), "{ok}");
@@ -94,9 +99,7 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         // With a shared token, the scrape needs it too.
         let token: Arc<[u8]> = Arc::from(&b"s3cret"[..]);
-        let addr = serve_metrics_http("127.0.0.1:0".parse().unwrap(), metrics, "edge".into(), Some(token))
-            .await
-            .unwrap();
+        let (addr, _) = serve(Some(token)).await.unwrap();
         for (header, status) in [
             ("", "401"),
             ("Authorization: Bearer guess\r\n", "401"),
