@@ -3,7 +3,12 @@
 //! requests per second, latency percentiles, exits, tiers, degraded answers and errors.
 //!
 //! `cargo run --release --example loadgen -- --server 127.0.0.1:7070 --images DIR
-//!  [--requests 2000] [--concurrency 16] [--per-request 1] [--max-time-s 20] [--json]`
+//!  [--requests 2000] [--concurrency 16] [--per-request 1] [--max-time-s 20] [--json]
+//!  [--rate R] [--abandon-after-ms MS]`
+//!
+//! `--rate R` sends open loop, R requests per second whatever the answers (overload and
+//! sustained-rate runs); `--abandon-after-ms` drops each call after that long (a client that
+//! disconnects mid-request).
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +39,12 @@ struct Args {
     token: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Open loop: this many requests per second (else closed loop at --concurrency).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Abandon each call after this many milliseconds (counted as `Abandoned`).
+    #[arg(long)]
+    abandon_after_ms: Option<u64>,
     /// Print one table row: concurrency, req/s, images/s, p50, p90, p99 ms, errors, degraded,
     /// mean batch (from the server's metrics).
     #[arg(long)]
@@ -63,6 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         images_per_request: a.per_request,
         max_time: Duration::from_secs(10),
         deadline: Duration::from_millis(a.deadline_ms),
+        ..Default::default()
     };
     if a.warmup > 0 {
         run_load(&client, &inputs, &cfg).await;
@@ -70,6 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.requests = a.requests;
     cfg.concurrency = a.concurrency;
     cfg.max_time = Duration::from_secs_f64(a.max_time_s);
+    cfg.rate = a.rate;
+    cfg.abandon_after = a.abandon_after_ms.map(Duration::from_millis);
     let before = client.metrics().await.unwrap_or_default();
     let r = run_load(&client, &inputs, &cfg).await;
     let after = client.metrics().await.unwrap_or_default();

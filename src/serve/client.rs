@@ -289,11 +289,15 @@ async fn classify_images(
 }
 
 /// A bounded load: at most `requests` requests and at most `max_time`, whichever ends first.
+///
+/// Closed loop by default (`concurrency` clients, each sending its next request when the last is
+/// answered); with `rate`, open loop: request `i` leaves at `i / rate` seconds whatever the
+/// answers, so a server slower than the rate sees its queue fill (how overload is measured).
 #[derive(Clone, Debug, Serialize)]
 pub struct LoadConfig {
     /// Requests to send.
     pub requests: usize,
-    /// Requests in flight at once.
+    /// Requests in flight at once (closed loop; ignored with `rate`).
     pub concurrency: usize,
     /// Images per request.
     pub images_per_request: usize,
@@ -301,6 +305,26 @@ pub struct LoadConfig {
     pub max_time: Duration,
     /// Deadline of each request.
     pub deadline: Duration,
+    /// Open loop at this many requests per second.
+    pub rate: Option<f64>,
+    /// Abandon each request after this long (the client drops the call: a disconnect mid-request
+    /// as the server sees it), counted as the error `Abandoned`.
+    pub abandon_after: Option<Duration>,
+}
+
+impl Default for LoadConfig {
+    /// 1000 requests of one image, 16 in flight, at most 20 s, 10 s deadlines.
+    fn default() -> Self {
+        Self {
+            requests: 1000,
+            concurrency: 16,
+            images_per_request: 1,
+            max_time: Duration::from_secs(20),
+            deadline: Duration::from_secs(10),
+            rate: None,
+            abandon_after: None,
+        }
+    }
 }
 
 /// What a load run measured.
@@ -350,6 +374,25 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// One request of a load run: its index, latency, request bytes and outcome (`None`: abandoned).
+type Sent = (usize, Duration, usize, Option<Result<proto::ClassifyResponse, Status>>);
+
+/// Sends request `i` of a load run.
+async fn send_one(client: &TierClient, inputs: &[proto::Image], cfg: &LoadConfig, i: usize) -> Sent {
+    let images: Vec<proto::Image> = (0..cfg.images_per_request)
+        .map(|k| inputs[(i * cfg.images_per_request + k) % inputs.len()].clone())
+        .collect();
+    let req = proto::ClassifyRequest { images };
+    let bytes = req.encoded_len();
+    let t = Instant::now();
+    let call = client.classify(req, cfg.deadline);
+    let r = match cfg.abandon_after {
+        Some(after) => tokio::time::timeout(after, call).await.ok(),
+        None => Some(call.await),
+    };
+    (i, t.elapsed(), bytes, r)
+}
+
 /// Sends a bounded load to `client`, cycling through `inputs`.
 pub async fn run_load(client: &TierClient, inputs: &[proto::Image], cfg: &LoadConfig) -> LoadReport {
     use std::sync::Arc;
@@ -358,26 +401,34 @@ pub async fn run_load(client: &TierClient, inputs: &[proto::Image], cfg: &LoadCo
     let start = Instant::now();
     let inputs: Arc<Vec<proto::Image>> = Arc::new(inputs.to_vec());
     let mut tasks = Vec::new();
-    for _ in 0..cfg.concurrency.max(1) {
-        let (client, next, inputs, cfg) = (client.clone(), next.clone(), inputs.clone(), cfg.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut done = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= cfg.requests || start.elapsed() >= cfg.max_time {
-                    break;
-                }
-                let images: Vec<proto::Image> = (0..cfg.images_per_request)
-                    .map(|k| inputs[(i * cfg.images_per_request + k) % inputs.len()].clone())
-                    .collect();
-                let req = proto::ClassifyRequest { images };
-                let bytes = req.encoded_len();
-                let t = Instant::now();
-                let r = client.classify(req, cfg.deadline).await;
-                done.push((i, t.elapsed(), bytes, r));
+    if let Some(rate) = cfg.rate {
+        let t0 = tokio::time::Instant::now();
+        for i in 0..cfg.requests {
+            let at = t0 + Duration::from_secs_f64(i as f64 / rate.max(1e-3));
+            if at.duration_since(t0) >= cfg.max_time {
+                break;
             }
-            done
-        }));
+            tokio::time::sleep_until(at).await;
+            let (client, inputs, cfg) = (client.clone(), inputs.clone(), cfg.clone());
+            tasks.push(tokio::spawn(
+                async move { vec![send_one(&client, &inputs, &cfg, i).await] },
+            ));
+        }
+    } else {
+        for _ in 0..cfg.concurrency.max(1) {
+            let (client, next, inputs, cfg) = (client.clone(), next.clone(), inputs.clone(), cfg.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= cfg.requests || start.elapsed() >= cfg.max_time {
+                        break;
+                    }
+                    done.push(send_one(&client, &inputs, &cfg, i).await);
+                }
+                done
+            }));
+        }
     }
     let mut rep = LoadReport::default();
     let mut lat = Vec::new();
@@ -392,7 +443,8 @@ pub async fn run_load(client: &TierClient, inputs: &[proto::Image], cfg: &LoadCo
         rep.requests += 1;
         bytes += b;
         match r {
-            Ok(resp) => {
+            None => *rep.errors.entry("Abandoned".into()).or_default() += 1,
+            Some(Ok(resp)) => {
                 rep.ok += 1;
                 lat.push(elapsed.as_secs_f64() * 1e3);
                 for a in &resp.answers {
@@ -403,7 +455,7 @@ pub async fn run_load(client: &TierClient, inputs: &[proto::Image], cfg: &LoadCo
                 }
                 rep.answers[i] = Some(resp.answers);
             }
-            Err(s) => *rep.errors.entry(format!("{:?}", s.code())).or_default() += 1,
+            Some(Err(s)) => *rep.errors.entry(format!("{:?}", s.code())).or_default() += 1,
         }
     }
     rep.seconds = start.elapsed().as_secs_f64();

@@ -387,7 +387,11 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .initial_connection_window_size(Some(8 << 20))
-        .initial_stream_window_size(Some(4 << 20));
+        .initial_stream_window_size(Some(4 << 20))
+        // Streams a connection may hold at once: what the queue can take and twice over for
+        // those being answered or refused. Unlimited (tonic's default), a burst opens tens of
+        // thousands, each holding its request, and the server's memory grows with the burst.
+        .max_concurrent_streams(Some(streams_per_connection(&opts)));
     if let Some((cert, key)) = &net.tls {
         let identity = Identity::from_pem(read_pem(cert, "CERTIFICATE")?, read_pem(key, "PRIVATE KEY")?);
         builder = builder
@@ -447,6 +451,13 @@ pub async fn start(
         worker,
         drain_timeout: net.drain_timeout,
     })
+}
+
+/// HTTP/2 streams one connection may hold at once: twice the queue, at least 64. With the
+/// request limit this bounds what a connection can make the server hold:
+/// streams × `max_request_bytes`.
+fn streams_per_connection(opts: &TierOptions) -> u32 {
+    (2 * opts.batch.queue).clamp(64, 65_536) as u32
 }
 
 /// Whether the next tier, as its `Info` describes it, fits a tier of model `model_id` whose
