@@ -162,3 +162,33 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A folder records the cuts its rule chose, so it loads onto the same blocks whatever the rules
+/// come to mean; a `model.json` from before `golden:N` followed EENets' tables is refused with
+/// the cuts its weights were trained on, never loaded onto other blocks.
+#[test]
+fn folders_record_cuts_and_old_golden_descriptions_are_refused_with_their_cuts() {
+    let device = Device::flex();
+    let d = ModelDescription::new("resnet20", Shape::new(3, 32, 32), 10, "golden:3".parse().unwrap());
+    let arch = d.resolve().unwrap();
+    assert_eq!(
+        arch.cuts,
+        vec![2, 4, 6],
+        "24, 45, 68 % of ResNet-20's MACs (EENets' Table 9)"
+    );
+    let model = MultiExitModel::new(arch, &device);
+    let dir = tmp("golden");
+    io::save_model(&dir, &model.arch.description, &model.net).unwrap();
+    let json = std::fs::read_to_string(dir.join(io::DESCRIPTION_FILE)).unwrap();
+    assert!(json.contains("\"exits\": \"cuts:2,4,6\""), "{json}");
+    let (loaded, _) = io::load_model(&dir, &device).unwrap();
+    assert_eq!(loaded.cuts, vec![2, 4, 6]);
+    // The same folder as an older version wrote it: the rule, not the cuts.
+    std::fs::write(dir.join(io::DESCRIPTION_FILE), json.replace("cuts:2,4,6", "golden:3")).unwrap();
+    let e = io::load_model(&dir, &device).err().unwrap().to_string();
+    assert!(
+        e.contains("model.json") && e.contains("\"exits\": \"cuts:4,6,7\""),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

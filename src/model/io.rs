@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
+use super::backbones::BackboneSpec;
 use super::network::{Architecture, EarlyExitNet, ModelDescription};
+use super::placement::{Placement, Rule, legacy_golden_cuts};
 use crate::error::{Error, Result};
 
 /// File name of the description inside a model folder.
@@ -231,15 +233,51 @@ pub fn load_weights_from_bytes(mut net: EarlyExitNet, bytes: Vec<u8>, origin: &P
 
 /// Saves a model folder: `model.json` and `weights.safetensors`.
 pub fn save_model(dir: &Path, description: &ModelDescription, net: &EarlyExitNet) -> Result<()> {
-    let json = serde_json::to_vec_pretty(description).expect("descriptions serialise");
+    // The cuts, not the rule that chose them: the folder keeps the architecture its weights were
+    // trained on even if a rule's meaning changes (as `golden:N`'s did).
+    let mut description = description.clone();
+    if !matches!(description.exits, Placement::Cuts(_)) {
+        description.exits = Placement::Cuts(description.resolve()?.cuts);
+    }
+    let json = serde_json::to_vec_pretty(&description).expect("descriptions serialise");
     save_weights(net, &dir.join(WEIGHTS_FILE))?;
     write_atomic(&dir.join(DESCRIPTION_FILE), &json)
+}
+
+/// A `model.json` that places its exits by `golden:N` was written before that rule followed
+/// EENets' tables (and before folders recorded cuts): for N other than 2 the rule now means other
+/// blocks than the weights were trained on. Refused, naming the cuts to write instead, rather
+/// than loaded onto the wrong blocks.
+fn refuse_legacy_golden(description: &ModelDescription, path: &Path) -> Result<()> {
+    let Placement::Rule { rule: Rule::Golden, n } = description.exits else {
+        return Ok(());
+    };
+    if n == 2 {
+        return Ok(());
+    }
+    let backbone = BackboneSpec::new(
+        &description.backbone,
+        description.input,
+        description.classes,
+        description.width,
+    )?;
+    let old = legacy_golden_cuts(&backbone, description.placement_macs, n);
+    let list: Vec<String> = old.iter().map(|c| c.to_string()).collect();
+    Err(Error::Parse {
+        file: path.into(),
+        reason: format!(
+            "\"exits\": \"golden:{n}\" was written when golden:N meant 1 − 0.618^k of the MACs; it now follows EENets' tables (0.618^k from the end) and would put the exits on other blocks than these weights were trained on: write \"exits\": \"cuts:{}\" to keep them",
+            list.join(",")
+        ),
+    })
 }
 
 /// Loads a model folder written by [`save_model`].
 pub fn load_model(dir: &Path, device: &Device) -> Result<(Architecture, EarlyExitNet)> {
     let desc_path = dir.join(DESCRIPTION_FILE);
-    let arch = read_description(&desc_path)?.resolve().map_err(|e| Error::Parse {
+    let description = read_description(&desc_path)?;
+    refuse_legacy_golden(&description, &desc_path)?;
+    let arch = description.resolve().map_err(|e| Error::Parse {
         file: desc_path.clone(),
         reason: e.to_string(),
     })?;

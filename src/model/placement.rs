@@ -1,8 +1,11 @@
 //! Where the exits go: explicit cut indices, or a rule over cumulative backbone MACs.
 //!
-//! Rules from the EENets seed §3.4 (Fig. 3) and the class-specific seed §3.2. An exit goes after
-//! the first block whose cumulative MACs reach its target fraction of the plain backbone's MACs.
-//! Two exits that land on the same cut are an error, never a silent merge. No tensors here.
+//! Rules from the EENets seed §3.4 (Fig. 3, Tables 7 and 9) and the class-specific seed §3.2. An
+//! exit goes after the first block whose cumulative MACs reach its target fraction of the plain
+//! backbone's MACs; one that lands on the cut of the exit before moves to the next block, as the
+//! seed's tables do (EENet-20 Fine: 13 / 24 / 36 %), and an exit with no block left is an error.
+//! Explicit cut lists are taken as given: a repeated cut there is an error, never a silent merge.
+//! No tensors here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,7 +22,9 @@ use crate::error::{Error, Result};
 pub enum Rule {
     /// Each exit splits the rest of the network 20 % / 80 %.
     Pareto,
-    /// Each exit splits the rest 38.2 % / 61.8 % (the golden ratio).
+    /// The golden ratio counted back from the end: exits at 0.618^k of the MACs (k = n … 1), the
+    /// last at 61.8 %, the one before at 38.2 %, then 23.6 %, …, as EENets' Tables 7 and 9 place
+    /// them (EENet-44: 10, 15, 20, 25, 38, 63 %).
     Golden,
     /// Each exit splits the rest 5 % / 95 %.
     Fine,
@@ -35,7 +40,7 @@ impl Rule {
         let geometric = |phi: f64| (1..=n).map(|k| 1.0 - (1.0 - phi).powi(k as i32)).collect();
         match self {
             Rule::Pareto => geometric(0.2),
-            Rule::Golden => geometric(1.0 - 0.618_033_988_75),
+            Rule::Golden => (1..=n).rev().map(|k| 0.618_033_988_75f64.powi(k as i32)).collect(),
             Rule::Fine => geometric(0.05),
             Rule::Linear => (1..=n).map(|k| k as f64 / (n + 1) as f64).collect(),
             Rule::Quadratic => {
@@ -165,20 +170,26 @@ impl Placement {
             }
             Placement::Rule { rule, n } => {
                 let total = backbone.total_cost().macs(convention) as f64;
-                let mut cum = 0u64;
-                let cumulative: Vec<u64> = backbone
-                    .blocks
-                    .iter()
-                    .map(|b| {
-                        cum += b.cost.macs(convention);
-                        cum
-                    })
-                    .collect();
-                let mut cuts = Vec::with_capacity(*n);
+                let cumulative = cumulative_macs(backbone, convention);
+                let mut cuts: Vec<usize> = Vec::with_capacity(*n);
                 for (k, f) in rule.fractions(*n).into_iter().enumerate() {
                     let target = f * total;
                     match cumulative[..candidates].iter().position(|&c| c as f64 >= target) {
-                        Some(i) => cuts.push(i),
+                        // On the previous exit's cut or before it: the next block (the seed's rule).
+                        Some(i) => match cuts.last() {
+                            Some(&prev) if i <= prev && prev + 1 >= candidates => {
+                                return Err(Error::Placement {
+                                    reason: format!(
+                                        "exit {k} ({:.1} % of {}'s MACs) lands on exit {}'s cut {prev}, and no block is left after it: use fewer exits",
+                                        f * 100.0,
+                                        backbone.name,
+                                        k - 1
+                                    ),
+                                });
+                            }
+                            Some(&prev) if i <= prev => cuts.push(prev + 1),
+                            _ => cuts.push(i),
+                        },
                         None => {
                             return Err(Error::Placement {
                                 reason: format!(
@@ -196,6 +207,34 @@ impl Placement {
         validate_cuts(&cuts, backbone)?;
         Ok(cuts)
     }
+}
+
+/// Where `golden:n` put exits before it followed the seed's tables: after the first block
+/// reaching 1 − 0.618^k of the MACs (k = 1 … n). Only to name, for a `model.json` written then,
+/// the cuts its weights were trained with.
+pub(crate) fn legacy_golden_cuts(backbone: &BackboneSpec, convention: MacConvention, n: usize) -> Vec<usize> {
+    let total = backbone.total_cost().macs(convention) as f64;
+    let candidates = backbone.blocks.len().saturating_sub(1);
+    let cumulative = cumulative_macs(backbone, convention);
+    (1..=n)
+        .filter_map(|k| {
+            let target = (1.0 - 0.618_033_988_75f64.powi(k as i32)) * total;
+            cumulative[..candidates].iter().position(|&c| c as f64 >= target)
+        })
+        .collect()
+}
+
+/// The backbone's MACs up to and including each block.
+fn cumulative_macs(backbone: &BackboneSpec, convention: MacConvention) -> Vec<u64> {
+    let mut cum = 0u64;
+    backbone
+        .blocks
+        .iter()
+        .map(|b| {
+            cum += b.cost.macs(convention);
+            cum
+        })
+        .collect()
 }
 
 /// Checks that cuts are in range and strictly increasing, naming the offenders.
@@ -246,6 +285,7 @@ mod tests {
         close(&Rule::Fine.fractions(4), &[0.05, 0.0975, 0.1426, 0.1855]);
         close(&Rule::Pareto.fractions(4), &[0.2, 0.36, 0.488, 0.5904]);
         close(&Rule::Golden.fractions(2), &[0.382, 0.618]);
+        close(&Rule::Golden.fractions(4), &[0.1459, 0.2361, 0.382, 0.618]);
         close(&Rule::Linear.fractions(4), &[0.2, 0.4, 0.6, 0.8]);
         // Quadratic: segments 1, 4, 9 out of 1+4+9+16 = 30.
         close(&Rule::Quadratic.fractions(3), &[1.0 / 30.0, 5.0 / 30.0, 14.0 / 30.0]);
@@ -280,13 +320,25 @@ mod tests {
     }
 
     #[test]
-    fn collisions_and_bad_cuts_are_errors() {
+    fn collisions_move_to_the_next_block_and_bad_cuts_are_errors() {
         let bb = BackboneSpec::new("eenet8", Shape::new(1, 28, 28), 10, None).unwrap();
-        let e = Placement::Rule { rule: Rule::Fine, n: 3 }
+        // eenet8 has 3 cut points: fine:3 targets 5, 9.75, 14.3 % and all reach the first.
+        assert_eq!(
+            Placement::Rule { rule: Rule::Fine, n: 3 }
+                .resolve(&bb, MacConvention::All)
+                .unwrap(),
+            vec![0, 1, 2]
+        );
+        let e = Placement::Rule { rule: Rule::Fine, n: 4 }
             .resolve(&bb, MacConvention::All)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("both land on cut"), "{e}");
+        assert!(e.contains("no block is left"), "{e}");
+        let e = Placement::Cuts(vec![1, 1])
+            .resolve(&bb, MacConvention::All)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both land on cut 1"), "{e}");
         let e = Placement::Cuts(vec![1, 9])
             .resolve(&bb, MacConvention::All)
             .unwrap_err()
@@ -295,6 +347,67 @@ mod tests {
         assert!("pareto:x".parse::<Placement>().is_err());
         assert!("bogus".parse::<Placement>().is_err());
         assert_eq!("1,2".parse::<Placement>().unwrap(), Placement::Cuts(vec![1, 2]));
+    }
+
+    /// EENets' Table 9 ("Cost Percent of EE-Blocks", CIFAR-10 6n+2 EENets): every rule's exits
+    /// land on the seed's percentages on our ResNet-20/32/44/110, collisions moved as the seed
+    /// moves them.
+    #[test]
+    fn rules_land_where_eenets_table_9_puts_them() {
+        let table: &[(&str, Rule, &[f64])] = &[
+            ("resnet20", Rule::Fine, &[13.0, 24.0, 36.0]),
+            ("resnet32", Rule::Fine, &[8.0, 14.0, 21.0, 28.0, 35.0]),
+            ("resnet44", Rule::Fine, &[5.0, 10.0, 15.0, 20.0, 25.0, 30.0]),
+            (
+                "resnet110",
+                Rule::Fine,
+                &[6.0, 11.0, 15.0, 19.0, 23.0, 27.0, 30.0, 34.0, 37.0, 41.0],
+            ),
+            ("resnet20", Rule::Pareto, &[24.0, 36.0, 57.0]),
+            ("resnet32", Rule::Pareto, &[21.0, 40.0, 54.0, 61.0, 68.0]),
+            ("resnet44", Rule::Pareto, &[20.0, 38.0, 53.0, 63.0, 67.0, 76.0]),
+            ("resnet110", Rule::Pareto, &[21.0, 37.0, 50.0, 60.0, 69.0, 74.0]),
+            ("resnet20", Rule::Golden, &[24.0, 45.0, 68.0]),
+            ("resnet32", Rule::Golden, &[14.0, 21.0, 28.0, 40.0, 68.0]),
+            ("resnet44", Rule::Golden, &[10.0, 15.0, 20.0, 25.0, 38.0, 63.0]),
+            ("resnet110", Rule::Golden, &[6.0, 10.0, 15.0, 25.0, 39.0, 63.0]),
+            ("resnet20", Rule::Linear, &[36.0, 57.0, 77.0]),
+            ("resnet32", Rule::Linear, &[21.0, 35.0, 54.0, 68.0, 86.0]),
+            ("resnet44", Rule::Linear, &[15.0, 30.0, 43.0, 58.0, 76.0, 90.0]),
+            (
+                "resnet110",
+                Rule::Linear,
+                &[10.0, 19.0, 28.0, 37.0, 47.0, 56.0, 65.0, 74.0, 83.0, 93.0],
+            ),
+        ];
+        let mut report = Vec::new();
+        for &(name, rule, seed) in table {
+            let bb = BackboneSpec::new(name, Shape::new(3, 32, 32), 10, None).unwrap();
+            let total = bb.total_cost().macs(MacConvention::All) as f64;
+            let mut acc = 0u64;
+            let cum: Vec<f64> = bb
+                .blocks
+                .iter()
+                .map(|b| {
+                    acc += b.cost.macs(MacConvention::All);
+                    100.0 * acc as f64 / total
+                })
+                .collect();
+            let cuts = Placement::Rule { rule, n: seed.len() }
+                .resolve(&bb, MacConvention::All)
+                .unwrap();
+            let ours: Vec<f64> = cuts.iter().map(|&c| cum[c]).collect();
+            // Every exit lands on the seed's percentage, rounded as the table rounds.
+            for (&c, &p) in cuts.iter().zip(seed) {
+                assert_eq!(
+                    cum[c].round(),
+                    p,
+                    "{name} {rule:?}: ours {ours:.1?}, the seed's {seed:?}"
+                );
+            }
+            report.push(format!("{name} {rule:?}: {ours:.0?} vs {seed:?}"));
+        }
+        println!("{}", report.join("\n"));
     }
 
     #[test]

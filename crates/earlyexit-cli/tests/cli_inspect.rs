@@ -57,13 +57,17 @@ fn bad_input_gives_a_clear_error_and_nonzero_exit() {
         (vec!["inspect", "--model", "lenet5", "--input", "1x4x4"], "does not fit"),
         (
             vec![
-                "inspect", "--model", "eenet8", "--input", "1x28x28", "--exits", "fine:3",
+                "inspect", "--model", "eenet8", "--input", "1x28x28", "--exits", "fine:4",
             ],
-            "both land on cut",
+            "lands on exit 2's cut 2, and no block is left",
+        ),
+        (
+            vec!["inspect", "--model", "resnet20", "--exits", "cuts:3,3"],
+            "both land on cut 3",
         ),
         (
             vec!["inspect", "--model", "resnet20", "--exits", "pareto:40"],
-            "beyond its last cut point",
+            "no block is left after it: use fewer exits",
         ),
         (
             vec!["inspect", "--model", "resnet20", "--head", "fancy"],
