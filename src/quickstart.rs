@@ -14,8 +14,9 @@ use crate::choice::ExecChoice;
 use crate::error::{Error, Result};
 use crate::infer::{
     Calibration, EvalOptions, EvalReport, Executor, Goal, ScoreKind, SplitKind, calibrate_split, evaluate_with_table,
+    host_samples,
 };
-use crate::report::{ReportInputs, eval_text, write_report};
+use crate::report::{ReportInputs, eval_text, gallery_rows, write_report};
 use crate::run::Run;
 use crate::train::{Observer, TrainConfig, TrainOptions, train};
 
@@ -125,6 +126,7 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         Some(test.clone()),
     )?;
     inputs.metrics = std::fs::read_to_string(opts.out.join("metrics.jsonl")).ok();
+    inputs.gallery = gallery_rows(&test_table, &calibration.policy, 8, |i| host_samples(&test_split, i))?;
     let files = write_report(&opts.out.join("report"), &inputs)?;
     let report = files
         .into_iter()

@@ -19,4 +19,4 @@ pub use engine::*;
 pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate, evaluate_with_table};
 pub use executor::{Executor, Implementation};
 pub use prune::{ExitCheck, PrunePlan, efficiency_condition, greedy_keep_value, prune_plan, restrict_policy};
-pub use table::{InMemorySplit, LabelledData};
+pub use table::{InMemorySplit, LabelledData, host_samples};

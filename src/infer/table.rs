@@ -64,6 +64,18 @@ impl LabelledData for InMemorySplit {
     }
 }
 
+/// The samples at `indices` of `data` on the host: their `[C, H, W]` and their values, sample
+/// after sample (what a report shows of them; read on the CPU).
+pub fn host_samples(data: &dyn LabelledData, indices: &[usize]) -> Result<([usize; 3], Vec<f32>)> {
+    let (x, _) = data.batch(indices, &Device::flex())?;
+    let [_, c, h, w] = x.dims();
+    let values = x
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::invalid("samples", format!("{e:?}")))?;
+    Ok(([c, h, w], values))
+}
+
 impl ExitTable {
     /// Runs every exit over every sample of `data` in batches of `batch`, on the code `exec`
     /// runs (the code that answers in deployment), and keeps the per-exit predictions and

@@ -413,6 +413,8 @@ pub struct ReportInputs {
     pub extra: Option<String>,
     /// Extra points on the trade-off plot (e.g. a network trained without exits).
     pub marks: Vec<plot::Mark>,
+    /// Samples answered at each exit ([`gallery_rows`]), shown as a grid when not empty.
+    pub gallery: Vec<plot::GalleryRow>,
 }
 
 impl ReportInputs {
@@ -490,8 +492,55 @@ impl ReportInputs {
             metrics: None,
             extra: None,
             marks: Vec::new(),
+            gallery: Vec::new(),
         })
     }
+}
+
+/// The first `per_exit` samples of `table`'s split that leave at each exit under `policy` (the
+/// final classifier last), with their labels, answers and scores, for [`plot::exit_gallery`].
+/// `pixels(indices)` reads those samples (`[C, H, W]` and their values, e.g.
+/// [`crate::infer::host_samples`]): the report holds no data of its own. A policy without
+/// per-sample exits (`ensemble`) has no gallery.
+pub fn gallery_rows(
+    table: &ExitTable,
+    policy: &Policy,
+    per_exit: usize,
+    pixels: impl Fn(&[usize]) -> Result<([usize; 3], Vec<f32>)>,
+) -> Result<Vec<plot::GalleryRow>> {
+    if matches!(policy, Policy::Ensemble) || per_exit == 0 {
+        return Ok(Vec::new());
+    }
+    let exits = table.simulate(policy)?;
+    let kind = ScoreKind::of(policy).unwrap_or(ScoreKind::MaxProb);
+    let names = exit_names(table.exits.len());
+    let mut rows = Vec::new();
+    for (k, name) in names.into_iter().enumerate() {
+        let chosen: Vec<usize> = (0..table.len()).filter(|&i| exits[i] == k).take(per_exit).collect();
+        if chosen.is_empty() {
+            continue;
+        }
+        let (shape, values) = pixels(&chosen)?;
+        let per = shape.iter().product::<usize>();
+        let scores = if k < table.num_exits() {
+            table.scores(kind)?[k]
+        } else {
+            &table.exits[k].maxprob[..]
+        };
+        let samples = chosen
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| plot::GallerySample {
+                shape,
+                pixels: values[j * per..(j + 1) * per].to_vec(),
+                label: table.labels[i],
+                pred: table.exits[k].pred[i],
+                score: scores[i],
+            })
+            .collect();
+        rows.push(plot::GalleryRow { title: name, samples });
+    }
+    Ok(rows)
 }
 
 /// An evaluation computed on a table alone (no timing: the speed-ups are `NaN`).
@@ -602,6 +651,14 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
         files.extend(plot::panels(&dir.join("training"), &panels)?);
     }
 
+    if !r.gallery.is_empty() {
+        files.extend(plot::exit_gallery(
+            &dir.join("gallery"),
+            &format!("{}: samples answered at each exit ({})", r.name, r.eval.split),
+            &r.gallery,
+        )?);
+    }
+
     let _ = writeln!(md, "## Evaluation\n\n{}", eval_markdown(&r.eval));
     if let Some(c) = &r.calibration {
         let _ = writeln!(md, "## Calibration\n\n{}", calibration_markdown(c));
@@ -615,6 +672,12 @@ pub fn write_report(dir: &Path, r: &ReportInputs) -> Result<Vec<PathBuf>> {
     }
     if !panels.is_empty() {
         let _ = writeln!(md, "![training curves](training.png)\n");
+    }
+    if !r.gallery.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Samples answered at each exit\n\nThe first samples of the split that leave at each exit under the policy; under each, `label→answer score` (red: wrong).\n\n![samples per exit](gallery.png)\n"
+        );
     }
     let every = (r.sweep.len() / 10).max(1);
     let sampled: Vec<CurvePoint> = r.sweep.iter().step_by(every).cloned().collect();
@@ -655,6 +718,72 @@ fn short(p: &Policy) -> String {
 #[cfg(test)]
 mod tests {
     use super::metrics_panels;
+
+    /// The gallery shows, per exit, the first samples the policy sends there, with the exit's
+    /// answer and score, and the report draws it.
+    #[test]
+    fn the_gallery_shows_the_first_samples_of_each_exit_with_their_answers() {
+        use super::*;
+        use crate::infer::{ExitColumn, SplitKind};
+        let col = |pred: Vec<usize>, s: Vec<f32>| ExitColumn {
+            pred,
+            maxprob: s.clone(),
+            certainty: s,
+            confidence: None,
+        };
+        let table = ExitTable {
+            split: SplitKind::Test,
+            labels: vec![0, 1, 1, 0, 1],
+            exits: vec![
+                col(vec![0, 1, 0, 1, 1], vec![0.9, 0.8, 0.4, 0.3, 0.95]),
+                col(vec![0, 1, 1, 0, 0], vec![1.0, 0.9, 0.7, 0.6, 0.5]),
+            ],
+            exit_macs: vec![20, 105],
+            backbone_macs: 100,
+        };
+        let policy: Policy = "maxprob:0.6".parse().unwrap();
+        // Sample i is a 2×3 image of value i.
+        let asked = std::cell::RefCell::new(Vec::new());
+        let pixels = |idx: &[usize]| {
+            asked.borrow_mut().push(idx.to_vec());
+            Ok(([1, 2, 3], idx.iter().flat_map(|&i| vec![i as f32; 6]).collect()))
+        };
+        let rows = gallery_rows(&table, &policy, 2, pixels).unwrap();
+        assert_eq!(*asked.borrow(), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(
+            rows.iter().map(|r| r.title.as_str()).collect::<Vec<_>>(),
+            ["exit 0", "final"]
+        );
+        let s = &rows[1].samples[0];
+        assert_eq!((s.label, s.pred, s.score, s.pixels[0]), (1, 1, 0.7, 2.0));
+        assert_eq!((rows[0].samples[1].pred, rows[0].samples[1].score), (1, 0.8));
+        assert!(
+            gallery_rows(&table, &Policy::Ensemble, 2, |_| unreachable!())
+                .unwrap()
+                .is_empty()
+        );
+
+        let dir = std::env::temp_dir().join(format!("earlyexit-gallery-{}", std::process::id()));
+        let val = ExitTable {
+            split: SplitKind::Val,
+            ..table.clone()
+        };
+        let mut inputs = ReportInputs::simulated("g", &val, &table, policy, None, None).unwrap();
+        inputs.gallery = rows;
+        let files = write_report(&dir, &inputs).unwrap();
+        let png = files.iter().find(|f| f.ends_with("gallery.png")).expect("gallery.png");
+        let img = image::open(png).unwrap();
+        // Two rows of two 96×96 cells (3 px images scaled by 32) beside the row titles.
+        assert!(
+            img.width() >= 110 + 2 * 96 && img.height() >= 44 + 2 * 96,
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(md.contains("![samples per exit](gallery.png)"), "{md}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn training_curves_keep_and_name_every_exit() {

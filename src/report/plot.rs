@@ -689,3 +689,106 @@ mod tests {
         assert!((lo - 0.8).abs() < 1e-12 && (hi - 3.2).abs() < 1e-12, "{lo}..{hi}");
     }
 }
+
+/// One sample of an exit gallery: its pixels (`C×H×W`, any range: each image is stretched to
+/// its own minimum and maximum), its label, the answer and its score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GallerySample {
+    /// `[C, H, W]`.
+    pub shape: [usize; 3],
+    /// Pixels, channel after channel.
+    pub pixels: Vec<f32>,
+    /// True class.
+    pub label: usize,
+    /// The class the exit answered.
+    pub pred: usize,
+    /// The exit's score for the answer (the policy's score; max probability at the final exit).
+    pub score: f32,
+}
+
+/// The samples one exit answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GalleryRow {
+    /// Row title (`exit 0`, `final`).
+    pub title: String,
+    /// Its samples, left to right.
+    pub samples: Vec<GallerySample>,
+}
+
+/// The samples answered at each exit, a row per exit with `label → answer score` under each
+/// image (red when wrong), as EENets' Figs. 8–10. PNG only (pixels as SVG rectangles would be
+/// large and no sharper).
+pub fn exit_gallery(stem: &Path, title: &str, rows: &[GalleryRow]) -> Result<Vec<PathBuf>> {
+    ensure_font();
+    let side = rows
+        .iter()
+        .flat_map(|r| &r.samples)
+        .map(|s| s.shape[1].max(s.shape[2]))
+        .max()
+        .unwrap_or(1);
+    let scale = (96 / side.max(1)).max(1);
+    let cell = (side * scale) as i32;
+    let (left, top, caption, gap) = (110i32, 44i32, 20i32, 10i32);
+    let cols = rows.iter().map(|r| r.samples.len()).max().unwrap_or(0).max(1) as i32;
+    let width = (left + cols * (cell + gap) + gap) as u32;
+    let height = (top + rows.len().max(1) as i32 * (cell + caption + gap) + gap) as u32;
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let png = stem.with_extension("png");
+    let fail = |reason: String| Error::Parse {
+        file: png.clone(),
+        reason: format!("cannot draw the gallery: {reason}"),
+    };
+    {
+        let root = BitMapBackend::new(&png, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(err(e)))?;
+        root.draw_text(title, &(FONT, 18).into_font().color(&BLACK), (gap, 12))
+            .map_err(|e| fail(err(e)))?;
+        for (r, row) in rows.iter().enumerate() {
+            let y0 = top + r as i32 * (cell + caption + gap);
+            root.draw_text(
+                &row.title,
+                &(FONT, 15).into_font().color(&BLACK),
+                (gap, y0 + cell / 2 - 8),
+            )
+            .map_err(|e| fail(err(e)))?;
+            for (i, s) in row.samples.iter().enumerate() {
+                let x0 = left + i as i32 * (cell + gap);
+                let [c, h, w] = s.shape;
+                let (lo, hi) = s
+                    .pixels
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let span = if hi > lo { hi - lo } else { 1.0 };
+                let level = |ch: usize, y: usize, x: usize| {
+                    let v = s.pixels.get(ch.min(c - 1) * h * w + y * w + x).copied().unwrap_or(lo);
+                    (255.0 * (v - lo) / span).clamp(0.0, 255.0) as u8
+                };
+                for y in 0..h {
+                    for x in 0..w {
+                        let color = if c >= 3 {
+                            RGBColor(level(0, y, x), level(1, y, x), level(2, y, x))
+                        } else {
+                            let g = level(0, y, x);
+                            RGBColor(g, g, g)
+                        };
+                        let (px, py) = (x0 + (x * scale) as i32, y0 + (y * scale) as i32);
+                        root.draw(&Rectangle::new(
+                            [(px, py), (px + scale as i32, py + scale as i32)],
+                            color.filled(),
+                        ))
+                        .map_err(|e| fail(err(e)))?;
+                    }
+                }
+                let ok = s.label == s.pred;
+                let text = format!("{}→{} {:.2}", s.label, s.pred, s.score);
+                let color = if ok { BLACK } else { PALETTE[1] };
+                root.draw_text(&text, &(FONT, 13).into_font().color(&color), (x0, y0 + cell + 3))
+                    .map_err(|e| fail(err(e)))?;
+            }
+        }
+        root.present().map_err(|e| fail(err(e)))?;
+    }
+    Ok(vec![png])
+}

@@ -43,6 +43,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (eval, table) = evaluate_with_table(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
     let mut inputs = ReportInputs::simulated(&run_name(&r.dir), &val, &table, policy, r.calibration()?, Some(eval))?;
     inputs.metrics = std::fs::read_to_string(r.dir.join("metrics.jsonl")).ok();
+    inputs.gallery = earlyexit::report::gallery_rows(&table, &inputs.eval.policy, 8, |i| {
+        earlyexit::infer::host_samples(&data, i)
+    })?;
     inputs.extra = Some(format!(
         "## Model\n\n```text\n{}```\n",
         r.model.arch.summary(earlyexit::model::MacConvention::All)
