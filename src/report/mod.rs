@@ -514,6 +514,7 @@ pub fn gallery_rows(
     let exits = table.simulate(policy)?;
     let kind = ScoreKind::of(policy).unwrap_or(ScoreKind::MaxProb);
     let names = exit_names(table.exits.len());
+    let early_scores = table.scores(kind)?;
     let mut rows = Vec::new();
     for (k, name) in names.into_iter().enumerate() {
         let chosen: Vec<usize> = (0..table.len()).filter(|&i| exits[i] == k).take(per_exit).collect();
@@ -523,7 +524,7 @@ pub fn gallery_rows(
         let (shape, values) = pixels(&chosen)?;
         let per = shape.iter().product::<usize>();
         let scores = if k < table.num_exits() {
-            table.scores(kind)?[k]
+            early_scores[k]
         } else {
             &table.exits[k].maxprob[..]
         };

@@ -97,7 +97,24 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Svc {
-    pub(super) async fn run_job(&self, input: JobInput, deadline: Instant) -> ServeResult<Vec<proto::Answer>> {
+    /// Answers a decoded request (or says why it could not be decoded) and records it as `rpc`:
+    /// the one way every call of either API reaches the queue.
+    pub(super) async fn answer(
+        &self,
+        rpc: &'static str,
+        input: ServeResult<JobInput>,
+        deadline: Instant,
+        t0: Instant,
+    ) -> ServeResult<Vec<proto::Answer>> {
+        let r = match input {
+            Ok(input) => self.run_job(input, deadline).await,
+            Err(e) => Err(e),
+        };
+        self.record(rpc, t0, &r);
+        r
+    }
+
+    async fn run_job(&self, input: JobInput, deadline: Instant) -> ServeResult<Vec<proto::Answer>> {
         let now = Instant::now();
         if deadline <= now {
             return Err(ServeError::DeadlineExceeded(
@@ -124,7 +141,7 @@ impl Svc {
         }
     }
 
-    pub(super) fn record<T>(&self, rpc: &'static str, t0: Instant, r: &ServeResult<T>) {
+    fn record<T>(&self, rpc: &'static str, t0: Instant, r: &ServeResult<T>) {
         let code = match r {
             Ok(_) => tonic::Code::Ok,
             Err(e) => e.code(),
@@ -141,11 +158,14 @@ impl EarlyExit for Svc {
     ) -> Result<Response<proto::ClassifyResponse>, Status> {
         let t0 = Instant::now();
         let deadline = deadline_of(&request, self.0.opts.default_deadline, t0);
-        let r = match self.0.rules.classify_input(request.into_inner()) {
-            Ok(input) => self.run_job(input, deadline).await,
-            Err(e) => Err(e),
-        };
-        self.record("classify", t0, &r);
+        let r = self
+            .answer(
+                "classify",
+                self.0.rules.classify_input(request.into_inner()),
+                deadline,
+                t0,
+            )
+            .await;
         Ok(Response::new(proto::ClassifyResponse { answers: r? }))
     }
 
@@ -155,11 +175,14 @@ impl EarlyExit for Svc {
     ) -> Result<Response<proto::ForwardResponse>, Status> {
         let t0 = Instant::now();
         let deadline = deadline_of(&request, self.0.opts.default_deadline, t0);
-        let r = match self.0.rules.forward_input(request.into_inner()) {
-            Ok(input) => self.run_job(input, deadline).await,
-            Err(e) => Err(e),
-        };
-        self.record("forward", t0, &r);
+        let r = self
+            .answer(
+                "forward",
+                self.0.rules.forward_input(request.into_inner()),
+                deadline,
+                t0,
+            )
+            .await;
         Ok(Response::new(proto::ForwardResponse { answers: r? }))
     }
 

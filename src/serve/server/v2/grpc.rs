@@ -63,8 +63,7 @@ fn input_tensor(t: InferInputTensor, raw: Option<Vec<u8>>) -> ServeResult<InputT
         ("BYTES", Some(raw)) => InputData::Bytes(split_raw_bytes(&raw, &t.name)?),
         ("FP32", None) => InputData::Fp32(t.contents.map(|c| c.fp32_contents).unwrap_or_default()),
         ("BYTES", None) => InputData::Bytes(t.contents.map(|c| c.bytes_contents).unwrap_or_default()),
-        // Another datatype: [`V2::job_input`] names it against what the model takes.
-        _ => InputData::Fp32(Vec::new()),
+        _ => InputData::NotTaken,
     };
     Ok(InputTensor {
         name: t.name,
@@ -204,7 +203,7 @@ impl GrpcInferenceService for V2 {
                 inputs_of(r.inputs, r.raw_input_contents)
             })
             .and_then(|inputs| self.job_input(inputs));
-        let answers = self.infer("infer", input, deadline, t0).await?;
+        let answers = self.service().answer("infer", input, deadline, t0).await?;
         let tensors = output_tensors(&answers, self.0.rules.classes, &names);
         let mut raw_output_contents = Vec::new();
         let outputs = tensors

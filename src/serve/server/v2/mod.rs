@@ -14,7 +14,6 @@ pub(super) mod grpc;
 pub(super) mod rest;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::service::Shared;
 use crate::serve::error::{ServeError, ServeResult};
@@ -45,6 +44,9 @@ pub(super) enum InputData {
     Fp32(Vec<f32>),
     /// `BYTES` elements: encoded image files.
     Bytes(Vec<Vec<u8>>),
+    /// A datatype this model does not take: its values are not read, and
+    /// [`V2::job_input`] refuses it by name.
+    NotTaken,
 }
 
 /// An input tensor of an inference request.
@@ -103,6 +105,11 @@ fn element_count(shape: &[i64]) -> Option<usize> {
 }
 
 impl V2 {
+    /// The native service over the same state: its queue and metrics answer v2 calls too.
+    pub(super) fn service(&self) -> super::service::Svc {
+        super::service::Svc(self.0.clone())
+    }
+
     /// Whether the server takes requests (false while it stops).
     pub(super) fn ready(&self) -> bool {
         self.0.ready.load(std::sync::atomic::Ordering::Acquire)
@@ -217,23 +224,6 @@ impl V2 {
                 "input `{INPUT}` has datatype {other}; this model takes {takes}"
             ))),
         }
-    }
-
-    /// Queues `input` and waits for its answers, recording the request as `rpc` in the metrics.
-    pub(super) async fn infer(
-        &self,
-        rpc: &'static str,
-        input: ServeResult<JobInput>,
-        deadline: Instant,
-        t0: Instant,
-    ) -> ServeResult<Vec<proto::Answer>> {
-        let svc = super::service::Svc(self.0.clone());
-        let r = match input {
-            Ok(input) => svc.run_job(input, deadline).await,
-            Err(e) => Err(e),
-        };
-        svc.record(rpc, t0, &r);
-        r
     }
 }
 

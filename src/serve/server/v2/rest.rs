@@ -105,7 +105,7 @@ fn leaves<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// The values of a JSON input, as its datatype reads them (another datatype is left empty for
+/// The values of a JSON input, as its datatype reads them (another datatype is left unread for
 /// [`V2::job_input`] to name).
 fn input_tensor(t: InputJson) -> Result<InputTensor, ServeError> {
     let mut flat = Vec::new();
@@ -134,7 +134,7 @@ fn input_tensor(t: InputJson) -> Result<InputTensor, ServeError> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        _ => InputData::Fp32(Vec::new()),
+        _ => InputData::NotTaken,
     };
     Ok(InputTensor {
         name: t.name,
@@ -283,7 +283,7 @@ async fn infer(
                 req.inputs.into_iter().map(input_tensor).collect::<Result<Vec<_>, _>>()
             })
             .and_then(|inputs| s.v2.job_input(inputs));
-    let answers = match s.v2.infer("infer", input, deadline, t0).await {
+    let answers = match s.v2.service().answer("infer", input, deadline, t0).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
