@@ -10,6 +10,8 @@
 //!   metrics.jsonl               one EpochMetrics object per finished epoch
 //!   state.json                  epochs trained of epochs planned (finished, stopped, untrained)
 //!   policy.json                 (optional, written by calibration) the exit policy to use
+//!   class-design.json           (a class-specific design applied to a baseline, written by
+//!                               `class-exit --apply`) the design's exits and predicted figures
 //! ```
 //!
 //! This module is the one reader and writer of the folder's files: every command opens a run
@@ -39,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
+use crate::classexit::{Applied, AppliedDesign};
 use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::infer::{Calibration, InMemorySplit, MultiExitModel, Policy, SplitKind};
@@ -52,6 +55,9 @@ use serde::Deserialize;
 
 /// File name of a calibrated policy inside a run folder.
 pub const POLICY_FILE: &str = "policy.json";
+
+/// File name of an applied class-specific design's record inside a run folder.
+pub const CLASS_DESIGN_FILE: &str = "class-design.json";
 
 /// An opened run folder.
 #[derive(Clone, Debug)]
@@ -199,6 +205,30 @@ impl Run {
         read_metrics(&self.dir.join(METRICS_FILE))
     }
 
+    /// The class-specific design this run applies (`class-design.json`, written by
+    /// [`write_applied_run`]); `None` for every other run.
+    pub fn class_design(&self) -> Result<Option<AppliedDesign>> {
+        let path = self.dir.join(CLASS_DESIGN_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| Error::Parse {
+            file: path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sets, in an evaluation of this run under a class policy, each class's predicted gain and
+    /// loss from the design the run applies ([`crate::classexit::predict`]); nothing for a run
+    /// that applies none.
+    pub fn predict_class_gains(&self, eval: &mut crate::infer::EvalReport) -> Result<()> {
+        if let (Some(design), Some(c)) = (self.class_design()?, eval.class_specific.as_mut()) {
+            crate::classexit::predict(&design, c);
+        }
+        Ok(())
+    }
+
     /// The latest checkpoint's path (present while or after training).
     pub fn checkpoint(&self) -> PathBuf {
         last_checkpoint_path(&self.dir)
@@ -321,6 +351,62 @@ pub fn parse_policy_file(text: &str, path: &Path) -> Result<PolicyFile> {
             "expected a policy string or an object with a `policy` field".into(),
         )),
     }
+}
+
+/// Writes a class-specific design applied to `baseline` ([`crate::classexit::apply`]) as a new
+/// run folder `out`: `config.toml` (the baseline's data and normalisation; the model with its
+/// branches, `heads-only` from the baseline as the scheme that would retrain them),
+/// `model.json` and `weights.safetensors`, `policy.json` (the class policy) and
+/// `class-design.json`. The folder is written under a temporary name and renamed into place;
+/// an existing `out` is an error (a run is never overwritten).
+pub fn write_applied_run(baseline: &Run, applied: &Applied, out: &Path) -> Result<()> {
+    use crate::train::{ObjectiveConfig, ObjectiveKind};
+    if out.exists() {
+        return Err(Error::io(
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists: give a new folder for the applied design",
+            ),
+        ));
+    }
+    let mut config = baseline.config.clone();
+    config.model = applied.model.arch.description.clone();
+    config.eval_policy = Some(applied.policy.clone());
+    config.init = Some(baseline.dir.clone());
+    let mut objective = ObjectiveConfig::new(ObjectiveKind::HeadsOnly);
+    objective.base = Some(ObjectiveKind::Joint);
+    config.objective = objective;
+    config
+        .validate()
+        .map_err(|e| Error::invalid("applied configuration", e.to_string()))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = out.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        write_atomic(&tmp.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+        crate::model::io::save_model(&tmp, &applied.model.arch.description, &applied.model.net)?;
+        let policy = serde_json::json!({
+            "policy": applied.policy.to_string(),
+            "note": format!("class-specific design on {} (class-exit --apply)", baseline.dir.display()),
+        });
+        write_atomic(
+            &tmp.join(POLICY_FILE),
+            &serde_json::to_vec_pretty(&policy).expect("json serialises"),
+        )?;
+        write_atomic(
+            &tmp.join(CLASS_DESIGN_FILE),
+            &serde_json::to_vec_pretty(&applied.design).expect("designs serialise"),
+        )?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })
 }
 
 /// Writes `cal` to `dir/policy.json` atomically (write, then rename); returns the path.

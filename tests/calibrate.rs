@@ -96,6 +96,7 @@ fn synthetic(m: &MultiExitModel, leave0: usize, leave1: usize) -> ExitTable {
         maxprob: (0..n).map(|i| if hi.contains(&i) { 0.9 } else { 0.2 }).collect(),
         certainty: vec![0.0; n],
         confidence: None,
+        top_sigmoid: vec![],
     };
     ExitTable {
         split: SplitKind::Val,

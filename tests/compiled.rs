@@ -128,9 +128,24 @@ fn pre_activation_blocks_and_every_head_kind_match() {
         HeadKind::Bnpool,
         HeadKind::Branchy,
         HeadKind::Dense,
+        HeadKind::Relupool,
     ] {
         check("eenet8", Shape::new(1, 28, 28), "cuts:0,1", head, 5);
     }
+    // One kind per exit (a class-specific design's KP=Off and KP=On branches), through
+    // compaction, under a class policy too.
+    let mut desc = ModelDescription::new("resnet20", Shape::new(1, 16, 16), 10, "cuts:1,4,6".parse().unwrap());
+    desc.exit_heads = Some(vec![HeadKind::Relupool, HeadKind::Dense, HeadKind::Relupool]);
+    desc.confidence = false;
+    let arch = desc.resolve().unwrap();
+    let net = arch.init_seeded(&Device::flex(), 5);
+    let m = MultiExitModel { arch, net };
+    check_model(&m, Shape::new(1, 16, 16), 6);
+    let x = common::input(6, Shape::new(1, 16, 16), 4);
+    let fast = CompiledNet::compile(&m).unwrap();
+    let class: Policy = "class:0@0.5+1@0.5+2@0.5+3@0.5,4@0.5+5@0.5+6@0.5,off".parse().unwrap();
+    let (a, b) = (m.infer(x.clone(), &class).unwrap(), fast.infer(x, &class).unwrap());
+    assert_eq!((&a.exit, &a.class), (&b.exit, &b.class));
     // `dense` heads read every earlier block's pooled features, through compaction.
     check("resnet20", Shape::new(3, 16, 16), "cuts:1,4,6", HeadKind::Dense, 6);
 }

@@ -122,6 +122,7 @@ fn every_stage_and_exit_graph_equals_the_engine_and_the_cascade_gives_its_answer
         // 2×2 features into VGG's 7×7 adaptive pool: overlapping windows folded into fc1.
         ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2"),
         ("lenet5", Shape::new(1, 28, 28), HeadKind::Plain, "cuts:1"),
+        ("resnet20", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:2,5"),
     ] {
         let m = with_statistics(common::model(backbone, input, exits, head, 7), input);
         let x = common::input(5, input, 9);

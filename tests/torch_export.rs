@@ -44,6 +44,7 @@ fn export_then_load_is_bit_identical_for_every_block_and_head_kind() {
         ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2"),
         ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2"),
         ("lenet5", Shape::new(1, 28, 28), HeadKind::Dense, "every"),
+        ("resnet8", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:0,2"),
     ]
     .into_iter()
     .enumerate()

@@ -42,6 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod apply;
 pub mod branch;
 pub mod criteria;
 pub mod search;
@@ -52,6 +53,10 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+pub use apply::{
+    Applied, AppliedClass, AppliedDesign, AppliedExit, BRANCHES_FILE, OTHER_CLASS_LOGIT, apply, load_branches, predict,
+    save_branches,
+};
 pub use branch::{Branch, Features, Kp, TrainSettings, branch_pool, extract, train_branch};
 pub use criteria::{Assessment, Baseline, Counts, gamma_second};
 pub use search::{AlphaGrid, Candidate, SecondExit, Split, best_alpha, candidate, pareto_pick, second_exit};
@@ -307,6 +312,11 @@ pub struct ClassExitReport {
     /// Class names in label order, for the report (not set by [`design`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_names: Option<Vec<String>>,
+    /// The trained branches, weights included, in [`ClassExitReport::branches`] order: what
+    /// [`apply`] builds exits from. Not in the JSON ([`save_branches`] writes them beside it);
+    /// empty for a report read back from JSON.
+    #[serde(skip)]
+    pub branch_weights: Vec<Branch>,
 }
 
 /// Runs the class-specific method on baseline `model` (its backbone and final classifier; any
@@ -433,6 +443,7 @@ pub fn design(
             search: t_search,
         },
         class_names: None,
+        branch_weights: branches,
     })
 }
 

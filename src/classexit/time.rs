@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::infer::engine::StageSlices;
 use crate::infer::executor::OnStages;
 use crate::infer::{Executor, MultiExitModel};
+use crate::model::HeadKind;
 
 /// Eq. 1: the longest time of a design, `t'_i = t + e_i` (a sample that does not leave early).
 pub fn t_max(t: f64, e: f64) -> f64 {
@@ -85,8 +86,11 @@ fn best(v: &mut f64, started: Instant) {
 /// Times B, its prefixes up to every cut point, and branch `(cut, kp)` for every entry of
 /// `branches` ([`branch_pool`] at `grid`, a dense layer with one output, then σ, the decision
 /// read back), on one random input. B and its prefixes run on the code `path` selects (the
-/// compiled CPU path where it runs B: what a deployment runs); the branches on the Burn module.
-/// Weights of the branch do not change its time, so random ones are used.
+/// compiled CPU path where it runs B: what a deployment runs). Globally pooled branches
+/// (`grid = 1`) are timed as the exit heads that deploy them ([`super::apply`]: `relupool`,
+/// `dense`) on the same code, their logits brought to the host as the engine does; pooled to a
+/// grid, on the Burn module. Weights of the branch do not change its time, so random ones are
+/// used.
 ///
 /// # Errors
 /// `path` asks for code that cannot run B.
@@ -128,6 +132,16 @@ pub fn measure(
     let mut t = f64::INFINITY;
     let mut delta = vec![f64::INFINITY; cuts];
     let mut e = vec![f64::INFINITY; branches.len()];
+    // Globally pooled branches are the exit heads `class-exit --apply` deploys (`relupool` for
+    // KP=Off, `dense` for KP=On): timed as those heads on the executor that would run them.
+    let deployed: Vec<Option<Executor>> = [Kp::Off, Kp::On]
+        .into_iter()
+        .map(|kp| {
+            (grid == 1 && branches.iter().any(|b| b.1 == kp))
+                .then(|| Executor::new(cut_everywhere_with(model, head_of(kp), device)?, device, path))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
     for _ in 0..reps.max(1) + 1 {
         let s = Instant::now();
         std::hint::black_box(whole.forward_plain(x.clone())?);
@@ -137,6 +151,10 @@ pub fn measure(
             *d = d.min(v);
         }
         for ((&(cut, kp), (w, b)), ei) in branches.iter().zip(&heads).zip(e.iter_mut()) {
+            if let Some(exec) = &deployed[(kp == Kp::On) as usize] {
+                *ei = ei.min(exec.with_stages(ExitTime { x: x.clone(), cut })?);
+                continue;
+            }
             let s = Instant::now();
             let parts: Vec<Tensor<2>> = match kp {
                 Kp::Off => vec![branch_pool(feats[cut].clone(), grid)],
@@ -160,12 +178,26 @@ pub fn measure(
     })
 }
 
+/// The exit head that deploys a globally pooled branch of connection type `kp`.
+fn head_of(kp: Kp) -> HeadKind {
+    match kp {
+        Kp::Off => HeadKind::Relupool,
+        Kp::On => HeadKind::Dense,
+    }
+}
+
 /// B with an exit after every block but the last (weights of B, `pool` heads that are never
 /// run): its stage slices are B's prefixes.
 fn cut_everywhere(model: &MultiExitModel, device: &Device) -> Result<MultiExitModel> {
+    cut_everywhere_with(model, HeadKind::Pool, device)
+}
+
+/// [`cut_everywhere`] with `head` heads (random weights: they do not change the time).
+fn cut_everywhere_with(model: &MultiExitModel, head: HeadKind, device: &Device) -> Result<MultiExitModel> {
     let mut desc = model.arch.description.clone();
     desc.exits = "every".parse()?;
-    desc.head = crate::model::HeadKind::Pool;
+    desc.exit_heads = None;
+    desc.head = head;
     desc.confidence = false;
     let arch = desc.resolve()?;
     let blocks = model.net.backbone.blocks.len();
@@ -199,5 +231,26 @@ impl OnStages for PrefixTimes {
                 Ok(s.elapsed().as_secs_f64())
             })
             .collect()
+    }
+}
+
+/// One timed run of the exit after cut `cut` (its head and its logits brought to the host, as
+/// the engine pays at every exit it evaluates) on the state B reaches there, seconds.
+struct ExitTime {
+    x: Tensor<4>,
+    cut: usize,
+}
+
+impl OnStages for ExitTime {
+    type Output = Result<f64>;
+    fn on<N: StageSlices>(self, net: &N) -> Result<f64> {
+        let mut state = net.start(self.x)?;
+        for k in 0..=self.cut {
+            state = net.run_stage(k, state);
+        }
+        net.sync(&state);
+        let s = Instant::now();
+        std::hint::black_box(net.exit(self.cut, &state));
+        Ok(s.elapsed().as_secs_f64())
     }
 }

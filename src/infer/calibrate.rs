@@ -18,9 +18,9 @@
 //!     labels: vec![0, 1, 1, 0],
 //!     exits: vec![
 //!         ExitColumn { pred: vec![0, 1, 0, 1], maxprob: vec![0.9, 0.8, 0.4, 0.3],
-//!                      certainty: vec![0.7, 0.6, 0.1, 0.1], confidence: None },
+//!                      certainty: vec![0.7, 0.6, 0.1, 0.1], confidence: None, top_sigmoid: vec![] },
 //!         ExitColumn { pred: vec![0, 1, 1, 0], maxprob: vec![1.0; 4],
-//!                      certainty: vec![1.0; 4], confidence: None },
+//!                      certainty: vec![1.0; 4], confidence: None, top_sigmoid: vec![] },
 //!     ],
 //!     exit_macs: vec![20, 105],
 //!     backbone_macs: 100,
@@ -421,7 +421,7 @@ pub struct CurvePoint {
 ///
 /// ```
 /// use earlyexit::infer::{ExitColumn, ExitTable, ScoreKind, SplitKind, sweep};
-/// let col = |pred: Vec<usize>, s: Vec<f32>| ExitColumn { pred, maxprob: s.clone(), certainty: s, confidence: None };
+/// let col = |pred: Vec<usize>, s: Vec<f32>| ExitColumn { pred, maxprob: s.clone(), certainty: s, confidence: None, top_sigmoid: vec![] };
 /// let table = ExitTable {
 ///     split: SplitKind::Test,
 ///     labels: vec![0, 1],
@@ -547,6 +547,7 @@ mod tests {
                     maxprob: vec![],
                     certainty: vec![],
                     confidence: (k < exits).then(Vec::new),
+                    top_sigmoid: vec![],
                 };
                 for &y in &labels {
                     let right = rng.random_bool(skill);

@@ -137,6 +137,7 @@ impl MultiExitModel {
         let has_conf = self.net.heads.iter().all(|h| h.has_confidence());
         let num_exits = self.net.num_exits();
         policy.check(num_exits, has_conf)?;
+        policy.check_classes(self.arch.description.classes)?;
         let [n, ..] = x.dims();
         let classes = self.arch.description.classes;
         let exit_macs = self.exit_macs();
@@ -546,6 +547,7 @@ impl<'m> Rebatcher<'m> {
         let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
         let stages = net.num_exits() + 1;
         policy.check(net.num_exits(), has_conf)?;
+        policy.check_classes(model.arch.description.classes)?;
         Ok(Self {
             queues: Box::new(StageQueues {
                 model,

@@ -187,6 +187,217 @@ pub struct EvalReport {
     pub overthinking_answered: usize,
     /// Per exit, the final classifier last.
     pub exits: Vec<ExitEval>,
+    /// Under a class-specific policy ([`Policy::Class`]): per target class and for the rest,
+    /// what the real exits did and the time they took against B's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_specific: Option<ClassSpecificEval>,
+}
+
+/// One target class of a class-specific policy, measured (the class-specific seed's figures on
+/// real exits).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetClassEval {
+    /// The class `k`.
+    pub k: usize,
+    /// Samples of `k`.
+    pub samples: usize,
+    /// Share of the samples of `k` answered `k` (at any exit).
+    pub accuracy: f64,
+    /// Share of the answers `k` (at any exit) that are right; `None` when nothing is answered `k`.
+    pub precision: Option<f64>,
+    /// Samples of `k` leaving early as `k` (`tp` at `Out:EE`).
+    pub early_right: usize,
+    /// Samples of other classes leaving early as `k` (`fp` at `Out:EE`).
+    pub early_wrong: usize,
+    /// Share of the samples of `k` leaving early.
+    pub early_share: f64,
+    /// Samples of `k` leaving (as `k`) at each early exit.
+    pub early_by_exit: Vec<usize>,
+    /// Microseconds per sample of `k` at batch 1 with the policy.
+    pub policy_us: f64,
+    /// Microseconds per sample of `k` at batch 1 without exits (B).
+    pub plain_us: f64,
+    /// `plain_us / policy_us`: the measured gain for the samples of `k`.
+    pub gain: f64,
+    /// Samples of `k` timed.
+    pub timed: usize,
+    /// The gain the design's time model (the class-specific seed's eq. 3, or its two-exit form)
+    /// predicts at the exit rates measured here, when the run records its design
+    /// ([`crate::classexit::predict`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_gain: Option<f64>,
+    /// The design's loss `t'/t` (eq. 1): how much slower a sample that does not leave early is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_loss: Option<f64>,
+}
+
+/// The samples of no target class under a class-specific policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestEval {
+    /// Samples.
+    pub samples: usize,
+    /// Share answered right.
+    pub accuracy: f64,
+    /// Share of the answers of these classes (at any exit) that are right.
+    pub precision: Option<f64>,
+    /// Share leaving early (answered as a target class: always wrong).
+    pub early_share: f64,
+    /// Microseconds per sample at batch 1 with the policy.
+    pub policy_us: f64,
+    /// Microseconds per sample at batch 1 without exits.
+    pub plain_us: f64,
+    /// `policy_us / plain_us`: how many times slower the branches make them.
+    pub slowdown: f64,
+    /// Samples timed.
+    pub timed: usize,
+}
+
+/// What [`evaluate`] adds under [`Policy::Class`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassSpecificEval {
+    /// Per class the policy answers early, in label order.
+    pub classes: Vec<TargetClassEval>,
+    /// Every other sample.
+    pub rest: RestEval,
+}
+
+/// The answers' figures for the samples whose label `of` accepts: `(samples, accuracy,
+/// precision, leaving early)`, `precision` over the answers `of` accepts.
+fn class_figures(
+    answers: &Answers,
+    labels: &[usize],
+    num_exits: usize,
+    of: &dyn Fn(usize) -> bool,
+) -> (usize, f64, Option<f64>, usize) {
+    let mut samples = 0;
+    let mut right = 0;
+    let mut early = 0;
+    let mut answered = 0;
+    let mut answered_right = 0;
+    for (i, &y) in labels.iter().enumerate() {
+        let a = answers.class[i];
+        if of(y) {
+            samples += 1;
+            right += (a == y) as usize;
+            early += (answers.exit[i] < num_exits) as usize;
+        }
+        if of(a) {
+            answered += 1;
+            answered_right += (a == y) as usize;
+        }
+    }
+    (
+        samples,
+        right as f64 / samples.max(1) as f64,
+        (answered > 0).then(|| answered_right as f64 / answered as f64),
+        early,
+    )
+}
+
+/// Microseconds per sample at batch 1 of `policy` and of `never` over `rows` (fastest of
+/// `repeats`, the two interleaved so that both see the same machine).
+fn time_rows_batch1(
+    exec: &Executor,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    rows: &[usize],
+    repeats: usize,
+) -> Result<(f64, f64)> {
+    let inputs: Vec<_> = rows
+        .iter()
+        .map(|&r| data.batch(&[r], exec.device()).map(|b| b.0))
+        .collect::<Result<_>>()?;
+    let Some(first) = inputs.first() else {
+        return Ok((f64::NAN, f64::NAN));
+    };
+    exec.infer(first.clone(), policy)?;
+    exec.infer(first.clone(), &Policy::Never)?;
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..repeats.max(1) {
+        for (slot, p) in [policy, &Policy::Never].into_iter().enumerate() {
+            let start = Instant::now();
+            for x in &inputs {
+                std::hint::black_box(exec.infer(x.clone(), p)?);
+            }
+            best[slot] = best[slot].min(start.elapsed().as_secs_f64());
+        }
+    }
+    let per = |s: f64| s * 1e6 / inputs.len() as f64;
+    Ok((per(best[0]), per(best[1])))
+}
+
+/// [`ClassSpecificEval`] of `answers` under class policy `policy`, timing up to `timed` samples
+/// of each group at batch 1.
+fn class_specific(
+    exec: &Executor,
+    data: &dyn LabelledData,
+    policy: &Policy,
+    answers: &Answers,
+    labels: &[usize],
+    timed: usize,
+    repeats: usize,
+) -> Result<Option<ClassSpecificEval>> {
+    let Policy::Class(exits) = policy else {
+        return Ok(None);
+    };
+    let num_exits = exits.len();
+    let mut targets: Vec<usize> = exits.iter().flatten().map(|r| r.class).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let rows_of = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
+        (0..labels.len()).filter(|&i| keep(labels[i])).take(timed).collect()
+    };
+    let mut classes = Vec::with_capacity(targets.len());
+    for &k in &targets {
+        let (samples, accuracy, precision, _) = class_figures(answers, labels, num_exits, &|c| c == k);
+        let early_as_k = |truth: bool| {
+            (0..labels.len())
+                .filter(|&i| answers.exit[i] < num_exits && answers.class[i] == k && (labels[i] == k) == truth)
+                .count()
+        };
+        let rows = rows_of(&|c| c == k);
+        let (policy_us, plain_us) = time_rows_batch1(exec, data, policy, &rows, repeats)?;
+        let early_right = early_as_k(true);
+        let mut early_by_exit = vec![0; num_exits];
+        for i in 0..labels.len() {
+            if labels[i] == k && answers.class[i] == k && answers.exit[i] < num_exits {
+                early_by_exit[answers.exit[i]] += 1;
+            }
+        }
+        classes.push(TargetClassEval {
+            k,
+            samples,
+            accuracy,
+            precision,
+            early_right,
+            early_wrong: early_as_k(false),
+            early_share: early_right as f64 / samples.max(1) as f64,
+            early_by_exit,
+            policy_us,
+            plain_us,
+            gain: plain_us / policy_us,
+            timed: rows.len(),
+            predicted_gain: None,
+            predicted_loss: None,
+        });
+    }
+    let is_rest = |c: usize| !targets.contains(&c);
+    let (samples, accuracy, precision, early) = class_figures(answers, labels, num_exits, &is_rest);
+    let rows = rows_of(&is_rest);
+    let (policy_us, plain_us) = time_rows_batch1(exec, data, policy, &rows, repeats)?;
+    Ok(Some(ClassSpecificEval {
+        classes,
+        rest: RestEval {
+            samples,
+            accuracy,
+            precision,
+            early_share: early as f64 / samples.max(1) as f64,
+            policy_us,
+            plain_us,
+            slowdown: policy_us / plain_us,
+            timed: rows.len(),
+        },
+    }))
 }
 
 /// Runs `policy` for real over `data` (batches of `batch`) on the code `exec` runs and returns
@@ -310,6 +521,15 @@ pub fn evaluate_with_table(
             speedup: b / p,
         });
     }
+    report.class_specific = class_specific(
+        &exec,
+        data,
+        policy,
+        &answers,
+        &labels,
+        opts.timing_samples,
+        opts.repeats,
+    )?;
     report.measured_speedup = timing[0].speedup;
     report.measured_speedup_large = timing[1].speedup;
     report.timing = timing;
@@ -366,6 +586,7 @@ pub fn report_from(answers: &Answers, labels: &[usize], table: &ExitTable, polic
                 relative_cost: r,
             })
             .collect(),
+        class_specific: None,
     }
 }
 

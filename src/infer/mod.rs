@@ -16,7 +16,10 @@ pub use calibrate::{
 pub use compiled::CompiledNet;
 pub use earlyexit_kernels::ConvKernel;
 pub use engine::*;
-pub use eval::{EvalOptions, EvalReport, ExitEval, Timing, ece, evaluate, evaluate_with_table};
+pub use eval::{
+    ClassSpecificEval, EvalOptions, EvalReport, ExitEval, RestEval, TargetClassEval, Timing, ece, evaluate,
+    evaluate_with_table,
+};
 pub use executor::{Executor, Implementation};
 pub use prune::{ExitCheck, PrunePlan, efficiency_condition, greedy_keep_value, prune_plan, restrict_policy};
 pub use table::{InMemorySplit, LabelledData, host_samples};

@@ -97,6 +97,7 @@ impl ExitTable {
                 maxprob: Vec::new(),
                 certainty: Vec::new(),
                 confidence: (k + 1 < n_out && model.net.heads[k].has_confidence()).then(Vec::new),
+                top_sigmoid: Vec::new(),
             })
             .collect();
         let mut labels = Vec::with_capacity(indices.len());
@@ -107,6 +108,7 @@ impl ExitTable {
                 col.pred.extend(out.preds());
                 col.maxprob.extend(out.max_prob());
                 col.certainty.extend(out.certainty());
+                col.top_sigmoid.extend(out.top_sigmoid());
                 if let (Some(v), Some(conf)) = (col.confidence.as_mut(), out.confidence()) {
                     v.extend(conf);
                 }

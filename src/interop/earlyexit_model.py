@@ -230,6 +230,8 @@ class Head(nn.Module):
             z = F.relu(self.bn(x)).mean((2, 3))
         elif self.kind == "branchy":
             z = self.conv(x).mean((2, 3))
+        elif self.kind == "relupool":
+            z = F.relu(x).mean((2, 3))
         else:
             z = torch.cat(pooled[:self.history_len], 1)
         return self.classifier(z), (self.confidence(z) if self.confidence is not None else None)
@@ -272,7 +274,17 @@ class EarlyExitNet(nn.Module):
     def _leaves(self, k, logits, conf, streak):
         kind, _, args = self.policy.partition(":")
         # `off`: an exit that never fires (NaN compares false both ways).
-        ts = [float("nan") if t == "off" else float(t) for t in args.split(",")] if args and kind != "patience" else []
+        if kind == "class":
+            # Per exit `C@A+C@A` or `off`: leave when the argmax is one of the exit's classes and
+            # sigmoid of its logit reaches that class's A.
+            group = args.split(",")[k]
+            top = logits.max(1)
+            go = torch.zeros(len(logits), dtype=torch.bool)
+            for rule in ([] if group == "off" else group.split("+")):
+                c, a = rule.split("@")
+                go |= (top.indices == int(c)) & (torch.sigmoid(top.values) >= float(a))
+            return go
+        ts = [float("nan") if t == "off" else float(t) for t in args.split(",")] if args and kind not in ("patience", "class") else []
         t = (ts[k] if len(ts) > 1 else ts[0]) if ts else None
         p = logits.softmax(1)
         if kind == "maxprob":

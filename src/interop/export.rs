@@ -99,6 +99,9 @@ fn rule_of(policy: &Policy) -> String {
         Policy::Patience(_) => "its argmax has been the same at the last `patience` exits in a row (exit 0 counts one)",
         Policy::Never => "never (every sample runs the whole network)",
         Policy::Ensemble => "never; the answer mixes every exit by its gate",
+        Policy::Class(_) => {
+            "its argmax c is one of the exit's classes (`class:C@A+…`, one group per exit) and sigmoid(logit c) is at least that class's A"
+        }
     };
     format!(
         "Run stage 0 on the (normalised) input, then for k = 0, 1, …: run exit k on the features of \

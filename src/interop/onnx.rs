@@ -495,6 +495,10 @@ fn head_graph(head: &ExitHead, input: Shape, classes: usize, name: &str) -> Resu
             let y = g.relu(&y);
             g.global_pool(&y)
         }
+        HeadKind::Relupool => {
+            let y = g.relu("features");
+            g.global_pool(&y)
+        }
         HeadKind::Branchy => {
             let conv = head.conv.as_ref().expect("branchy heads have a convolution");
             let y = g.conv_bn_act("features", conv)?;

@@ -35,10 +35,13 @@ pub enum HeadKind {
     /// The class-specific method's "keep previous connections" (KP=On) head: ReLU and pooling
     /// of the features at this and every earlier cut point, concatenated, then one dense layer.
     Dense,
+    /// The class-specific method's branch on one cut point (KP=Off, seed Fig. 3): ReLU, global
+    /// average pooling, then both branches.
+    Relupool,
 }
 
 /// Names accepted by [`HeadKind::from_str`].
-pub const HEAD_KINDS: &str = "plain, pool, bnpool, branchy, dense";
+pub const HEAD_KINDS: &str = "plain, pool, bnpool, branchy, dense, relupool";
 
 impl FromStr for HeadKind {
     type Err = Error;
@@ -49,6 +52,7 @@ impl FromStr for HeadKind {
             "bnpool" => Self::Bnpool,
             "branchy" => Self::Branchy,
             "dense" => Self::Dense,
+            "relupool" => Self::Relupool,
             _ => {
                 return Err(Error::UnknownName {
                     what: "head",
@@ -68,6 +72,7 @@ impl fmt::Display for HeadKind {
             Self::Bnpool => "bnpool",
             Self::Branchy => "branchy",
             Self::Dense => "dense",
+            Self::Relupool => "relupool",
         })
     }
 }
@@ -93,7 +98,7 @@ impl HeadSpec {
     fn feature_dim(&self) -> usize {
         match self.kind {
             HeadKind::Plain => self.input.numel(),
-            HeadKind::Pool | HeadKind::Bnpool | HeadKind::Branchy => self.input.c,
+            HeadKind::Pool | HeadKind::Bnpool | HeadKind::Branchy | HeadKind::Relupool => self.input.c,
             HeadKind::Dense => self.history.iter().map(|s| s.c).sum(),
         }
     }
@@ -112,6 +117,9 @@ impl HeadSpec {
             }
             HeadKind::Bnpool => {
                 c.bn().relu().global_pool();
+            }
+            HeadKind::Relupool => {
+                c.relu().global_pool();
             }
             HeadKind::Branchy => {
                 c.conv(self.input.c, 3, 1, 1, false).bn().relu().global_pool();
@@ -203,6 +211,7 @@ impl ExitHead {
             HeadKind::Plain => flatten(x),
             HeadKind::Pool => global_avg_pool(x),
             HeadKind::Bnpool => global_avg_pool(relu(self.bn.as_ref().expect("bnpool has bn").forward(x))),
+            HeadKind::Relupool => global_avg_pool(relu(x)),
             HeadKind::Branchy => global_avg_pool(self.conv.as_ref().expect("branchy has conv").forward(x)),
             HeadKind::Dense => {
                 assert!(

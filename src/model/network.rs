@@ -48,6 +48,11 @@ pub struct ModelDescription {
     /// Exit head kind, for every exit.
     #[serde(default)]
     pub head: HeadKind,
+    /// One head kind per exit, in exit order, where exits differ (a class-specific design whose
+    /// branches read one cut point at one exit and every earlier one at another); overrides
+    /// `head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_heads: Option<Vec<HeadKind>>,
     /// Whether heads carry a confidence / gate branch.
     #[serde(default = "yes")]
     pub confidence: bool,
@@ -67,6 +72,7 @@ impl ModelDescription {
             input,
             classes,
             head: HeadKind::Pool,
+            exit_heads: None,
             confidence: true,
             exits,
             placement_macs: MacConvention::All,
@@ -119,10 +125,24 @@ impl ModelDescription {
         self.check_sizes()?;
         let backbone = BackboneSpec::new(&self.backbone, self.input, self.classes, self.width)?;
         let cuts = self.exits.resolve(&backbone, self.placement_macs)?;
+        if let Some(kinds) = &self.exit_heads
+            && kinds.len() != cuts.len()
+        {
+            return Err(Error::invalid(
+                "exit_heads",
+                format!(
+                    "{} head kinds for {} exits (placement `{}`): give one per exit",
+                    kinds.len(),
+                    cuts.len(),
+                    self.exits
+                ),
+            ));
+        }
         let heads: Vec<HeadSpec> = cuts
             .iter()
-            .map(|&c| HeadSpec {
-                kind: self.head,
+            .enumerate()
+            .map(|(k, &c)| HeadSpec {
+                kind: self.exit_heads.as_ref().map_or(self.head, |v| v[k]),
                 confidence: self.confidence,
                 classes: self.classes,
                 input: backbone.blocks[c].output,
@@ -262,6 +282,7 @@ impl Architecture {
         check_keep(keep, self.num_exits())?;
         let mut d = self.description.clone();
         d.exits = Placement::Cuts(keep.iter().map(|&k| self.cuts[k]).collect());
+        d.exit_heads = d.exit_heads.map(|v| keep.iter().map(|&k| v[k]).collect());
         d.resolve()
     }
 }

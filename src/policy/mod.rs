@@ -120,10 +120,104 @@ pub enum Policy {
     /// The differentiable-branching soft recursive output over all exits (no early stop):
     /// `f̂_b = g_b f_b + (1 − g_b) f̂_{b+1}`.
     Ensemble,
+    /// Class-specific exits (the class-specific seed, §3.3): per early exit, the classes it may
+    /// answer, each with its own threshold α. A sample leaves at exit `k` when the exit's
+    /// predicted class `c` (its largest logit) is one of exit `k`'s classes and `σ(z_c) ≥ α`;
+    /// it answers `c`. An exit with no class never fires. The branches of a class-specific
+    /// design give one logit per class they recognise (`σ(z_c)` is the branch's belief that the
+    /// sample is of `c`) and a far lower constant for every other class.
+    Class(Vec<Vec<ClassRule>>),
+}
+
+/// One class an early exit of [`Policy::Class`] may answer, and the sigmoid threshold α its
+/// logit must reach.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassRule {
+    /// The class.
+    pub class: usize,
+    /// The threshold on `σ(z_class)`, in `[0, 1]`.
+    pub alpha: f32,
+}
+
+impl Policy {
+    /// The class rules of early exit `k` of a [`Policy::Class`] (empty for an exit that never
+    /// fires); `None` for every other policy.
+    pub fn class_rules(&self, k: usize) -> Option<&[ClassRule]> {
+        match self {
+            Policy::Class(v) => Some(v.get(k).map_or(&[][..], |r| &r[..])),
+            _ => None,
+        }
+    }
+
+    /// Whether a sample whose predicted class at early exit `k` is `pred`, with `σ(z_pred)` of
+    /// `score`, leaves there under [`Policy::Class`].
+    fn class_fires(rules: &[ClassRule], pred: usize, score: f32) -> bool {
+        rules.iter().any(|r| r.class == pred && score >= r.alpha)
+    }
+
+    fn parse_class(arg: &str, all: &str) -> Result<Self> {
+        let mut exits = Vec::new();
+        for exit in arg.split(',') {
+            let exit = exit.trim();
+            let mut rules: Vec<ClassRule> = Vec::new();
+            if exit != "off" {
+                for rule in exit.split('+') {
+                    let Some((c, a)) = rule.split_once('@') else {
+                        return Err(Error::invalid(
+                            "policy",
+                            format!("`{all}`: `{rule}` is not CLASS@ALPHA (e.g. `3@0.97`)"),
+                        ));
+                    };
+                    let class = c.trim().parse::<usize>().map_err(|_| {
+                        Error::invalid("policy", format!("`{all}`: `{}` is not a class label", c.trim()))
+                    })?;
+                    let alpha = match a.trim().parse::<f32>() {
+                        Ok(x) if (0.0..=1.0).contains(&x) => x,
+                        _ => {
+                            return Err(Error::invalid(
+                                "policy",
+                                format!(
+                                    "`{all}`: `{}` is not a threshold in [0, 1] (σ of the class's logit)",
+                                    a.trim()
+                                ),
+                            ));
+                        }
+                    };
+                    if rules.iter().any(|r| r.class == class) {
+                        return Err(Error::invalid(
+                            "policy",
+                            format!("`{all}`: class {class} is given twice at one exit"),
+                        ));
+                    }
+                    rules.push(ClassRule { class, alpha });
+                }
+            }
+            exits.push(rules);
+        }
+        Ok(Policy::Class(exits))
+    }
+
+    /// Checks that every class a [`Policy::Class`] names is one of the model's `classes`
+    /// (other policies name none).
+    pub fn check_classes(&self, classes: usize) -> Result<()> {
+        if let Policy::Class(exits) = self
+            && let Some(r) = exits.iter().flatten().find(|r| r.class >= classes)
+        {
+            return Err(Error::invalid(
+                "policy",
+                format!(
+                    "`{self}` names class {}, the model has classes 0 to {}",
+                    r.class,
+                    classes.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The policy forms [`Policy::from_str`] accepts.
-pub const POLICY_FORMS: &str = "confidence[:T], maxprob:Q, entropy:H, patience:N, never, ensemble (T, Q, H: one value in [0, 1] or one per exit, comma-separated; `off` for an exit that never fires)";
+pub const POLICY_FORMS: &str = "confidence[:T], maxprob:Q, entropy:H, patience:N, never, ensemble, class:K@A[+K@A],… (T, Q, H: one value in [0, 1] or one per exit, comma-separated; `off` for an exit that never fires; class: per exit the classes it answers with their thresholds)";
 
 impl Default for Policy {
     fn default() -> Self {
@@ -168,6 +262,7 @@ impl FromStr for Policy {
                 };
                 Policy::Patience(n)
             }
+            "class" => Policy::parse_class(need(arg, s)?, s)?,
             "never" if arg.is_none() => Policy::Never,
             "ensemble" if arg.is_none() => Policy::Ensemble,
             _ => {
@@ -191,6 +286,22 @@ impl fmt::Display for Policy {
             Policy::Patience(n) => write!(f, "patience:{n}"),
             Policy::Never => f.write_str("never"),
             Policy::Ensemble => f.write_str("ensemble"),
+            Policy::Class(exits) => {
+                f.write_str("class:")?;
+                for (k, rules) in exits.iter().enumerate() {
+                    if k > 0 {
+                        f.write_str(",")?;
+                    }
+                    if rules.is_empty() {
+                        f.write_str("off")?;
+                    }
+                    for (j, r) in rules.iter().enumerate() {
+                        let sep = if j > 0 { "+" } else { "" };
+                        write!(f, "{sep}{}@{}", r.class, r.alpha)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -374,6 +485,17 @@ impl ExitLogits {
             .collect()
     }
 
+    /// `σ(max_c z_c)` per sample: the sigmoid of the predicted class's logit (what
+    /// [`Policy::Class`] compares with α).
+    pub fn top_sigmoid(&self) -> Vec<f32> {
+        (0..self.len())
+            .map(|i| {
+                let z = self.row(i).iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                1.0 / (1.0 + (-z).exp())
+            })
+            .collect()
+    }
+
     /// `sigmoid` of the confidence branch per sample, when the head has one.
     pub fn confidence(&self) -> Option<Vec<f32>> {
         self.confidence
@@ -400,6 +522,17 @@ impl Policy {
                 ),
             ));
         }
+        if let Policy::Class(exits) = self
+            && exits.len() != num_exits
+        {
+            return Err(Error::invalid(
+                "policy",
+                format!(
+                    "`{self}` gives the classes of {} exits, the network has {num_exits} early exits",
+                    exits.len()
+                ),
+            ));
+        }
         if matches!(self, Policy::Confidence(_) | Policy::Ensemble) && !has_confidence && num_exits > 0 {
             return Err(Error::invalid(
                 "policy",
@@ -421,11 +554,13 @@ impl Policy {
 
     /// The score this policy reports as "confidence" at an early exit, one per sample:
     /// `sigmoid(h)` for `confidence` (on heads with the branch), the normalised certainty for
-    /// `entropy`, the largest softmax probability otherwise.
+    /// `entropy`, the predicted class's `σ(z)` for `class`, the largest softmax probability
+    /// otherwise.
     pub fn score(&self, out: &ExitLogits) -> Vec<f32> {
         match (self, out.confidence()) {
             (Policy::Confidence(_), Some(c)) => c,
             (Policy::Entropy(_), _) => out.certainty(),
+            (Policy::Class(_), _) => out.top_sigmoid(),
             _ => out.max_prob(),
         }
     }
@@ -453,13 +588,22 @@ impl Policy {
                 state.parts = Some((pred, streak));
                 decision
             }
+            Policy::Class(_) => {
+                let rules = self.class_rules(k).unwrap_or_default();
+                out.preds()
+                    .into_iter()
+                    .zip(score)
+                    .map(|(c, &s)| Self::class_fires(rules, c, s))
+                    .collect()
+            }
             Policy::Never | Policy::Ensemble => vec![false; score.len()],
         }
     }
 
     /// Host-side reference: the exit each sample takes, given every exit's scores and
-    /// predicted classes (`scores[k][i]`, `preds[k][i]`, early exits only). Samples that no
-    /// exit takes get `scores.len()` (the final classifier).
+    /// predicted classes (`scores[k][i]`, `preds[k][i]`, early exits only; the scores of
+    /// [`Self::score`]'s kind). Samples that no exit takes get `scores.len()` (the final
+    /// classifier).
     ///
     /// Used to sweep thresholds without re-running the network, and to check the engine.
     pub fn simulate(&self, scores: &[Vec<f32>], preds: &[Vec<usize>]) -> Vec<usize> {
@@ -481,6 +625,7 @@ impl Policy {
                             };
                             streak >= *p
                         }
+                        Policy::Class(_) => Self::class_fires(self.class_rules(k).unwrap_or_default(), preds[k][i], s),
                         Policy::Never | Policy::Ensemble => false,
                     };
                     if go {
@@ -651,6 +796,48 @@ mod tests {
         };
         assert_eq!(p.decide(1, &one, &[0.0], &mut state), vec![true]);
         assert_eq!(state.parts(), Some((&[0][..], &[i64::MAX][..])));
+    }
+
+    /// `class:`: per exit the classes it answers; a sample leaves when its predicted class is
+    /// one of them and σ of that logit reaches its α; the engine's rule and the table's agree.
+    #[test]
+    fn class_policy_parses_decides_and_simulates_alike() {
+        for s in ["class:3@0.97", "class:3@0.97+5@0.5,off", "class:off,1@1"] {
+            assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
+        }
+        for (bad, says) in [
+            ("class:3", "CLASS@ALPHA"),
+            ("class:x@0.5", "`x` is not a class label"),
+            ("class:3@1.5", "`1.5` is not a threshold"),
+            ("class:3@0.9+3@0.8", "class 3 is given twice"),
+            ("class", "needs a threshold"),
+        ] {
+            let e = bad.parse::<Policy>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let p: Policy = "class:2@0.9+0@0.6,off".parse().unwrap();
+        assert!(p.check(2, false).is_ok());
+        assert!(p.check(3, false).unwrap_err().to_string().contains("2 exits"));
+        assert!(p.check_classes(3).is_ok());
+        assert!(p.check_classes(2).unwrap_err().to_string().contains("class 2"));
+        // σ(3) = 0.953, σ(1) = 0.731, σ(0.2) = 0.55.
+        let out = ExitLogits {
+            classes: 3,
+            logits: vec![
+                -9.0, -9.0, 3.0, // predicts 2 at 0.953 ≥ 0.9: leaves
+                1.0, -9.0, -9.0, // predicts 0 at 0.731 ≥ 0.6: leaves
+                0.2, -9.0, -9.0, // predicts 0 at 0.55 < 0.6: stays
+                -9.0, 3.0, -9.0, // predicts 1, which exit 0 does not answer: stays
+            ],
+            confidence: None,
+        };
+        let score = p.score(&out);
+        assert!((score[0] - 0.952_574).abs() < 1e-5);
+        let mut state = PolicyState::new();
+        assert_eq!(p.decide(0, &out, &score, &mut state), vec![true, true, false, false]);
+        assert_eq!(p.decide(1, &out, &score, &mut state), vec![false; 4]);
+        let sim = p.simulate(&[score.clone(), score], &[out.preds(), out.preds()]);
+        assert_eq!(sim, vec![0, 0, 2, 2]);
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct ExitColumn {
     pub certainty: Vec<f32>,
     /// Sigmoid of the confidence head per sample (early exits with a confidence branch).
     pub confidence: Option<Vec<f32>>,
+    /// `σ` of the predicted class's logit per sample ([`Policy::Class`]'s score).
+    #[serde(default)]
+    pub top_sigmoid: Vec<f32>,
 }
 
 /// Every exit's answer for every sample of one split, on the host.
@@ -215,8 +218,23 @@ impl ExitTable {
                 "`ensemble` mixes every exit; it has no per-sample exit to simulate",
             ));
         }
-        let kind = ScoreKind::of(policy).unwrap_or(ScoreKind::MaxProb);
-        let scores: Vec<Vec<f32>> = self.scores(kind)?.into_iter().map(|s| s.to_vec()).collect();
+        let scores: Vec<Vec<f32>> = match policy {
+            Policy::Class(_) => {
+                if let Some(k) = (0..ne).find(|&k| self.exits[k].top_sigmoid.len() != self.len()) {
+                    return Err(Error::invalid(
+                        "policy",
+                        format!(
+                            "`{policy}` compares σ of the predicted class's logit, which this table does not hold for exit {k}"
+                        ),
+                    ));
+                }
+                self.exits[..ne].iter().map(|c| c.top_sigmoid.clone()).collect()
+            }
+            _ => {
+                let kind = ScoreKind::of(policy).unwrap_or(ScoreKind::MaxProb);
+                self.scores(kind)?.into_iter().map(|s| s.to_vec()).collect()
+            }
+        };
         let preds: Vec<Vec<usize>> = self.exits[..ne].iter().map(|c| c.pred.clone()).collect();
         let mut exits = policy.simulate(&scores, &preds);
         if ne == 0 {
@@ -281,6 +299,11 @@ impl ExitTable {
                     maxprob: pick_f(&c.maxprob),
                     certainty: pick_f(&c.certainty),
                     confidence: c.confidence.as_ref().map(pick_f),
+                    top_sigmoid: if c.top_sigmoid.is_empty() {
+                        Vec::new()
+                    } else {
+                        pick_f(&c.top_sigmoid)
+                    },
                 })
                 .collect(),
             exit_macs: self.exit_macs.clone(),
@@ -314,6 +337,7 @@ mod tests {
             maxprob: s.clone(),
             certainty: s,
             confidence: None,
+            top_sigmoid: Vec::new(),
         };
         let t = ExitTable {
             split: SplitKind::Val,

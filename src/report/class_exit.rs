@@ -150,13 +150,18 @@ fn times_table(s: &mut String, r: &ClassExitReport) {
     let c = &r.config;
     let _ = writeln!(
         s,
-        "## Measured times (batch 1, best of {} runs)\n\n`t` = {} ms for B end to end. B and its prefixes ran on {}; the branches on the Burn module.\n",
+        "## Measured times (batch 1, best of {} runs)\n\n`t` = {} ms for B end to end. B and its prefixes ran on {}; {}.\n",
         r.times.reps,
         ms(r.times.t),
         if r.times.implementation.is_empty() {
             "the Burn module"
         } else {
             &r.times.implementation
+        },
+        if c.grid == 1 && !r.times.implementation.is_empty() {
+            "the branches as the exit heads `--apply` deploys (`relupool`, `dense`), on the same code"
+        } else {
+            "the branches on the Burn module"
         }
     );
     let mut head = "| i | block | MACs up to i | δ_i (ms) | δ_i / t |".to_string();

@@ -5,7 +5,7 @@
 //! use earlyexit::infer::{ExitColumn, ExitTable, SplitKind};
 //! use earlyexit::report::{ReportInputs, write_report};
 //! let col = |pred: Vec<usize>, s: Vec<f32>| ExitColumn {
-//!     pred, maxprob: s.clone(), certainty: s, confidence: None };
+//!     pred, maxprob: s.clone(), certainty: s, confidence: None, top_sigmoid: vec![] };
 //! let table = ExitTable {
 //!     split: SplitKind::Val,
 //!     labels: vec![0, 1, 1, 0],
@@ -100,6 +100,55 @@ pub fn eval_text(r: &EvalReport) -> String {
             e.relative_cost
         );
     }
+    if let Some(c) = &r.class_specific {
+        let _ = write!(s, "\n{}", class_specific_markdown(c));
+    }
+    s
+}
+
+/// The class-specific section of an evaluation (under a `class:` policy): per target class and
+/// for the rest, accuracy, precision, the share leaving early and the time per sample at batch 1
+/// against B's, with the design's predicted gain and loss where the run records its design.
+pub fn class_specific_markdown(c: &crate::infer::ClassSpecificEval) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| samples | n | accuracy % | precision % | leave early % | wrong early | µs/sample (B) | measured gain | predicted gain | measured / predicted | loss t'/t |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("–".to_string(), f);
+    for k in &c.classes {
+        let _ = writeln!(
+            s,
+            "| class {} | {} | {} | {} | {} | {} | {:.1} ({:.1}) | {:.2}× | {} | {} | {} |",
+            k.k,
+            k.samples,
+            pct(k.accuracy),
+            opt_pct(k.precision),
+            pct(k.early_share),
+            k.early_wrong,
+            k.policy_us,
+            k.plain_us,
+            k.gain,
+            opt(k.predicted_gain, &|g| format!("{g:.2}×")),
+            opt(k.predicted_gain, &|g| format!("{:.3}", k.gain / g)),
+            opt(k.predicted_loss, &|l| format!("{l:.3}×")),
+        );
+    }
+    let r = &c.rest;
+    let _ = writeln!(
+        s,
+        "| the rest | {} | {} | {} | {} | {} | {:.1} ({:.1}) | {:.2}× | – | – | measured {:.3}× |",
+        r.samples,
+        pct(r.accuracy),
+        opt_pct(r.precision),
+        pct(r.early_share),
+        (r.early_share * r.samples as f64).round() as usize,
+        r.policy_us,
+        r.plain_us,
+        1.0 / r.slowdown,
+        r.slowdown,
+    );
     s
 }
 
@@ -155,6 +204,9 @@ pub fn eval_markdown(r: &EvalReport) -> String {
             pct(e.accuracy_all),
             e.relative_cost
         );
+    }
+    if let Some(c) = &r.class_specific {
+        let _ = write!(s, "\nClass-specific exits (batch 1):\n\n{}", class_specific_markdown(c));
     }
     s
 }
@@ -731,6 +783,7 @@ mod tests {
             maxprob: s.clone(),
             certainty: s,
             confidence: None,
+            top_sigmoid: vec![],
         };
         let table = ExitTable {
             split: SplitKind::Test,

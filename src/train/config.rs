@@ -342,8 +342,10 @@ impl TrainConfig {
             ));
         }
         let has_conf = arch.heads.iter().all(|h| h.confidence);
-        self.eval_policy()
+        let policy = self.eval_policy();
+        policy
             .check(arch.num_exits(), has_conf)
+            .and_then(|()| policy.check_classes(arch.description.classes))
             .map_err(|e| Error::invalid("eval_policy", e.to_string()))?;
         Ok(())
     }

@@ -152,3 +152,158 @@ fn from_json_rewrites_the_report_without_a_baseline() {
     assert!(!ok && text.contains("nope.json"), "{text}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `--apply` writes a run folder that deploys the design: `eval` runs its class policy on real
+/// exits and sets the measured gain beside the time model's; `--apply` again onto that folder,
+/// and `--apply` from a report folder without branches, are refused by name.
+#[test]
+fn apply_writes_a_run_that_eval_runs_with_its_class_policy() {
+    let root = std::env::temp_dir().join(format!("earlyexit-class-exit-apply-{}", std::process::id()));
+    let run = tiny_run(&root);
+    // Class 3 lit all over (what even the untrained baseline's pooled features tell apart), so
+    // that the design has an exit to apply.
+    for (prefix, n) in [("train", 1800), ("t10k", 200)] {
+        let path = root.join("data").join(format!("{prefix}-images-idx3-ubyte"));
+        let mut images = std::fs::read(&path).unwrap();
+        for i in (3..n).step_by(10) {
+            for v in &mut images[16 + i * 784..16 + (i + 1) * 784] {
+                *v = v.saturating_add(150);
+            }
+        }
+        std::fs::write(&path, images).unwrap();
+    }
+    let out = root.join("out");
+    let applied = root.join("applied");
+    let args = |target: &std::path::Path| {
+        vec![
+            "class-exit".to_string(),
+            "--baseline".into(),
+            run.to_str().unwrap().into(),
+            "--class".into(),
+            "3,5".into(),
+            "--kp".into(),
+            "off".into(),
+            "--max-epochs".into(),
+            "6".into(),
+            "--patience".into(),
+            "3".into(),
+            "--timing-reps".into(),
+            "2".into(),
+            "--alpha".into(),
+            "0.5:1.0:0.05".into(),
+            "--no-test".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--apply".into(),
+            target.to_str().unwrap().into(),
+        ]
+    };
+    let a = args(&applied);
+    let (ok, text) = earlyexit_text(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{text}");
+    assert!(out.join("branches.safetensors").exists(), "{text}");
+    let r: ClassExitReport = serde_json::from_slice(&std::fs::read(out.join("class-exit.json")).unwrap()).unwrap();
+    let designed: Vec<usize> = r.classes.iter().filter(|c| c.chosen.is_some()).map(|c| c.k).collect();
+    assert!(!designed.is_empty(), "no class has a design: {text}");
+    let policy = std::fs::read_to_string(applied.join("policy.json")).unwrap();
+    assert!(policy.contains("class:"), "{policy}");
+    for f in ["config.toml", "model.json", "weights.safetensors", "class-design.json"] {
+        assert!(applied.join(f).exists(), "{f}\n{text}");
+    }
+
+    let (ok, text) = earlyexit_text(&[
+        "eval",
+        "--run",
+        applied.to_str().unwrap(),
+        "--split",
+        "val",
+        "--timing-samples",
+        "20",
+        "--large-batch",
+        "16",
+        "--json",
+    ]);
+    assert!(ok, "{text}");
+    let eval: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let classes = eval["class_specific"]["classes"].as_array().expect("a class section");
+    assert_eq!(
+        classes
+            .iter()
+            .map(|c| c["k"].as_u64().unwrap() as usize)
+            .collect::<Vec<_>>(),
+        designed
+    );
+    for c in classes {
+        assert!(c["predicted_gain"].as_f64().is_some_and(|g| g > 0.0), "{c}");
+        assert!(c["gain"].as_f64().is_some_and(|g| g > 0.0), "{c}");
+    }
+    let (ok, text) = earlyexit_text(&[
+        "eval",
+        "--run",
+        applied.to_str().unwrap(),
+        "--split",
+        "val",
+        "--timing-samples",
+        "5",
+        "--large-batch",
+        "8",
+    ]);
+    assert!(
+        ok && text.contains("predicted gain") && text.contains("the rest"),
+        "{text}"
+    );
+
+    // Onto an existing folder: refused before anything is trained.
+    let (ok, text) = earlyexit_text(&args(&applied).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && text.contains("already exists"), "{text}");
+    // Only some classes' designs: a class the report did not design is refused by name.
+    let one = root.join("one");
+    let (ok, text) = earlyexit_text(&[
+        "class-exit",
+        "--from-json",
+        out.join("class-exit.json").to_str().unwrap(),
+        "--baseline",
+        run.to_str().unwrap(),
+        "--apply",
+        one.to_str().unwrap(),
+        "--apply-class",
+        "7",
+    ]);
+    assert!(
+        !ok && text.contains("class 7 was not designed") && !one.exists(),
+        "{text}"
+    );
+    // From a report folder without its branches.
+    std::fs::remove_file(out.join("branches.safetensors")).unwrap();
+    let again = root.join("again");
+    let (ok, text) = earlyexit_text(&[
+        "class-exit",
+        "--from-json",
+        out.join("class-exit.json").to_str().unwrap(),
+        "--baseline",
+        run.to_str().unwrap(),
+        "--apply",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && text.contains("branches.safetensors") && !again.exists(),
+        "{text}"
+    );
+    // A run that applies no class-specific design has no class section.
+    let (ok, text) = earlyexit_text(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--policy",
+        "never",
+        "--split",
+        "val",
+        "--timing-samples",
+        "2",
+        "--large-batch",
+        "4",
+        "--json",
+    ]);
+    assert!(ok && !text.contains("class_specific"), "{text}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -119,6 +119,11 @@ impl Head {
                 Features::Pool(vec![Op::Conv(conv)])
             }
             HeadKind::Dense => Features::History(h.history_len),
+            HeadKind::Relupool => Features::Pool(vec![Op::Affine {
+                scale: vec![1.0; input.c],
+                shift: vec![0.0; input.c],
+                act: Epilogue::Relu,
+            }]),
         };
         Ok(Self {
             features,
@@ -322,6 +327,7 @@ impl CompiledNet {
     pub fn infer(&self, x: Tensor<4>, policy: &Policy) -> Result<Answers> {
         let num_exits = self.heads.len();
         policy.check(num_exits, self.heads.iter().all(|h| h.confidence.is_some()))?;
+        policy.check_classes(self.classes)?;
         if matches!(policy, Policy::Ensemble) {
             return Err(Error::invalid(
                 "policy",

@@ -300,6 +300,7 @@ pub async fn start(
     let range = opts.stages.resolve(num_stages)?;
     let has_conf = model.net.heads.iter().all(|h| h.has_confidence());
     opts.policy.check(model.net.num_exits(), has_conf)?;
+    opts.policy.check_classes(model.arch.description.classes)?;
     let whole = range == (0..num_stages);
     if range.end < num_stages && opts.next.is_none() {
         return Err(ServeError::invalid(format!(

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use earlyexit::classexit::{AlphaGrid, ClassExitConfig, ClassExitReport, Kp, Splits, design};
+use earlyexit::classexit::{
+    AlphaGrid, BRANCHES_FILE, Branch, ClassExitConfig, ClassExitReport, Kp, Splits, apply, design, load_branches,
+    save_branches,
+};
 use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
 use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
@@ -68,6 +71,15 @@ pub struct Args {
     /// Output folder (default: BASELINE/class-exit).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write a run folder at this path that deploys the design: the baseline with the
+    /// chosen branches as exits and the class-specific policy (`eval`, `report`, `serve`, `tier`
+    /// run it). With --from-json, the branches are read from the report's folder and --baseline
+    /// must be the run the design was made on.
+    #[arg(long, value_name = "RUN")]
+    apply: Option<PathBuf>,
+    /// With --apply: only these classes' designs (default: every class with a viable design).
+    #[arg(long, value_name = "K,L,…", requires = "apply")]
+    apply_class: Option<String>,
 }
 
 fn parse_classes(s: &str, n: usize) -> anyhow::Result<Vec<usize>> {
@@ -104,14 +116,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let run = earlyexit::run::Run::open(b)?;
             report.class_names = run.data()?.train_set.class_names().map(<[String]>::to_vec);
         }
-        let out = a
-            .out
-            .clone()
-            .or_else(|| json.parent().map(PathBuf::from))
-            .unwrap_or_default();
-        return print_and_write(&report, &out, started);
+        let folder = json.parent().map(PathBuf::from).unwrap_or_default();
+        let out = a.out.clone().unwrap_or_else(|| folder.clone());
+        print_and_write(&report, &out, started)?;
+        if let Some(target) = &a.apply {
+            let Some(b) = &a.baseline else {
+                bail!("--apply with --from-json needs --baseline: the run the design was made on");
+            };
+            let path = folder.join(BRANCHES_FILE);
+            if !path.exists() {
+                bail!(
+                    "{} has no trained branches ({} is missing): rerun `earlyexit class-exit --baseline …` to train them",
+                    folder.display(),
+                    path.display()
+                );
+            }
+            let branches = load_branches(&path)?;
+            write_applied(b, &only(&report, a.apply_class.as_deref())?, &branches, target)?;
+        }
+        return Ok(());
     }
     let baseline = a.baseline.clone().expect("required unless --from-json");
+    if let Some(target) = a.apply.as_ref().filter(|t| t.exists()) {
+        bail!(
+            "--apply: {} already exists: give a new folder for the applied design",
+            target.display()
+        );
+    }
     let r = open(&baseline)?;
     let n_classes = r.model.arch.description.classes;
     let mut cfg = ClassExitConfig::new(parse_classes(a.class.as_deref().unwrap_or("all"), n_classes)?);
@@ -159,7 +190,56 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     report.class_names = names;
     let out = a.out.unwrap_or_else(|| baseline.join("class-exit"));
-    print_and_write(&report, &out, started)
+    print_and_write(&report, &out, started)?;
+    let path = out.join(BRANCHES_FILE);
+    save_branches(&path, &report.branch_weights)?;
+    println!("wrote {}", path.display());
+    if let Some(target) = &a.apply {
+        let chosen = only(&report, a.apply_class.as_deref())?;
+        write_applied(&baseline, &chosen, &report.branch_weights, target)?;
+    }
+    Ok(())
+}
+
+/// The report with only the classes of `--apply-class` (all when not given).
+fn only(report: &ClassExitReport, classes: Option<&str>) -> anyhow::Result<ClassExitReport> {
+    let Some(list) = classes else {
+        return Ok(report.clone());
+    };
+    let keep = parse_classes(list, report.num_classes)?;
+    if let Some(k) = keep.iter().find(|&&k| !report.classes.iter().any(|c| c.k == k)) {
+        bail!(
+            "--apply-class: class {k} was not designed (the report has classes {:?})",
+            report.classes.iter().map(|c| c.k).collect::<Vec<_>>()
+        );
+    }
+    let mut r = report.clone();
+    r.classes.retain(|c| keep.contains(&c.k));
+    Ok(r)
+}
+
+/// Applies the report's designs to the baseline run and writes the deployable run folder.
+fn write_applied(
+    baseline: &std::path::Path,
+    report: &ClassExitReport,
+    branches: &[Branch],
+    target: &std::path::Path,
+) -> anyhow::Result<()> {
+    let r = open(baseline)?;
+    let applied = apply(&r.model, report, branches, &r.device)?;
+    earlyexit::run::write_applied_run(&r.run, &applied, target)?;
+    println!(
+        "wrote {}: {} exit(s) after blocks {:?}, policy {}",
+        target.display(),
+        applied.design.exits.len(),
+        applied.design.exits.iter().map(|e| e.cut).collect::<Vec<_>>(),
+        applied.policy
+    );
+    println!(
+        "next: earlyexit eval --run {} (measured gain beside the design's)",
+        target.display()
+    );
+    Ok(())
 }
 
 fn print_and_write(report: &ClassExitReport, out: &std::path::Path, started: Instant) -> anyhow::Result<()> {

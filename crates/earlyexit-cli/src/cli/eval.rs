@@ -26,7 +26,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     opts.check()?;
     let (r, policy) = a.target.open()?;
     let data = r.split(a.target.split)?;
-    let report = evaluate(&r.model, &data, &policy, &opts, &r.device)?;
+    let mut report = evaluate(&r.model, &data, &policy, &opts, &r.device)?;
+    // An applied class-specific design: its time model's gain beside the measured one.
+    r.run.predict_class_gains(&mut report)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.markdown {

@@ -40,7 +40,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let exec = r.executor(a.timing.path.path)?;
     let val = ExitTable::collect(&exec, &r.split(SplitKind::Val)?, 256)?;
     let data = r.split(split)?;
-    let (eval, table) = evaluate_with_table(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
+    let (mut eval, table) = evaluate_with_table(&r.model, &data, &policy, &a.timing.options(), &r.device)?;
+    r.run.predict_class_gains(&mut eval)?;
     let mut inputs = ReportInputs::simulated(&run_name(&r.dir), &val, &table, policy, r.calibration()?, Some(eval))?;
     inputs.metrics = std::fs::read_to_string(r.dir.join("metrics.jsonl")).ok();
     inputs.gallery = earlyexit::report::gallery_rows(&table, &inputs.eval.policy, 8, |i| {
