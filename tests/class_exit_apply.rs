@@ -1,6 +1,7 @@
 //! A class-specific design applied: the engine, running the applied model with its class policy,
 //! reproduces the design's counts on validation (tp/fp/tn/fn), eq. 5–7 hold on its answers, the
-//! compiled path answers as the Burn module does, and bad requests are refused by name.
+//! compiled path answers as the Burn module does (globally pooled and grid-pooled branches), and
+//! bad requests are refused by name.
 
 mod common;
 
@@ -39,7 +40,7 @@ struct Fixture {
     report: ClassExitReport,
 }
 
-fn designed(kp: Vec<Kp>, exits: usize) -> Fixture {
+fn designed(kp: Vec<Kp>, exits: usize, grid: usize) -> Fixture {
     let device = Device::flex();
     let desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "none".parse().unwrap());
     let arch = desc.resolve().unwrap();
@@ -58,6 +59,7 @@ fn designed(kp: Vec<Kp>, exits: usize) -> Fixture {
     cfg.train.patience = 3;
     cfg.timing_reps = 2;
     cfg.batch = 100;
+    cfg.grid = grid;
     let report = design(
         &baseline,
         Splits {
@@ -82,8 +84,9 @@ fn b_pred(b: &MultiExitModel, data: &InMemorySplit) -> Vec<usize> {
 
 #[test]
 fn the_applied_model_reproduces_the_designs_validation_counts_on_both_paths() {
-    for kp in [Kp::Off, Kp::On] {
-        let f = designed(vec![kp], 1);
+    // eenet8's cut points are 14×14 and 7×7: a 4×4 grid has windows of unequal sizes.
+    for (kp, grid) in [(Kp::Off, 1), (Kp::On, 1), (Kp::Off, 4)] {
+        let f = designed(vec![kp], 1, grid);
         let c = &f.report.classes[0];
         let (pick, _) = c.design().expect("class 3 is the bright one: a viable design");
         let applied = apply(&f.baseline, &f.report, &f.report.branch_weights, &Device::flex()).unwrap();
@@ -115,7 +118,7 @@ fn the_applied_model_reproduces_the_designs_validation_counts_on_both_paths() {
             );
         }
         let counts = Counts::tally(3, &labels, &b, &exited);
-        assert_eq!(counts, pick.counts, "KP={kp}");
+        assert_eq!(counts, pick.counts, "KP={kp} grid {grid}");
         assert!(counts.tp_ee > 0, "some samples of 3 leave early: {counts:?}");
         // Eq. 5–7 hold on the applied model's own answers.
         let a = Assessment::of(&counts, &c.baseline);
@@ -126,8 +129,8 @@ fn the_applied_model_reproduces_the_designs_validation_counts_on_both_paths() {
         let exec = Executor::new(applied.model.clone(), &Device::flex(), ExecChoice::Auto).unwrap();
         assert!(exec.describe().contains("compiled"), "{}", exec.describe());
         let fast = exec.infer(x, &applied.policy).unwrap();
-        assert_eq!(fast.exit, answers.exit, "KP={kp}");
-        assert_eq!(fast.class, answers.class, "KP={kp}");
+        assert_eq!(fast.exit, answers.exit, "KP={kp} grid {grid}");
+        assert_eq!(fast.class, answers.class, "KP={kp} grid {grid}");
         for (p, q) in fast.confidence.iter().zip(&answers.confidence) {
             assert!((p - q).abs() < 1e-4, "{p} {q}");
         }
@@ -136,7 +139,7 @@ fn the_applied_model_reproduces_the_designs_validation_counts_on_both_paths() {
 
 #[test]
 fn branches_round_trip_and_eval_counts_what_the_engine_did() {
-    let f = designed(vec![Kp::Off, Kp::On], 2);
+    let f = designed(vec![Kp::Off, Kp::On], 2, 1);
     let dir = std::env::temp_dir().join(format!("earlyexit-apply-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,15 +185,24 @@ fn branches_round_trip_and_eval_counts_what_the_engine_did() {
 
 #[test]
 fn bad_requests_are_refused_by_name() {
-    let f = designed(vec![Kp::Off], 1);
     let device = Device::flex();
-    // A design pooled to a grid has no deployable head.
+    // KP=On branches pooled to a grid have no deployable head.
+    let on = designed(vec![Kp::On], 1, 2);
+    let e = apply(&on.baseline, &on.report, &on.report.branch_weights, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("KP=On") && e.contains("2×2") && e.contains("--kp off"),
+        "{e}"
+    );
+    let f = designed(vec![Kp::Off], 1, 1);
+    // Branches of another grid than the design's do not fit its heads.
     let mut gridded = f.report.clone();
     gridded.config.grid = 2;
     let e = apply(&f.baseline, &gridded, &f.report.branch_weights, &device)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("grid"), "{e}");
+    assert!(e.contains("inputs") && e.contains("features"), "{e}");
     // No viable design: nothing to apply.
     let mut none = f.report.clone();
     none.classes[0].chosen = None;

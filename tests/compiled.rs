@@ -141,6 +141,16 @@ fn pre_activation_blocks_and_every_head_kind_match() {
     let net = arch.init_seeded(&Device::flex(), 5);
     let m = MultiExitModel { arch, net };
     check_model(&m, Shape::new(1, 16, 16), 6);
+    // `relupool` heads pooled to a grid (4×4 of 16×16, 8×8 and 4×4 maps; 3×3 of 7×7: unequal
+    // windows), flattened channels-last on the compiled path.
+    for (input, grid) in [(Shape::new(1, 16, 16), 4), (Shape::new(1, 28, 28), 3)] {
+        let mut desc = ModelDescription::new("resnet20", input, 10, "cuts:1,4,7".parse().unwrap());
+        desc.head = HeadKind::Relupool;
+        desc.head_grid = Some(grid);
+        let arch = desc.resolve().unwrap();
+        let net = arch.init_seeded(&Device::flex(), 6);
+        check_model(&MultiExitModel { arch, net }, input, 5);
+    }
     let x = common::input(6, Shape::new(1, 16, 16), 4);
     let fast = CompiledNet::compile(&m).unwrap();
     let class: Policy = "class:0@0.5+1@0.5+2@0.5+3@0.5,4@0.5+5@0.5+6@0.5,off".parse().unwrap();

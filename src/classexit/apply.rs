@@ -3,9 +3,10 @@
 //!
 //! Each class's design (its pick, and its second exit when that improves gain / loss) names
 //! branches `(cut, KP)` and thresholds α. The applied model is B's backbone and classifier
-//! with one exit per distinct cut: a `relupool` head for KP=Off (ReLU, global average pooling,
-//! one dense layer: the seed's Fig. 3) and a `dense` head for KP=On (the same over every cut
-//! point up to this one, concatenated), without confidence branches. A head's dense layer holds
+//! with one exit per distinct cut: a `relupool` head for KP=Off (ReLU, average pooling to the
+//! design's grid, one dense layer: the seed's Fig. 3) and a `dense` head for KP=On (the same over
+//! every cut point up to this one, concatenated; global pooling only), without confidence
+//! branches. A head's dense layer holds
 //! the trained branch's weights in the columns of the classes its exit answers; every other
 //! class gets weight 0 and bias [`OTHER_CLASS_LOGIT`], so the exit's predicted class is always
 //! one it answers and `σ(z_k)` is exactly the branch's output. With the policy
@@ -128,8 +129,8 @@ pub struct Applied {
 /// ```
 ///
 /// # Errors
-/// No class has a viable design; the branches pool to a grid other than 1 (the exit heads pool
-/// globally); a branch the design names is missing; two designs put different connection types
+/// No class has a viable design; a KP=On branch pools to a grid (only `relupool` heads do); a
+/// branch the design names is missing; two designs put different connection types
 /// at one cut; the baseline is not the one the report was made on.
 pub fn apply(
     model: &MultiExitModel,
@@ -155,15 +156,7 @@ pub fn apply(
             ),
         ));
     }
-    if report.config.grid != 1 {
-        return Err(Error::invalid(
-            "grid",
-            format!(
-                "the branches pool to {0}×{0}; a deployable exit pools globally: design with --grid 1",
-                report.config.grid
-            ),
-        ));
-    }
+    let grid = report.config.grid;
     // Every (cut, KP) a design uses, with the classes it answers there.
     let mut at: BTreeMap<usize, (Kp, Vec<ClassRule>, Vec<usize>)> = BTreeMap::new();
     let mut designed = Vec::new();
@@ -192,6 +185,16 @@ pub fn apply(
         }
         designed.push((c, uses));
     }
+    if grid > 1
+        && let Some((cut, _)) = at.iter().find(|(_, v)| v.0 == Kp::On)
+    {
+        return Err(Error::invalid(
+            "grid",
+            format!(
+                "the KP=On branch after block {cut} pools every earlier cut point to {grid}×{grid}, which no exit head does yet: design with --kp off, or --grid 1"
+            ),
+        ));
+    }
     if designed.is_empty() {
         return Err(Error::invalid(
             "design",
@@ -211,6 +214,7 @@ pub fn apply(
         .collect();
     desc.head = kinds[0];
     desc.exit_heads = Some(kinds);
+    desc.head_grid = (grid > 1).then_some(grid);
     let applied_arch = desc.resolve()?;
     let mut net = applied_arch.init(device);
     net.backbone = model.net.backbone.clone();

@@ -10,8 +10,6 @@
 //! one binary branch per class trained apart (the summed loss has independent terms, and each
 //! class keeps the weights of its own best validation epoch).
 
-use burn::tensor::activation::relu;
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -20,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::infer::{LabelledData, argmax};
 use crate::model::Backbone;
-use crate::model::global_avg_pool;
 
 /// The connection type of the seed (§3.1): `On` keeps the previous connections (dense branch
 /// over every cut point up to `i`), `Off` reads cut point `i` alone.
@@ -95,18 +92,12 @@ impl Features {
 }
 
 /// The branch's ReLU and pooling (Fig. 3 of the seed) on the features at one cut point:
-/// average pooling to a `grid × grid` map, flattened (`grid = 1` is global average pooling;
-/// the seed adjusts the pooling "to fit the input feature map dimensions").
+/// [`crate::model::relu_pool`], the pooling the deployed `relupool` head runs.
 ///
 /// # Shapes
 /// `[N, C, H, W]` → `[N, C·grid²]`
 pub fn branch_pool(x: Tensor<4>, grid: usize) -> Tensor<2> {
-    let x = relu(x);
-    if grid <= 1 {
-        return global_avg_pool(x);
-    }
-    let [n, c, ..] = x.dims();
-    adaptive_avg_pool2d(x, [grid, grid]).reshape([n, c * grid * grid])
+    crate::model::relu_pool(x, grid)
 }
 
 /// One inference pass of the frozen backbone over `rows` of `data` (all rows when `None`):

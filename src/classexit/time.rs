@@ -86,10 +86,10 @@ fn best(v: &mut f64, started: Instant) {
 /// Times B, its prefixes up to every cut point, and branch `(cut, kp)` for every entry of
 /// `branches` ([`branch_pool`] at `grid`, a dense layer with one output, then σ, the decision
 /// read back), on one random input. B and its prefixes run on the code `path` selects (the
-/// compiled CPU path where it runs B: what a deployment runs). Globally pooled branches
-/// (`grid = 1`) are timed as the exit heads that deploy them ([`super::apply`]: `relupool`,
-/// `dense`) on the same code, their logits brought to the host as the engine does; pooled to a
-/// grid, on the Burn module. Weights of the branch do not change its time, so random ones are
+/// compiled CPU path where it runs B: what a deployment runs). Branches are timed as the exit
+/// heads that deploy them ([`super::apply`]: `relupool` at any grid, `dense` pooled globally) on
+/// the same code, their logits brought to the host as the engine does; KP=On branches pooled to
+/// a grid (which no head deploys) on the Burn module. Weights of the branch do not change its time, so random ones are
 /// used.
 ///
 /// # Errors
@@ -137,8 +137,8 @@ pub fn measure(
     let deployed: Vec<Option<Executor>> = [Kp::Off, Kp::On]
         .into_iter()
         .map(|kp| {
-            (grid == 1 && branches.iter().any(|b| b.1 == kp))
-                .then(|| Executor::new(cut_everywhere_with(model, head_of(kp), device)?, device, path))
+            ((grid == 1 || kp == Kp::Off) && branches.iter().any(|b| b.1 == kp))
+                .then(|| Executor::new(cut_everywhere_with(model, head_of(kp), grid, device)?, device, path))
                 .transpose()
         })
         .collect::<Result<_>>()?;
@@ -189,14 +189,16 @@ fn head_of(kp: Kp) -> HeadKind {
 /// B with an exit after every block but the last (weights of B, `pool` heads that are never
 /// run): its stage slices are B's prefixes.
 fn cut_everywhere(model: &MultiExitModel, device: &Device) -> Result<MultiExitModel> {
-    cut_everywhere_with(model, HeadKind::Pool, device)
+    cut_everywhere_with(model, HeadKind::Pool, 1, device)
 }
 
-/// [`cut_everywhere`] with `head` heads (random weights: they do not change the time).
-fn cut_everywhere_with(model: &MultiExitModel, head: HeadKind, device: &Device) -> Result<MultiExitModel> {
+/// [`cut_everywhere`] with `head` heads pooling to `grid` (random weights: they do not change
+/// the time).
+fn cut_everywhere_with(model: &MultiExitModel, head: HeadKind, grid: usize, device: &Device) -> Result<MultiExitModel> {
     let mut desc = model.arch.description.clone();
     desc.exits = "every".parse()?;
     desc.exit_heads = None;
+    desc.head_grid = (grid > 1).then_some(grid);
     desc.head = head;
     desc.confidence = false;
     let arch = desc.resolve()?;

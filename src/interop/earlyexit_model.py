@@ -210,10 +210,13 @@ class Head(nn.Module):
         self.kind = spec["kind"]
         c, h, w = _shape(spec["input"])
         self.history_len = len(spec["history"])
+        self.grid = spec.get("grid", 1)
         if self.kind == "plain":
             d = c * h * w
         elif self.kind == "dense":
             d = sum(_shape(s)[0] for s in spec["history"])
+        elif self.kind == "relupool":
+            d = c * self.grid * self.grid
         else:
             d = c
         self.bn = nn.BatchNorm2d(c) if self.kind == "bnpool" else None
@@ -231,7 +234,7 @@ class Head(nn.Module):
         elif self.kind == "branchy":
             z = self.conv(x).mean((2, 3))
         elif self.kind == "relupool":
-            z = F.relu(x).mean((2, 3))
+            z = F.adaptive_avg_pool2d(F.relu(x), self.grid).flatten(1)
         else:
             z = torch.cat(pooled[:self.history_len], 1)
         return self.classifier(z), (self.confidence(z) if self.confidence is not None else None)

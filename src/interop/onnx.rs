@@ -495,6 +495,23 @@ fn head_graph(head: &ExitHead, input: Shape, classes: usize, name: &str) -> Resu
             let y = g.relu(&y);
             g.global_pool(&y)
         }
+        HeadKind::Relupool if head.grid > 1 => {
+            // The grid pooling folded into the dense layers, on the flattened ReLU'd features
+            // (as VGG's adaptive pool into fc1).
+            let y = g.relu("features");
+            let flat = g.flatten(&y);
+            let fold = |g: &mut Graph, l: &Linear| {
+                let [_, dout] = l.weight.val().dims();
+                let w = fold_adaptive_pool(&param(&l.weight), input, [head.grid, head.grid], dout);
+                g.gemm(&flat, w, [input.numel(), dout], l.bias.as_ref().map(param))
+            };
+            let logits = fold(&mut g, &head.classifier);
+            let mut outputs = vec![(logits, "logits", vec![classes])];
+            if let Some(c) = &head.confidence {
+                outputs.push((fold(&mut g, c), "confidence", vec![1]));
+            }
+            return Ok(g.finish(name, ("features", input), &outputs));
+        }
         HeadKind::Relupool => {
             let y = g.relu("features");
             g.global_pool(&y)

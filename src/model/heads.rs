@@ -35,8 +35,8 @@ pub enum HeadKind {
     /// The class-specific method's "keep previous connections" (KP=On) head: ReLU and pooling
     /// of the features at this and every earlier cut point, concatenated, then one dense layer.
     Dense,
-    /// The class-specific method's branch on one cut point (KP=Off, seed Fig. 3): ReLU, global
-    /// average pooling, then both branches.
+    /// The class-specific method's branch on one cut point (KP=Off, seed Fig. 3): ReLU, average
+    /// pooling to a `G×G` grid ([`HeadSpec::grid`]; 1: global), then both branches.
     Relupool,
 }
 
@@ -91,6 +91,32 @@ pub struct HeadSpec {
     /// Shapes of the features at every cut point up to and including this one (read by
     /// `dense`; the pooled features of earlier cut points are shared between dense heads).
     pub history: Vec<Shape>,
+    /// `relupool`: the side of the grid each feature map is averaged to (1: global pooling).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub grid: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(g: &usize) -> bool {
+    *g == 1
+}
+
+/// ReLU, then average pooling of every feature map to `grid × grid` (PyTorch's adaptive
+/// windows), flattened channel-major; `grid = 1` is global average pooling. The class-specific
+/// branch's pooling (seed Fig. 3: the pooling "adjusted to fit the input feature map").
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C·grid²]`
+pub fn relu_pool(x: Tensor<4>, grid: usize) -> Tensor<2> {
+    let x = relu(x);
+    if grid <= 1 {
+        return global_avg_pool(x);
+    }
+    let [n, c, ..] = x.dims();
+    burn::tensor::module::adaptive_avg_pool2d(x, [grid, grid]).reshape([n, c * grid * grid])
 }
 
 impl HeadSpec {
@@ -98,7 +124,8 @@ impl HeadSpec {
     fn feature_dim(&self) -> usize {
         match self.kind {
             HeadKind::Plain => self.input.numel(),
-            HeadKind::Pool | HeadKind::Bnpool | HeadKind::Branchy | HeadKind::Relupool => self.input.c,
+            HeadKind::Pool | HeadKind::Bnpool | HeadKind::Branchy => self.input.c,
+            HeadKind::Relupool => self.input.c * self.grid * self.grid,
             HeadKind::Dense => self.history.iter().map(|s| s.c).sum(),
         }
     }
@@ -117,6 +144,9 @@ impl HeadSpec {
             }
             HeadKind::Bnpool => {
                 c.bn().relu().global_pool();
+            }
+            HeadKind::Relupool if self.grid > 1 => {
+                c.relu().adaptive_pool(self.grid, self.grid).flatten();
             }
             HeadKind::Relupool => {
                 c.relu().global_pool();
@@ -153,6 +183,7 @@ impl HeadSpec {
             conv: (self.kind == HeadKind::Branchy)
                 .then(|| ConvSpec::cbr(self.input.c, 3, 1, 1).init(self.input.c, device)),
             history_len: self.history.len(),
+            grid: self.grid,
             classifier: LinearConfig::new(d, self.classes).init(device),
             confidence: self.confidence.then(|| LinearConfig::new(d, 1).init(device)),
         }
@@ -176,6 +207,8 @@ pub struct ExitHead {
     pub(crate) bn: Option<BatchNorm>,
     pub(crate) conv: Option<ConvBnAct>,
     pub(crate) history_len: usize,
+    #[module(skip)]
+    pub(crate) grid: usize,
     pub(crate) classifier: Linear,
     pub(crate) confidence: Option<Linear>,
 }
@@ -211,7 +244,7 @@ impl ExitHead {
             HeadKind::Plain => flatten(x),
             HeadKind::Pool => global_avg_pool(x),
             HeadKind::Bnpool => global_avg_pool(relu(self.bn.as_ref().expect("bnpool has bn").forward(x))),
-            HeadKind::Relupool => global_avg_pool(relu(x)),
+            HeadKind::Relupool => relu_pool(x, self.grid),
             HeadKind::Branchy => global_avg_pool(self.conv.as_ref().expect("branchy has conv").forward(x)),
             HeadKind::Dense => {
                 assert!(

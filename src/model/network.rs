@@ -53,6 +53,10 @@ pub struct ModelDescription {
     /// `head`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_heads: Option<Vec<HeadKind>>,
+    /// `relupool` heads average each feature map to a `G×G` grid before their dense layer
+    /// (default 1: global pooling; the class-specific method's `--grid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_grid: Option<usize>,
     /// Whether heads carry a confidence / gate branch.
     #[serde(default = "yes")]
     pub confidence: bool,
@@ -73,6 +77,7 @@ impl ModelDescription {
             classes,
             head: HeadKind::Pool,
             exit_heads: None,
+            head_grid: None,
             confidence: true,
             exits,
             placement_macs: MacConvention::All,
@@ -138,15 +143,27 @@ impl ModelDescription {
                 ),
             ));
         }
+        let grid = self.head_grid.unwrap_or(1);
+        let kind_of = |k: usize| self.exit_heads.as_ref().map_or(self.head, |v| v[k]);
+        if !(1..=8).contains(&grid) {
+            return Err(Error::invalid("head_grid", format!("must be 1 to 8, got {grid}")));
+        }
+        if grid > 1 && (0..cuts.len()).any(|k| kind_of(k) != HeadKind::Relupool) {
+            return Err(Error::invalid(
+                "head_grid",
+                "a pooling grid applies to `relupool` heads only; every exit must be one",
+            ));
+        }
         let heads: Vec<HeadSpec> = cuts
             .iter()
             .enumerate()
             .map(|(k, &c)| HeadSpec {
-                kind: self.exit_heads.as_ref().map_or(self.head, |v| v[k]),
+                kind: kind_of(k),
                 confidence: self.confidence,
                 classes: self.classes,
                 input: backbone.blocks[c].output,
                 history: backbone.blocks[..=c].iter().map(|b| b.output).collect(),
+                grid,
             })
             .collect();
         let cost = NetworkCost::new(&backbone, &cuts, &heads)?;

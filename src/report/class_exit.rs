@@ -158,10 +158,11 @@ fn times_table(s: &mut String, r: &ClassExitReport) {
         } else {
             &r.times.implementation
         },
-        if c.grid == 1 && !r.times.implementation.is_empty() {
-            "the branches as the exit heads `--apply` deploys (`relupool`, `dense`), on the same code"
-        } else {
-            "the branches on the Burn module"
+        match (c.grid, r.times.implementation.is_empty()) {
+            (_, true) => "the branches on the Burn module",
+            (1, false) => "the branches as the exit heads `--apply` deploys (`relupool`, `dense`), on the same code",
+            _ =>
+                "KP=Off branches as the `relupool` heads `--apply` deploys, on the same code; KP=On branches on the Burn module",
         }
     );
     let mut head = "| i | block | MACs up to i | δ_i (ms) | δ_i / t |".to_string();

@@ -17,6 +17,16 @@ pub fn model(backbone: &str, input: Shape, exits: &str, head: HeadKind, seed: u6
     MultiExitModel { arch, net }
 }
 
+/// [`model`] with `relupool` heads pooling to `grid × grid` (`grid > 1`).
+pub fn model_grid(backbone: &str, input: Shape, exits: &str, head: HeadKind, grid: usize, seed: u64) -> MultiExitModel {
+    let mut d = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
+    d.head = head;
+    d.head_grid = (grid > 1).then_some(grid);
+    let arch = d.resolve().unwrap();
+    let net = arch.init_seeded(&Device::flex(), seed);
+    MultiExitModel { arch, net }
+}
+
 /// `n` values drawn from `N(mean, std²)` by a generator seeded with `seed` (Box–Muller).
 pub fn normal(n: usize, mean: f32, std: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -83,6 +83,8 @@ enum Features {
     Pool(Vec<Op>),
     /// The pooled `relu(features)` of the first `n` blocks, concatenated (`dense` heads).
     History(usize),
+    /// Operations, then the result flattened channels-last (`relupool` heads pooled to a grid).
+    Ops(Vec<Op>),
 }
 
 /// An exit head (or the final classifier): features, then the linear branches.
@@ -119,11 +121,26 @@ impl Head {
                 Features::Pool(vec![Op::Conv(conv)])
             }
             HeadKind::Dense => Features::History(h.history_len),
-            HeadKind::Relupool => Features::Pool(vec![Op::Affine {
-                scale: vec![1.0; input.c],
-                shift: vec![0.0; input.c],
-                act: Epilogue::Relu,
-            }]),
+            HeadKind::Relupool => {
+                let relu = Op::Affine {
+                    scale: vec![1.0; input.c],
+                    shift: vec![0.0; input.c],
+                    act: Epilogue::Relu,
+                };
+                if h.grid <= 1 {
+                    Features::Pool(vec![relu])
+                } else {
+                    // Pooled to a grid and flattened channels-last: the dense layers' rows are
+                    // reordered from Burn's channel-major flattening, as for `plain` heads.
+                    let g = h.grid;
+                    let pooled = Shape::new(input.c, g, g);
+                    return Ok(Self {
+                        features: Features::Ops(vec![relu, Op::AdaptiveAvgPool([g, g])]),
+                        classifier: dense_nhwc(&h.classifier, pooled),
+                        confidence: h.confidence.as_ref().map(|c| dense_nhwc(c, pooled)),
+                    });
+                }
+            }
         };
         Ok(Self {
             features,
@@ -147,6 +164,10 @@ impl Head {
             }
             Features::Pool(ops) => {
                 pooled = graph::run_ref(ops, x).global_avg_pool();
+                &pooled
+            }
+            Features::Ops(ops) => {
+                pooled = graph::run_ref(ops, x).data;
                 &pooled
             }
             Features::History(blocks) => {
