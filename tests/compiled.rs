@@ -129,6 +129,8 @@ fn pre_activation_blocks_and_every_head_kind_match() {
         HeadKind::Branchy,
         HeadKind::Dense,
         HeadKind::Relupool,
+        HeadKind::Mlp(12, 0),
+        HeadKind::Mlp(16, 8),
     ] {
         check("eenet8", Shape::new(1, 28, 28), "cuts:0,1", head, 5);
     }

@@ -197,6 +197,9 @@ fn single_channel_input_and_bnpool_and_plain_heads() {
 fn branchy_heads_and_no_exits() {
     check("resnet20", Shape::new(3, 8, 8), "cuts:3", HeadKind::Branchy, 4);
     check("resnet20", Shape::new(3, 8, 8), "none", HeadKind::Pool, 4);
+    // The survey's heads with hidden layers, and the class-specific method's KP=Off branch.
+    check("resnet20", Shape::new(3, 8, 8), "cuts:1,4", HeadKind::Mlp(16, 8), 4);
+    check("resnet20", Shape::new(3, 8, 8), "cuts:2", HeadKind::Relupool, 4);
 }
 
 #[test]

@@ -124,6 +124,7 @@ fn every_stage_and_exit_graph_equals_the_engine_and_the_cascade_gives_its_answer
         ("lenet5", Shape::new(1, 28, 28), HeadKind::Plain, "cuts:1", 1),
         ("resnet20", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:2,5", 1),
         ("resnet20_a", Shape::new(1, 28, 28), HeadKind::Relupool, "cuts:1,5", 3),
+        ("resnet8", Shape::new(1, 16, 16), HeadKind::Mlp(16, 8), "cuts:0,2", 1),
     ] {
         let m = with_statistics(common::model_grid(backbone, input, exits, head, grid, 7), input);
         let x = common::input(5, input, 9);

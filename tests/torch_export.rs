@@ -45,6 +45,7 @@ fn export_then_load_is_bit_identical_for_every_block_and_head_kind() {
         ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2", 1),
         ("lenet5", Shape::new(1, 28, 28), HeadKind::Dense, "every", 1),
         ("resnet8", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:0,2", 3),
+        ("resnet14", Shape::new(1, 16, 16), HeadKind::Mlp(16, 8), "cuts:1,3", 1),
     ]
     .into_iter()
     .enumerate()

@@ -219,6 +219,12 @@ class Head(nn.Module):
             d = c * self.grid * self.grid
         else:
             d = c
+        # `mlp:H[,H2]`: pooled features through one or two hidden layers, each with ReLU.
+        widths = [int(w) for w in self.kind[4:].split(",")] if self.kind.startswith("mlp:") else []
+        self.hidden = nn.ModuleList()
+        for w in widths:
+            self.hidden.append(nn.Linear(d, w))
+            d = w
         self.bn = nn.BatchNorm2d(c) if self.kind == "bnpool" else None
         self.conv = _cbr(c, c, 3, 1, 1) if self.kind == "branchy" else None
         self.classifier = nn.Linear(d, spec["classes"])
@@ -235,6 +241,10 @@ class Head(nn.Module):
             z = self.conv(x).mean((2, 3))
         elif self.kind == "relupool":
             z = F.adaptive_avg_pool2d(F.relu(x), self.grid).flatten(1)
+        elif self.kind.startswith("mlp:"):
+            z = x.mean((2, 3))
+            for layer in self.hidden:
+                z = F.relu(layer(z))
         else:
             z = torch.cat(pooled[:self.history_len], 1)
         return self.classifier(z), (self.confidence(z) if self.confidence is not None else None)

@@ -516,6 +516,14 @@ fn head_graph(head: &ExitHead, input: Shape, classes: usize, name: &str) -> Resu
             let y = g.relu("features");
             g.global_pool(&y)
         }
+        HeadKind::Mlp(..) => {
+            let mut z = g.global_pool("features");
+            for l in &head.hidden {
+                let y = g.linear(&z, l);
+                z = g.relu(&y);
+            }
+            z
+        }
         HeadKind::Branchy => {
             let conv = head.conv.as_ref().expect("branchy heads have a convolution");
             let y = g.conv_bn_act("features", conv)?;

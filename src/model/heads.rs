@@ -19,9 +19,10 @@ use super::cost::{Cost, Counter, Shape};
 use super::layers::{ConvBnAct, ConvSpec};
 use crate::error::{Error, Result};
 
-/// The kinds of exit head.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The kinds of exit head (written as in [`HEAD_KINDS`], e.g. `pool`, `mlp:64,32`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde_with::SerializeDisplay, serde_with::DeserializeFromStr,
+)]
 pub enum HeadKind {
     /// EENets Plain: the flattened features feed both branches.
     Plain,
@@ -38,10 +39,52 @@ pub enum HeadKind {
     /// The class-specific method's branch on one cut point (KP=Off, seed Fig. 3): ReLU, average
     /// pooling to a `G×G` grid ([`HeadSpec::grid`]; 1: global), then both branches.
     Relupool,
+    /// Global average pooling, then one or two hidden layers of this many units, each followed
+    /// by ReLU, then both branches (the survey's heads with hidden layers); the second width is
+    /// 0 for one hidden layer.
+    Mlp(u32, u32),
 }
 
 /// Names accepted by [`HeadKind::from_str`].
-pub const HEAD_KINDS: &str = "plain, pool, bnpool, branchy, dense, relupool";
+pub const HEAD_KINDS: &str = "plain, pool, bnpool, branchy, dense, relupool, mlp:H or mlp:H,H2 (hidden units)";
+
+impl HeadKind {
+    /// Most hidden units of an `mlp` layer.
+    pub const MAX_HIDDEN: u32 = 1 << 16;
+
+    /// The hidden layers' widths of an `mlp` head (empty for the other kinds).
+    pub fn hidden(&self) -> Vec<usize> {
+        match *self {
+            Self::Mlp(a, 0) => vec![a as usize],
+            Self::Mlp(a, b) => vec![a as usize, b as usize],
+            _ => Vec::new(),
+        }
+    }
+
+    fn parse_mlp(s: &str, arg: &str) -> Result<Self> {
+        let widths: Vec<u32> = arg
+            .split(',')
+            .map(|w| match w.trim().parse::<u32>() {
+                Ok(n) if (1..=Self::MAX_HIDDEN).contains(&n) => Ok(n),
+                _ => Err(Error::invalid(
+                    "head",
+                    format!(
+                        "`{s}`: `{w}` is not a number of hidden units (1 to {})",
+                        Self::MAX_HIDDEN
+                    ),
+                )),
+            })
+            .collect::<Result<_>>()?;
+        match widths[..] {
+            [a] => Ok(Self::Mlp(a, 0)),
+            [a, b] => Ok(Self::Mlp(a, b)),
+            _ => Err(Error::invalid(
+                "head",
+                format!("`{s}`: an mlp head has one or two hidden layers (mlp:H or mlp:H,H2)"),
+            )),
+        }
+    }
+}
 
 impl FromStr for HeadKind {
     type Err = Error;
@@ -53,6 +96,7 @@ impl FromStr for HeadKind {
             "branchy" => Self::Branchy,
             "dense" => Self::Dense,
             "relupool" => Self::Relupool,
+            _ if s.starts_with("mlp:") => return Self::parse_mlp(s, &s[4..]),
             _ => {
                 return Err(Error::UnknownName {
                     what: "head",
@@ -67,6 +111,8 @@ impl FromStr for HeadKind {
 impl fmt::Display for HeadKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Mlp(a, 0) => return write!(f, "mlp:{a}"),
+            Self::Mlp(a, b) => return write!(f, "mlp:{a},{b}"),
             Self::Plain => "plain",
             Self::Pool => "pool",
             Self::Bnpool => "bnpool",
@@ -126,6 +172,7 @@ impl HeadSpec {
             HeadKind::Plain => self.input.numel(),
             HeadKind::Pool | HeadKind::Bnpool | HeadKind::Branchy => self.input.c,
             HeadKind::Relupool => self.input.c * self.grid * self.grid,
+            HeadKind::Mlp(..) => *self.kind.hidden().last().expect("an mlp head has a hidden layer"),
             HeadKind::Dense => self.history.iter().map(|s| s.c).sum(),
         }
     }
@@ -150,6 +197,12 @@ impl HeadSpec {
             }
             HeadKind::Relupool => {
                 c.relu().global_pool();
+            }
+            HeadKind::Mlp(..) => {
+                c.global_pool();
+                for h in self.kind.hidden() {
+                    c.linear(h, true).relu();
+                }
             }
             HeadKind::Branchy => {
                 c.conv(self.input.c, 3, 1, 1, false).bn().relu().global_pool();
@@ -184,6 +237,18 @@ impl HeadSpec {
                 .then(|| ConvSpec::cbr(self.input.c, 3, 1, 1).init(self.input.c, device)),
             history_len: self.history.len(),
             grid: self.grid,
+            hidden: {
+                let mut din = self.input.c;
+                self.kind
+                    .hidden()
+                    .into_iter()
+                    .map(|h| {
+                        let l = LinearConfig::new(din, h).init(device);
+                        din = h;
+                        l
+                    })
+                    .collect()
+            },
             classifier: LinearConfig::new(d, self.classes).init(device),
             confidence: self.confidence.then(|| LinearConfig::new(d, 1).init(device)),
         }
@@ -209,6 +274,8 @@ pub struct ExitHead {
     pub(crate) history_len: usize,
     #[module(skip)]
     pub(crate) grid: usize,
+    /// `mlp` heads: the hidden layers, each followed by ReLU.
+    pub(crate) hidden: Vec<Linear>,
     pub(crate) classifier: Linear,
     pub(crate) confidence: Option<Linear>,
 }
@@ -245,6 +312,7 @@ impl ExitHead {
             HeadKind::Pool => global_avg_pool(x),
             HeadKind::Bnpool => global_avg_pool(relu(self.bn.as_ref().expect("bnpool has bn").forward(x))),
             HeadKind::Relupool => relu_pool(x, self.grid),
+            HeadKind::Mlp(..) => self.hidden.iter().fold(global_avg_pool(x), |z, l| relu(l.forward(z))),
             HeadKind::Branchy => global_avg_pool(self.conv.as_ref().expect("branchy has conv").forward(x)),
             HeadKind::Dense => {
                 assert!(
@@ -258,5 +326,57 @@ impl ExitHead {
             confidence: self.confidence.as_ref().map(|c| c.forward(z.clone())),
             logits: self.classifier.forward(z),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_kinds_parse_print_and_refuse_by_name() {
+        for s in [
+            "plain",
+            "pool",
+            "bnpool",
+            "branchy",
+            "dense",
+            "relupool",
+            "mlp:64",
+            "mlp:64,32",
+        ] {
+            let k: HeadKind = s.parse().unwrap();
+            assert_eq!(k.to_string(), s);
+            // Serialised as the same text (model.json, config.toml).
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<HeadKind>(&format!("\"{s}\"")).unwrap(), k);
+        }
+        assert_eq!("mlp:64,32".parse::<HeadKind>().unwrap().hidden(), vec![64, 32]);
+        for (bad, says) in [
+            ("mlp", "expected"),
+            ("mlp:0", "`0` is not a number of hidden units"),
+            ("mlp:8,8,8", "one or two hidden layers"),
+            ("mlp:x", "`x`"),
+            ("mlp:99999999", "1 to 65536"),
+        ] {
+            let e = bad.parse::<HeadKind>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    /// An `mlp` head's cost: pooling, then d→H1→H2, then the two branches on H2.
+    #[test]
+    fn mlp_head_cost_counts_its_hidden_layers() {
+        let spec = HeadSpec {
+            kind: HeadKind::Mlp(8, 4),
+            confidence: true,
+            classes: 10,
+            input: Shape::new(16, 4, 4),
+            history: vec![Shape::new(16, 4, 4)],
+            grid: 1,
+        };
+        let c = spec.cost(0).unwrap();
+        // 16·8 + 8, 8·4 + 4, then 4·10 + 10 and 4 + 1.
+        assert_eq!(c.params, (16 * 8 + 8) + (8 * 4 + 4) + (4 * 10 + 10) + (4 + 1));
     }
 }

@@ -91,6 +91,8 @@ enum Features {
 #[derive(Clone, Debug)]
 struct Head {
     features: Features,
+    /// `mlp` heads' hidden layers, each followed by ReLU.
+    hidden: Vec<Dense>,
     classifier: Dense,
     confidence: Option<Dense>,
 }
@@ -109,6 +111,7 @@ impl Head {
             HeadKind::Plain => {
                 return Ok(Self {
                     features: Features::Flatten,
+                    hidden: Vec::new(),
                     classifier: dense_nhwc(&h.classifier, input),
                     confidence: h.confidence.as_ref().map(|c| dense_nhwc(c, input)),
                 });
@@ -121,6 +124,14 @@ impl Head {
                 Features::Pool(vec![Op::Conv(conv)])
             }
             HeadKind::Dense => Features::History(h.history_len),
+            HeadKind::Mlp(..) => {
+                return Ok(Self {
+                    features: Features::Pool(Vec::new()),
+                    hidden: h.hidden.iter().map(dense).collect(),
+                    classifier: dense(&h.classifier),
+                    confidence: h.confidence.as_ref().map(dense),
+                });
+            }
             HeadKind::Relupool => {
                 let relu = Op::Affine {
                     scale: vec![1.0; input.c],
@@ -136,6 +147,7 @@ impl Head {
                     let pooled = Shape::new(input.c, g, g);
                     return Ok(Self {
                         features: Features::Ops(vec![relu, Op::AdaptiveAvgPool([g, g])]),
+                        hidden: Vec::new(),
                         classifier: dense_nhwc(&h.classifier, pooled),
                         confidence: h.confidence.as_ref().map(|c| dense_nhwc(c, pooled)),
                     });
@@ -144,6 +156,7 @@ impl Head {
         };
         Ok(Self {
             features,
+            hidden: Vec::new(),
             classifier: dense(&h.classifier),
             confidence: h.confidence.as_ref().map(dense),
         })
@@ -184,6 +197,13 @@ impl Head {
                 &pooled
             }
         };
+        let mut deep;
+        let mut z = z;
+        for l in &self.hidden {
+            deep = l.forward(z);
+            deep.iter_mut().for_each(|v| *v = v.max(0.0));
+            z = &deep;
+        }
         (
             self.classifier.forward(z),
             self.confidence.as_ref().map(|c| c.forward(z)),
@@ -281,11 +301,13 @@ impl CompiledNet {
         let classifier = match (&c.bn, c.global_pool) {
             (bn, true) => Head {
                 features: Features::Pool(bn.iter().map(bn_relu).collect()),
+                hidden: Vec::new(),
                 classifier: dense(&c.linear),
                 confidence: None,
             },
             (None, false) => Head {
                 features: Features::Flatten,
+                hidden: Vec::new(),
                 classifier: dense_nhwc(&c.linear, model.arch.backbone.feature_shape()),
                 confidence: None,
             },
