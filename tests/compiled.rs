@@ -143,6 +143,20 @@ fn pre_activation_blocks_and_every_head_kind_match() {
     let net = arch.init_seeded(&Device::flex(), 5);
     let m = MultiExitModel { arch, net };
     check_model(&m, Shape::new(1, 16, 16), 6);
+    // Gates computed from the head's own prediction, g(softmax(c_i(x))).
+    let mut desc = ModelDescription::new("eenet8", Shape::new(1, 28, 28), 10, "cuts:0,1".parse().unwrap());
+    desc.head = HeadKind::Mlp(12, 0);
+    desc.gate_on_prediction = true;
+    let arch = desc.resolve().unwrap();
+    let net = arch.init_seeded(&Device::flex(), 8);
+    let gated = MultiExitModel { arch, net };
+    check_model(&gated, Shape::new(1, 28, 28), 5);
+    let x = common::input(5, Shape::new(1, 28, 28), 2);
+    let conf: Policy = "confidence:0.5".parse().unwrap();
+    let fast = CompiledNet::compile(&gated).unwrap();
+    let (a, b) = (gated.infer(x.clone(), &conf).unwrap(), fast.infer(x, &conf).unwrap());
+    assert_eq!(a.exit, b.exit);
+    close(&a.confidence, &b.confidence, 1e-5);
     // `relupool` heads pooled to a grid (4×4 of 16×16, 8×8 and 4×4 maps; 3×3 of 7×7: unequal
     // windows), flattened channels-last on the compiled path.
     for (input, grid) in [(Shape::new(1, 16, 16), 4), (Shape::new(1, 28, 28), 3)] {

@@ -111,22 +111,34 @@ fn cascade(dir: &std::path::Path, m: &Manifest, x: &Tensor<4>, thresholds: &[f32
 #[test]
 fn every_stage_and_exit_graph_equals_the_engine_and_the_cascade_gives_its_answers() {
     let small = Shape::new(3, 32, 32);
-    for (backbone, input, head, exits, grid) in [
-        ("resnet20", small, HeadKind::Branchy, "pareto:3", 1),
-        ("eenet8", Shape::new(1, 28, 28), HeadKind::Bnpool, "cuts:1,2", 1),
-        ("resnet20_a", small, HeadKind::Pool, "linear:3", 1),
-        ("resnet50", Shape::new(3, 16, 16), HeadKind::Pool, "linear:2", 1),
-        ("mobilenet_v2", small, HeadKind::Plain, "cuts:3,8", 1),
-        ("densenet121", small, HeadKind::Pool, "linear:2", 1),
-        ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2", 1),
+    for (backbone, input, head, exits, opts) in [
+        ("resnet20", small, HeadKind::Branchy, "pareto:3", ""),
+        ("eenet8", Shape::new(1, 28, 28), HeadKind::Bnpool, "cuts:1,2", ""),
+        ("resnet20_a", small, HeadKind::Pool, "linear:3", ""),
+        ("resnet50", Shape::new(3, 16, 16), HeadKind::Pool, "linear:2", ""),
+        ("mobilenet_v2", small, HeadKind::Plain, "cuts:3,8", ""),
+        ("densenet121", small, HeadKind::Pool, "linear:2", ""),
+        ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2", ""),
         // 2×2 features into VGG's 7×7 adaptive pool: overlapping windows folded into fc1.
-        ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2", 1),
-        ("lenet5", Shape::new(1, 28, 28), HeadKind::Plain, "cuts:1", 1),
-        ("resnet20", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:2,5", 1),
-        ("resnet20_a", Shape::new(1, 28, 28), HeadKind::Relupool, "cuts:1,5", 3),
-        ("resnet8", Shape::new(1, 16, 16), HeadKind::Mlp(16, 8), "cuts:0,2", 1),
+        ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2", ""),
+        ("lenet5", Shape::new(1, 28, 28), HeadKind::Plain, "cuts:1", ""),
+        ("resnet20", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:2,5", ""),
+        (
+            "resnet20_a",
+            Shape::new(1, 28, 28),
+            HeadKind::Relupool,
+            "cuts:1,5",
+            "grid:3",
+        ),
+        (
+            "resnet8",
+            Shape::new(1, 16, 16),
+            HeadKind::Mlp(16, 8),
+            "cuts:0,2",
+            "gate",
+        ),
     ] {
-        let m = with_statistics(common::model_grid(backbone, input, exits, head, grid, 7), input);
+        let m = with_statistics(common::model_opts(backbone, input, exits, head, opts, 7), input);
         let x = common::input(5, input, 9);
         let policy = common::median_thresholds(&m, x.clone());
         let dir = scratch(backbone);

@@ -34,23 +34,35 @@ fn export_then_load_is_bit_identical_for_every_block_and_head_kind() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let small = Shape::new(3, 32, 32);
-    for (i, (backbone, input, head, exits, grid)) in [
-        ("resnet20", small, HeadKind::Branchy, "pareto:3", 1),
-        ("eenet8", Shape::new(1, 28, 28), HeadKind::Bnpool, "cuts:1,2", 1),
-        ("resnet20_a", small, HeadKind::Pool, "linear:3", 1),
-        ("resnet50", Shape::new(3, 16, 16), HeadKind::Plain, "linear:2", 1),
-        ("mobilenet_v2", small, HeadKind::Pool, "cuts:3,8", 1),
-        ("densenet121", small, HeadKind::Bnpool, "linear:2", 1),
-        ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2", 1),
-        ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2", 1),
-        ("lenet5", Shape::new(1, 28, 28), HeadKind::Dense, "every", 1),
-        ("resnet8", Shape::new(1, 16, 16), HeadKind::Relupool, "cuts:0,2", 3),
-        ("resnet14", Shape::new(1, 16, 16), HeadKind::Mlp(16, 8), "cuts:1,3", 1),
+    for (i, (backbone, input, head, exits, opts)) in [
+        ("resnet20", small, HeadKind::Branchy, "pareto:3", ""),
+        ("eenet8", Shape::new(1, 28, 28), HeadKind::Bnpool, "cuts:1,2", ""),
+        ("resnet20_a", small, HeadKind::Pool, "linear:3", ""),
+        ("resnet50", Shape::new(3, 16, 16), HeadKind::Plain, "linear:2", ""),
+        ("mobilenet_v2", small, HeadKind::Pool, "cuts:3,8", ""),
+        ("densenet121", small, HeadKind::Bnpool, "linear:2", ""),
+        ("inception_v3", Shape::new(3, 75, 75), HeadKind::Pool, "linear:2", ""),
+        ("vgg11_bn_imagenet", Shape::new(3, 64, 64), HeadKind::Pool, "cuts:2", ""),
+        ("lenet5", Shape::new(1, 28, 28), HeadKind::Dense, "every", ""),
+        (
+            "resnet8",
+            Shape::new(1, 16, 16),
+            HeadKind::Relupool,
+            "cuts:0,2",
+            "grid:3",
+        ),
+        (
+            "resnet14",
+            Shape::new(1, 16, 16),
+            HeadKind::Mlp(16, 8),
+            "cuts:1,3",
+            "gate",
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        let m = common::model_grid(backbone, input, exits, head, grid, 40 + i as u64);
+        let m = common::model_opts(backbone, input, exits, head, opts, 40 + i as u64);
         let dir = root.join(backbone);
         export_torch(&m, &"maxprob:0.5".parse().unwrap(), None, &dir).unwrap_or_else(|e| panic!("{backbone}: {e}"));
         assert!(dir.join(TORCH_ARCHITECTURE_FILE).is_file() && dir.join(TORCH_MODULE_FILE).is_file());

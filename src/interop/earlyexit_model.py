@@ -228,7 +228,10 @@ class Head(nn.Module):
         self.bn = nn.BatchNorm2d(c) if self.kind == "bnpool" else None
         self.conv = _cbr(c, c, 3, 1, 1) if self.kind == "branchy" else None
         self.classifier = nn.Linear(d, spec["classes"])
-        self.confidence = nn.Linear(d, 1) if spec["confidence"] else None
+        # The gate reads the head's own probabilities g(softmax(c_i(x))), or its features.
+        self.gate_on_prediction = spec.get("gate_on_prediction", False)
+        gate_in = spec["classes"] if self.gate_on_prediction else d
+        self.confidence = nn.Linear(gate_in, 1) if spec["confidence"] else None
 
     def forward(self, x, pooled):
         if self.kind == "plain":
@@ -247,7 +250,10 @@ class Head(nn.Module):
                 z = F.relu(layer(z))
         else:
             z = torch.cat(pooled[:self.history_len], 1)
-        return self.classifier(z), (self.confidence(z) if self.confidence is not None else None)
+        logits = self.classifier(z)
+        if self.confidence is None:
+            return logits, None
+        return logits, self.confidence(logits.softmax(1) if self.gate_on_prediction else z)
 
 
 class EarlyExitNet(nn.Module):

@@ -537,9 +537,13 @@ fn head_graph(head: &ExitHead, input: Shape, classes: usize, name: &str) -> Resu
         }
     };
     let logits = g.linear(&z, &head.classifier);
-    let mut outputs = vec![(logits, "logits", vec![classes])];
+    let mut outputs = vec![(logits.clone(), "logits", vec![classes])];
     if let Some(c) = &head.confidence {
-        let conf = g.linear(&z, c);
+        let gate_in = match head.gate_on_prediction {
+            true => g.node("Softmax", &[&logits], vec![int("axis", 1)]),
+            false => z,
+        };
+        let conf = g.linear(&gate_in, c);
         outputs.push((conf, "confidence", vec![1]));
     }
     Ok(g.finish(name, ("features", input), &outputs))

@@ -140,6 +140,11 @@ pub struct HeadSpec {
     /// `relupool`: the side of the grid each feature map is averaged to (1: global pooling).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub grid: usize,
+    /// The confidence / gate branch reads the head's own class probabilities,
+    /// `g(softmax(c_i(x)))` (the survey §6: "a separate trainable function g_i(c_i(x))"), not
+    /// its features.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gate_on_prediction: bool,
 }
 
 fn one() -> usize {
@@ -220,8 +225,13 @@ impl HeadSpec {
         let d = self.feature_dim() as u64;
         let k = self.classes as u64;
         let mut cost = features + extra;
-        // Classification branch d→K, confidence branch d→1, both with bias.
-        let linear = d * k + k + if self.confidence { d + 1 } else { 0 };
+        // Classification branch d→K, confidence branch d→1 (K→1 on the prediction), with bias.
+        let gate_in = if self.gate_on_prediction { k } else { d };
+        let linear = d * k + k + if self.confidence { gate_in + 1 } else { 0 };
+        if self.confidence && self.gate_on_prediction {
+            // The softmax: an exp, a sum and a division per class.
+            cost.other += 3 * k;
+        }
         cost.conv_linear += linear;
         cost.params += linear;
         Ok(cost)
@@ -249,8 +259,12 @@ impl HeadSpec {
                     })
                     .collect()
             },
+            gate_on_prediction: self.gate_on_prediction,
             classifier: LinearConfig::new(d, self.classes).init(device),
-            confidence: self.confidence.then(|| LinearConfig::new(d, 1).init(device)),
+            confidence: self.confidence.then(|| {
+                let gate_in = if self.gate_on_prediction { self.classes } else { d };
+                LinearConfig::new(gate_in, 1).init(device)
+            }),
         }
     }
 }
@@ -276,6 +290,9 @@ pub struct ExitHead {
     pub(crate) grid: usize,
     /// `mlp` heads: the hidden layers, each followed by ReLU.
     pub(crate) hidden: Vec<Linear>,
+    /// The confidence branch reads `softmax(logits)` instead of the features.
+    #[module(skip)]
+    pub(crate) gate_on_prediction: bool,
     pub(crate) classifier: Linear,
     pub(crate) confidence: Option<Linear>,
 }
@@ -322,10 +339,12 @@ impl ExitHead {
                 Tensor::cat(pooled[..self.history_len].to_vec(), 1)
             }
         };
-        ExitOutput {
-            confidence: self.confidence.as_ref().map(|c| c.forward(z.clone())),
-            logits: self.classifier.forward(z),
-        }
+        let logits = self.classifier.forward(z.clone());
+        let confidence = self.confidence.as_ref().map(|c| match self.gate_on_prediction {
+            true => c.forward(burn::tensor::activation::softmax(logits.clone(), 1)),
+            false => c.forward(z),
+        });
+        ExitOutput { confidence, logits }
     }
 }
 
@@ -374,9 +393,19 @@ mod tests {
             input: Shape::new(16, 4, 4),
             history: vec![Shape::new(16, 4, 4)],
             grid: 1,
+            gate_on_prediction: false,
         };
         let c = spec.cost(0).unwrap();
         // 16·8 + 8, 8·4 + 4, then 4·10 + 10 and 4 + 1.
         assert_eq!(c.params, (16 * 8 + 8) + (8 * 4 + 4) + (4 * 10 + 10) + (4 + 1));
+        // A gate on the prediction reads the 10 probabilities instead of the 4 features.
+        let gated = HeadSpec {
+            gate_on_prediction: true,
+            ..spec
+        };
+        assert_eq!(
+            gated.cost(0).unwrap().params,
+            (16 * 8 + 8) + (8 * 4 + 4) + (4 * 10 + 10) + (10 + 1)
+        );
     }
 }

@@ -57,6 +57,10 @@ pub struct ModelDescription {
     /// (default 1: global pooling; the class-specific method's `--grid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_grid: Option<usize>,
+    /// The heads' confidence / gate branch reads their own class probabilities,
+    /// `g(softmax(c_i(x)))`, instead of their features (the survey §6).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gate_on_prediction: bool,
     /// Whether heads carry a confidence / gate branch.
     #[serde(default = "yes")]
     pub confidence: bool,
@@ -78,6 +82,7 @@ impl ModelDescription {
             head: HeadKind::Pool,
             exit_heads: None,
             head_grid: None,
+            gate_on_prediction: false,
             confidence: true,
             exits,
             placement_macs: MacConvention::All,
@@ -164,6 +169,7 @@ impl ModelDescription {
                 input: backbone.blocks[c].output,
                 history: backbone.blocks[..=c].iter().map(|b| b.output).collect(),
                 grid,
+                gate_on_prediction: self.gate_on_prediction && self.confidence,
             })
             .collect();
         let cost = NetworkCost::new(&backbone, &cuts, &heads)?;

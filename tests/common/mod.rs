@@ -17,11 +17,17 @@ pub fn model(backbone: &str, input: Shape, exits: &str, head: HeadKind, seed: u6
     MultiExitModel { arch, net }
 }
 
-/// [`model`] with `relupool` heads pooling to `grid × grid` (`grid > 1`).
-pub fn model_grid(backbone: &str, input: Shape, exits: &str, head: HeadKind, grid: usize, seed: u64) -> MultiExitModel {
+/// [`model`] with options: `grid:G` (`relupool` heads pooling to G×G), `gate` (the confidence
+/// branch reads the head's own probabilities), or none (`""`).
+pub fn model_opts(backbone: &str, input: Shape, exits: &str, head: HeadKind, opts: &str, seed: u64) -> MultiExitModel {
     let mut d = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
     d.head = head;
-    d.head_grid = (grid > 1).then_some(grid);
+    match opts.split_once(':') {
+        Some(("grid", g)) => d.head_grid = Some(g.parse().unwrap()),
+        None if opts == "gate" => d.gate_on_prediction = true,
+        None if opts.is_empty() => {}
+        _ => panic!("unknown model option `{opts}`"),
+    }
     let arch = d.resolve().unwrap();
     let net = arch.init_seeded(&Device::flex(), seed);
     MultiExitModel { arch, net }

@@ -93,6 +93,8 @@ struct Head {
     features: Features,
     /// `mlp` heads' hidden layers, each followed by ReLU.
     hidden: Vec<Dense>,
+    /// The confidence branch reads `softmax(logits)` instead of the features.
+    gate_on_prediction: bool,
     classifier: Dense,
     confidence: Option<Dense>,
 }
@@ -112,6 +114,7 @@ impl Head {
                 return Ok(Self {
                     features: Features::Flatten,
                     hidden: Vec::new(),
+                    gate_on_prediction: h.gate_on_prediction,
                     classifier: dense_nhwc(&h.classifier, input),
                     confidence: h.confidence.as_ref().map(|c| dense_nhwc(c, input)),
                 });
@@ -128,6 +131,7 @@ impl Head {
                 return Ok(Self {
                     features: Features::Pool(Vec::new()),
                     hidden: h.hidden.iter().map(dense).collect(),
+                    gate_on_prediction: h.gate_on_prediction,
                     classifier: dense(&h.classifier),
                     confidence: h.confidence.as_ref().map(dense),
                 });
@@ -148,6 +152,7 @@ impl Head {
                     return Ok(Self {
                         features: Features::Ops(vec![relu, Op::AdaptiveAvgPool([g, g])]),
                         hidden: Vec::new(),
+                        gate_on_prediction: h.gate_on_prediction,
                         classifier: dense_nhwc(&h.classifier, pooled),
                         confidence: h.confidence.as_ref().map(|c| dense_nhwc(c, pooled)),
                     });
@@ -157,6 +162,7 @@ impl Head {
         Ok(Self {
             features,
             hidden: Vec::new(),
+            gate_on_prediction: h.gate_on_prediction,
             classifier: dense(&h.classifier),
             confidence: h.confidence.as_ref().map(dense),
         })
@@ -204,10 +210,22 @@ impl Head {
             deep.iter_mut().for_each(|v| *v = v.max(0.0));
             z = &deep;
         }
-        (
-            self.classifier.forward(z),
-            self.confidence.as_ref().map(|c| c.forward(z)),
-        )
+        let logits = self.classifier.forward(z);
+        let confidence = self.confidence.as_ref().map(|c| {
+            if !self.gate_on_prediction {
+                return c.forward(z);
+            }
+            let k = logits.len() / x.n.max(1);
+            let mut p = logits.clone();
+            for row in p.chunks_mut(k.max(1)) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|v| *v = (*v - max).exp());
+                let sum: f32 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= sum);
+            }
+            c.forward(&p)
+        });
+        (logits, confidence)
     }
 }
 
@@ -302,12 +320,14 @@ impl CompiledNet {
             (bn, true) => Head {
                 features: Features::Pool(bn.iter().map(bn_relu).collect()),
                 hidden: Vec::new(),
+                gate_on_prediction: false,
                 classifier: dense(&c.linear),
                 confidence: None,
             },
             (None, false) => Head {
                 features: Features::Flatten,
                 hidden: Vec::new(),
+                gate_on_prediction: false,
                 classifier: dense_nhwc(&c.linear, model.arch.backbone.feature_shape()),
                 confidence: None,
             },
