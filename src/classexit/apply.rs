@@ -314,26 +314,30 @@ pub fn predict(design: &AppliedDesign, eval: &mut crate::infer::ClassSpecificEva
         let Some(d) = design.classes.iter().find(|d| d.k == c.k) else {
             continue;
         };
-        let exit_time = |e: usize| {
-            let x = &design.exits[e];
-            (
-                design.times.delta[x.cut],
-                design.times.e(x.cut, x.kp).unwrap_or(f64::NAN),
-            )
+        // `δ` and `e` of the applied exit `e` and the samples of `k` leaving there; `None` when
+        // `class-design.json` and the evaluated policy do not agree (a hand-edited file), so
+        // that no figure is predicted rather than a wrong one or a panic.
+        let exit = |e: usize| -> Option<(f64, f64, f64)> {
+            let x = design.exits.get(e)?;
+            Some((
+                *design.times.delta.get(x.cut)?,
+                design.times.e(x.cut, x.kp)?,
+                *c.early_by_exit.get(e)? as f64,
+            ))
         };
         let n = c.samples.max(1) as f64;
         let (gain, loss) = match d.exits[..] {
             [i] => {
-                let (delta, e) = exit_time(i);
-                let rate = c.early_by_exit[i] as f64 / n;
+                let Some((delta, e, left)) = exit(i) else { continue };
                 (
-                    super::gain(t, super::t_mean(t, delta, e, rate)),
+                    super::gain(t, super::t_mean(t, delta, e, left / n)),
                     super::loss(t, super::t_max(t, e)),
                 )
             }
             [i, j] => {
-                let ((di, ei), (dj, ej)) = (exit_time(i), exit_time(j));
-                let (ni, nj) = (c.early_by_exit[i] as f64, c.early_by_exit[j] as f64);
+                let (Some((di, ei, ni)), Some((dj, ej, nj))) = (exit(i), exit(j)) else {
+                    continue;
+                };
                 let rate_i = ni / n;
                 let rate_j = nj / (n - ni).max(1.0);
                 let tm = super::t_mean_two(t, di, ei, rate_i, dj - di, ej, rate_j);
@@ -427,7 +431,12 @@ pub fn load_branches(path: &std::path::Path) -> Result<Vec<Branch>> {
                 .collect())
         };
         let m = b.classes.len();
-        b.weight = read(format!("{key}.weight"), b.width * m)?;
+        let values = b
+            .width
+            .checked_mul(m)
+            .filter(|v| v.checked_mul(4).is_some())
+            .ok_or_else(|| bad(format!("branch `{key}`: {} inputs × {m} classes is too large", b.width)))?;
+        b.weight = read(format!("{key}.weight"), values)?;
         b.bias = read(format!("{key}.bias"), m)?;
     }
     Ok(branches)

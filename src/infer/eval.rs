@@ -350,27 +350,28 @@ fn class_specific(
     let mut classes = Vec::with_capacity(targets.len());
     for &k in &targets {
         let (samples, accuracy, precision, _) = class_figures(answers, labels, num_exits, &|c| c == k);
-        let early_as_k = |truth: bool| {
-            (0..labels.len())
-                .filter(|&i| answers.exit[i] < num_exits && answers.class[i] == k && (labels[i] == k) == truth)
-                .count()
-        };
-        let rows = rows_of(&|c| c == k);
-        let (policy_us, plain_us) = time_rows_batch1(exec, data, policy, &rows, repeats)?;
-        let early_right = early_as_k(true);
+        // Samples answered `k` at an early exit: right ones per exit, wrong ones counted.
         let mut early_by_exit = vec![0; num_exits];
+        let mut early_wrong = 0;
         for i in 0..labels.len() {
-            if labels[i] == k && answers.class[i] == k && answers.exit[i] < num_exits {
-                early_by_exit[answers.exit[i]] += 1;
+            if answers.class[i] == k && answers.exit[i] < num_exits {
+                if labels[i] == k {
+                    early_by_exit[answers.exit[i]] += 1;
+                } else {
+                    early_wrong += 1;
+                }
             }
         }
+        let early_right: usize = early_by_exit.iter().sum();
+        let rows = rows_of(&|c| c == k);
+        let (policy_us, plain_us) = time_rows_batch1(exec, data, policy, &rows, repeats)?;
         classes.push(TargetClassEval {
             k,
             samples,
             accuracy,
             precision,
             early_right,
-            early_wrong: early_as_k(false),
+            early_wrong,
             early_share: early_right as f64 / samples.max(1) as f64,
             early_by_exit,
             policy_us,

@@ -215,15 +215,13 @@ impl Head {
             if !self.gate_on_prediction {
                 return c.forward(z);
             }
-            let k = logits.len() / x.n.max(1);
-            let mut p = logits.clone();
-            for row in p.chunks_mut(k.max(1)) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                row.iter_mut().for_each(|v| *v = (*v - max).exp());
-                let sum: f32 = row.iter().sum();
-                row.iter_mut().for_each(|v| *v /= sum);
-            }
-            c.forward(&p)
+            // The policies' own softmax, on this batch's logits.
+            let out = ExitLogits {
+                classes: logits.len() / x.n.max(1),
+                logits: logits.clone(),
+                confidence: None,
+            };
+            c.forward(&out.probs(0..x.n))
         });
         (logits, confidence)
     }

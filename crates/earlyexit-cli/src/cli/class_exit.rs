@@ -13,7 +13,7 @@ use earlyexit::infer::SplitKind;
 use earlyexit::model::Placement;
 use earlyexit::report::class_exit::{design_label, summary, write_class_exit_report};
 
-use super::common::{PathArg, open};
+use super::common::{Opened, PathArg, open};
 
 /// Arguments of `class-exit`.
 #[derive(clap::Args, Debug)]
@@ -132,7 +132,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 );
             }
             let branches = load_branches(&path)?;
-            write_applied(b, &only(&report, a.apply_class.as_deref())?, &branches, target)?;
+            let chosen = only(&report, a.apply_class.as_deref())?;
+            write_applied(&open(b)?, &chosen, &branches, target)?;
         }
         return Ok(());
     }
@@ -196,7 +197,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("wrote {}", path.display());
     if let Some(target) = &a.apply {
         let chosen = only(&report, a.apply_class.as_deref())?;
-        write_applied(&baseline, &chosen, &report.branch_weights, target)?;
+        write_applied(&r, &chosen, &report.branch_weights, target)?;
     }
     Ok(())
 }
@@ -220,12 +221,11 @@ fn only(report: &ClassExitReport, classes: Option<&str>) -> anyhow::Result<Class
 
 /// Applies the report's designs to the baseline run and writes the deployable run folder.
 fn write_applied(
-    baseline: &std::path::Path,
+    r: &Opened,
     report: &ClassExitReport,
     branches: &[Branch],
     target: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let r = open(baseline)?;
     let applied = apply(&r.model, report, branches, &r.device)?;
     earlyexit::run::write_applied_run(&r.run, &applied, target)?;
     println!(
