@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use earlyexit::model::{EarlyExitNet, ExitOutput, HeadKind, ModelDescription, Shape};
+use earlyexit::train::Plan;
 use earlyexit::train::native::NativeBackbone;
 use earlyexit::train::objectives::cross_entropy;
 
@@ -109,6 +110,13 @@ static SEEDED: Mutex<()> = Mutex::new(());
 /// blocks (against a float64 reference at batch 128 both passes err by a few 10⁻³). Seed 11 has
 /// no such tie here.
 fn check(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize) {
+    check_plan(backbone, input, exits, head, n, Plan::All);
+}
+
+/// [`check`] for one step of `plan`: frozen stages in inference mode on both passes (their
+/// running statistics first moved away from their initial values by a few training passes, so
+/// that reading them matters), no gradient for a frozen parameter on either.
+fn check_plan(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize, plan: Plan) {
     let seed = 11;
     let mut desc = ModelDescription::new(backbone, input, 10, exits.parse().unwrap());
     desc.head = head;
@@ -127,6 +135,11 @@ fn check(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize) {
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &ad);
     drop(guard);
+    if plan != Plan::All {
+        for _ in 0..4 {
+            let _ = net.forward_all(Tensor::<4>::from_data(x.to_data(), &ad).mul_scalar(1.7).add_scalar(0.4));
+        }
+    }
 
     let before = running_stats(&net);
     // LeNet-5, AlexNet and the MLP have no BatchNorm; every other network's statistics are checked.
@@ -136,13 +149,29 @@ fn check(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize) {
         "{backbone}: {} running statistics",
         before.len()
     );
-    let reference = GradientsParams::from_grads(loss(&net.forward_all(x), &y).backward(), &net);
+    let burn_outs = plan.forward(&net, x);
+    let burn_values: Vec<Vec<f32>> = burn_outs
+        .iter()
+        .map(|o| flat(Some(o.logits.clone())).unwrap())
+        .collect();
+    let reference = GradientsParams::from_grads(loss(&burn_outs, &y).backward(), &net);
     let after_burn = running_stats(&net);
 
     let native = NativeBackbone::check(&net).unwrap();
-    let (outs, pending) = native.forward(&net, x_native).unwrap();
+    let (outs, pending) = native.forward_plan(&net, x_native, plan).unwrap();
+    assert_eq!(outs.len(), burn_values.len(), "{plan:?}: exits run");
+    for (k, (o, r)) in outs.iter().zip(&burn_values).enumerate() {
+        let o = flat(Some(o.logits.clone())).unwrap();
+        let worst = o.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "{plan:?}: exit {k}'s logits differ by {worst}");
+    }
     let ours = pending.backward(loss(&outs, &y).backward()).unwrap();
     let after_native = running_stats(&net);
+    if plan != Plan::All && !before.is_empty() {
+        // Frozen BatchNorms keep their statistics on both passes.
+        let kept = before.iter().zip(&after_burn).filter(|(a, b)| a == b).count();
+        assert!(kept > 0, "{plan:?}: no BatchNorm was frozen");
+    }
 
     let mut pairs = Pairs {
         a: &reference,
@@ -167,7 +196,9 @@ fn check(backbone: &str, input: Shape, exits: &str, head: HeadKind, n: usize) {
         compared += 1;
     }
     assert!(bad.is_empty(), "gradients differ:\n{}", bad.join("\n"));
-    assert!(compared > 10, "only {compared} gradients compared");
+    // Every weight and bias of the trained parts (a heads-only step on two `plain` heads: 4).
+    let least = if plan == Plan::All { 10 } else { 4 };
+    assert!(compared >= least, "{plan:?}: only {compared} gradients compared");
 
     // Burn's BatchNorm blends the batch statistics into the running ones with momentum m; both
     // passes saw the same batch: after = (1 − m)·before + m·batch, twice.
@@ -224,6 +255,26 @@ fn pooled_conv_stacks_and_dense_blocks_have_burns_gradients() {
 fn option_a_shortcuts_have_burns_gradients() {
     // Subsampled, zero-padded identity shortcuts (odd 7×7 → 4×4 maps).
     check("resnet20_a", Shape::new(1, 28, 28), "cuts:3,5", HeadKind::Pool, 4);
+}
+
+#[test]
+fn layerwise_and_heads_only_plans_have_burns_gradients() {
+    for plan in [
+        Plan::Layerwise(0),
+        Plan::Layerwise(1),
+        Plan::Layerwise(2),
+        Plan::HeadsOnly,
+    ] {
+        check_plan("resnet20", Shape::new(1, 12, 12), "cuts:2,5", HeadKind::Pool, 5, plan);
+    }
+    // Pre-activation blocks and BatchNorm heads; an exit right after the stem.
+    for plan in [Plan::Layerwise(1), Plan::HeadsOnly] {
+        check_plan("eenet8", Shape::new(1, 28, 28), "cuts:0,1", HeadKind::Bnpool, 4, plan);
+    }
+    // Max-pooled stacks and dense blocks (no BatchNorm).
+    for plan in [Plan::Layerwise(2), Plan::HeadsOnly] {
+        check_plan("lenet5", Shape::new(1, 28, 28), "cuts:0,2", HeadKind::Plain, 4, plan);
+    }
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! - [`config`]: the TOML [`TrainConfig`];
 //! - [`checkpoint`]: atomic single-file checkpoints for `--resume`;
 //! - [`metrics`]: per-epoch metrics and evaluation under an exit policy;
+//! - [`plan`]: which exits a step runs and which parameters it trains (joint, layer-wise,
+//!   heads-only);
 //! - [`native`]: the backbone's forward and backward pass on the CPU without Burn's autodiff
 //!   (ResNets, 4–5× faster than `flex`), used by the loop where it can run;
 //! - [`trainer`]: the loop, [`train`].
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod native;
 pub mod objectives;
 pub mod optim;
+pub mod plan;
 pub mod progress;
 pub mod schedule;
 pub mod trainer;
@@ -29,6 +32,7 @@ pub use data::{DataSplit, RunData};
 pub use metrics::{EpochMetrics, Evaluation};
 pub use objectives::{Objective, ObjectiveConfig, ObjectiveKind};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use plan::Plan;
 pub use progress::{RunProgress, STATE_FILE};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{CONFIG_FILE, Observer, TrainEvent, TrainOptions, TrainOutcome, train};

@@ -24,7 +24,10 @@
 //! pass), dense blocks (flattened channels-first as Burn does), ResNet basic (projection or
 //! option-A shortcuts) and bottleneck blocks, pre-activation blocks (a training-mode BatchNorm +
 //! ReLU before the main path, no ReLU after the sum), heads without pooled history (every kind
-//! but `dense`). [`NativeBackbone::check`] says why a network is not supported (depthwise,
+//! but `dense`), and every training plan ([`Plan`]): joint, layer-wise (earlier stages frozen in
+//! inference mode, later ones not run, the backward pass stopping at the trained stage) and
+//! heads-only (the whole backbone in inference mode, no backward pass through it).
+//! [`NativeBackbone::check`] says why a network is not supported (depthwise,
 //! concatenating and Inception blocks, adaptive pools, rectangular kernels); the trainer then
 //! stays on Burn.
 //!
@@ -49,7 +52,7 @@
 
 use std::sync::Arc;
 
-use burn::module::{Param, RunningState};
+use burn::module::{Module, Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
@@ -63,6 +66,7 @@ use earlyexit_kernels::{
 use crate::cpu::{conv_from_burn, dense_from_burn, host, host_param, max_pool_window};
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
+use crate::train::plan::{Plan, lift_output};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 
@@ -240,6 +244,9 @@ struct HostBn {
     gamma: Vec<f32>,
     beta: Vec<f32>,
     eps: f32,
+    /// A frozen layer's running mean and variance: it normalises with them (inference mode,
+    /// as Burn's `valid()` module) and updates nothing.
+    frozen: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// What a layer's backward pass needs from its forward pass.
@@ -273,9 +280,13 @@ pub struct PendingBackward<'a> {
     input: Act,
     /// Per block, the weights the forward pass read (the backward pass uses the same).
     weights: Vec<BlockWeights<'a>>,
+    /// Per block run, what its backward pass needs (only the output of a frozen block).
     tapes: Vec<BlockTape>,
-    /// The autodiff leaves the heads read, per stage (cut points, then the backbone's end).
-    leaves: Vec<Tensor<4>>,
+    /// The first block trained (`tapes.len()` or more: none); the backward pass stops there.
+    first_trained: usize,
+    /// The autodiff leaves the heads read, per exit run (cut points, then the backbone's end);
+    /// `None` where the stage is frozen.
+    leaves: Vec<Option<Tensor<4>>>,
     device: Device,
 }
 
@@ -299,7 +310,7 @@ impl NativeBackbone {
         for (i, b) in net.backbone.blocks.iter().enumerate() {
             let (kind, ..) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
             // Reads every weight once, so that an unsupported convolution is refused now.
-            block_layers(b, i)?;
+            block_layers(b, i, false)?;
             blocks.push(kind);
         }
         Ok(Self {
@@ -318,25 +329,52 @@ impl NativeBackbone {
             .collect()
     }
 
-    /// The training forward pass of `net` on `x` (`[N, C, H, W]`, on an autodiff device): the
-    /// backbone runs here, in training mode (batch statistics; the module's running statistics
-    /// are updated), every head and the final classifier on Burn. Returns every exit's output,
-    /// final classifier last (as [`EarlyExitNet::forward_all`]), and the pass waiting for the
-    /// loss's gradients.
+    /// The training forward pass of `net` on `x` (`[N, C, H, W]`, on an autodiff device) with
+    /// every part trained ([`Plan::All`]): see [`NativeBackbone::forward_plan`].
+    ///
+    /// # Shapes
+    /// `x`: `[N, C, H, W]` → `num_exits + 1` outputs of `[N, classes]` (and `[N, 1]`)
     pub fn forward<'a>(&self, net: &'a EarlyExitNet, x: Tensor<4>) -> Result<(Vec<ExitOutput>, PendingBackward<'a>)> {
+        self.forward_plan(net, x, Plan::All)
+    }
+
+    /// The forward pass of a training step under `plan` of `net` on `x` (on an autodiff
+    /// device): the backbone runs here, its trained blocks in training mode (batch statistics;
+    /// the module's running statistics are updated), its frozen ones in inference mode (running
+    /// statistics, nothing kept for a backward pass); the heads and the final classifier run on
+    /// Burn, frozen ones as the inference module. Returns the outputs of the exits the plan runs,
+    /// final classifier last (as [`Plan::forward`], Burn's pass of the same step), and the pass
+    /// waiting for the loss's gradients.
+    ///
+    /// # Shapes
+    /// `x`: `[N, C, H, W]` → [`Plan::exits_run`] outputs of `[N, classes]` (and `[N, 1]`)
+    pub fn forward_plan<'a>(
+        &self,
+        net: &'a EarlyExitNet,
+        x: Tensor<4>,
+        plan: Plan,
+    ) -> Result<(Vec<ExitOutput>, PendingBackward<'a>)> {
         if net.backbone.blocks.len() != self.blocks.len() || net.cuts() != self.cuts {
             return Err(Error::invalid(
                 "model",
                 "not the network this native pass was checked for (blocks or cut points differ)",
             ));
         }
+        let num_exits = self.cuts.len();
+        let stage_ends = self.stage_ends();
+        let exits = plan.exits_run(num_exits);
+        let last_run = stage_ends[exits - 1];
+        // The first block run in training mode (`blocks.len()`: none).
+        let first_trained = match plan.first_trained_stage(num_exits) {
+            0 => 0,
+            k if k <= num_exits => stage_ends[k - 1] + 1,
+            _ => self.blocks.len(),
+        };
         let [n, c, h, w] = x.dims();
-        let weights = net
-            .backbone
-            .blocks
+        let weights = net.backbone.blocks[..=last_run]
             .iter()
             .enumerate()
-            .map(|(i, b)| block_layers(b, i))
+            .map(|(i, b)| block_layers(b, i, i < first_trained))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = weights.first().and_then(|w| w.layers.first())
             && first.conv.cin != c
@@ -370,28 +408,50 @@ impl NativeBackbone {
             h,
             w,
         );
-        let mut tapes: Vec<BlockTape> = Vec::with_capacity(self.blocks.len());
-        for (kind, w) in self.blocks.iter().zip(&weights) {
+        let mut tapes: Vec<BlockTape> = Vec::with_capacity(weights.len());
+        for (i, (kind, w)) in self.blocks.iter().zip(&weights).enumerate() {
             let x = tapes.last().map_or(&input, |t| &t.out);
-            tapes.push(match *kind {
+            let mut tape = match *kind {
                 BlockKind::Stack { pool } => forward_stack(&w.layers, pool, x, &self.pool),
                 BlockKind::Fc => forward_fc(w.dense.as_ref().expect("dense blocks have a linear layer"), x),
                 BlockKind::Residual { shortcut, relu } => forward_residual(w, shortcut, relu, x, &self.pool),
-            });
+            };
+            if i < first_trained {
+                // No backward pass through a frozen block: only its output is needed.
+                tape.release_internals(&self.pool);
+            }
+            tapes.push(tape);
         }
-        let stage_ends = self.stage_ends();
-        let mut outs = Vec::with_capacity(stage_ends.len());
-        let mut leaves = Vec::with_capacity(stage_ends.len());
-        for (k, &b) in stage_ends.iter().enumerate() {
-            let leaf = to_nchw_tensor(&tapes[b].out, &device).require_grad();
-            outs.push(net.exit(
-                k,
-                &StageState {
-                    x: leaf.clone(),
-                    pooled: Vec::new(),
-                },
-            ));
-            leaves.push(leaf);
+        let frozen = (0..exits).any(|k| !plan.trains_exit(k, num_exits)).then(|| net.valid());
+        let mut outs = Vec::with_capacity(exits);
+        let mut leaves = Vec::with_capacity(exits);
+        for (k, &b) in stage_ends[..exits].iter().enumerate() {
+            let features = &tapes[b].out;
+            match &frozen {
+                Some(frozen) if !plan.trains_exit(k, num_exits) => {
+                    debug_assert!(b < first_trained, "a frozen exit reads a frozen stage");
+                    let state = StageState {
+                        x: to_nchw_tensor(features, &device.clone().inner()),
+                        pooled: Vec::new(),
+                    };
+                    outs.push(lift_output(frozen.exit(k, &state)));
+                    leaves.push(None);
+                }
+                _ => {
+                    let mut leaf = to_nchw_tensor(features, &device);
+                    if b >= first_trained {
+                        leaf = leaf.require_grad();
+                    }
+                    outs.push(net.exit(
+                        k,
+                        &StageState {
+                            x: leaf.clone(),
+                            pooled: Vec::new(),
+                        },
+                    ));
+                    leaves.push((b >= first_trained).then_some(leaf));
+                }
+            }
         }
         Ok((
             outs,
@@ -401,10 +461,25 @@ impl NativeBackbone {
                 input,
                 weights,
                 tapes,
+                first_trained,
                 leaves,
                 device,
             },
         ))
+    }
+}
+
+impl BlockTape {
+    /// Gives everything but the block's output back to `pool`.
+    fn release_internals(&mut self, pool: &BufferPool) {
+        for l in self.layers.drain(..).chain(self.shortcut.take()).chain(self.pre.take()) {
+            pool.give_act(l.c);
+            pool.give_act(l.y);
+        }
+        if let Some(f) = self.flat.take() {
+            pool.give(f);
+        }
+        self.argmax = None;
     }
 }
 
@@ -418,7 +493,8 @@ impl PendingBackward<'_> {
             .leaves
             .iter()
             .map(|l| {
-                l.grad_remove(&mut grads)
+                l.as_ref()
+                    .and_then(|l| l.grad_remove(&mut grads))
                     .map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().map_err(data_err))
                     .transpose()
             })
@@ -427,11 +503,13 @@ impl PendingBackward<'_> {
         let inner = self.device.clone().inner();
         let stage_ends = self.backbone.stage_ends();
         let mut d_out: Option<Act> = None;
-        for i in (0..self.backbone.blocks.len()).rev() {
+        for i in (self.first_trained..self.tapes.len()).rev() {
             let tape = &self.tapes[i];
-            // The gradient reaching this block's output: from the next block and from a head.
-            if let Some(k) = stage_ends.iter().position(|&e| e == i)
-                && let Some(g) = &leaf_grads[k]
+            // The gradient reaching this block's output: from the next block and from the heads
+            // reading it.
+            for g in (0..leaf_grads.len())
+                .filter(|&k| stage_ends[k] == i)
+                .filter_map(|k| leaf_grads[k].as_ref())
             {
                 let o = &tape.out;
                 let g = Act::from_nchw(g, o.n, o.c, o.h, o.w);
@@ -446,7 +524,7 @@ impl PendingBackward<'_> {
             let Some(dy) = d_out.take() else { continue };
             let x = if i == 0 { &self.input } else { &self.tapes[i - 1].out };
             let w = &self.weights[i];
-            let need_dx = i > 0;
+            let need_dx = i > self.first_trained;
             let mut sink = Sink {
                 params: &mut params,
                 device: &inner,
@@ -489,8 +567,8 @@ fn data_err(e: impl std::fmt::Debug) -> Error {
 }
 
 /// The block's layers with their current weights (a residual block's shortcut convolution
-/// last) and its pre-activation BatchNorm.
-fn block_layers(b: &Block, i: usize) -> Result<BlockWeights<'_>> {
+/// last) and its pre-activation BatchNorm; a `frozen` block's BatchNorms run in inference mode.
+fn block_layers(b: &Block, i: usize, frozen: bool) -> Result<BlockWeights<'_>> {
     let (_, srcs, pre) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
     Ok(BlockWeights {
         dense: match b {
@@ -500,26 +578,30 @@ fn block_layers(b: &Block, i: usize) -> Result<BlockWeights<'_>> {
             }),
             _ => None,
         },
-        layers: srcs.into_iter().map(|l| Layer::read(l, i)).collect::<Result<_>>()?,
+        layers: srcs
+            .into_iter()
+            .map(|l| Layer::read(l, i, frozen))
+            .collect::<Result<_>>()?,
         pre: pre.map(|src| PreBn {
             src,
-            host: HostBn::read(src),
+            host: HostBn::read(src, frozen),
         }),
     })
 }
 
 impl HostBn {
-    fn read(bn: &BatchNorm) -> Self {
+    fn read(bn: &BatchNorm, frozen: bool) -> Self {
         HostBn {
             gamma: host_param(&bn.gamma),
             beta: host_param(&bn.beta),
             eps: bn.epsilon as f32,
+            frozen: frozen.then(|| (host(bn.running_mean.value_sync()), host(bn.running_var.value_sync()))),
         }
     }
 }
 
 impl<'a> Layer<'a> {
-    fn read(l: LayerSrc<'a>, block: usize) -> Result<Self> {
+    fn read(l: LayerSrc<'a>, block: usize, frozen: bool) -> Result<Self> {
         if l.relu6 {
             return Err(unsupported(format!("block {block}: ReLU6")));
         }
@@ -535,7 +617,7 @@ impl<'a> Layer<'a> {
             src: l,
             conv,
             has_bias: l.conv.bias.is_some(),
-            bn: l.bn.map(HostBn::read),
+            bn: l.bn.map(|b| HostBn::read(b, frozen)),
             relu: l.relu,
         })
     }
@@ -556,7 +638,8 @@ fn bn_forward(l: &Layer, c: &Act, residual: Option<&Act>, relu: bool, pool: &Buf
 }
 
 /// BatchNorm in training mode on `c` (+ `residual`, then ReLU if `relu`): the batch's mean and
-/// inverse standard deviation, and the output; `src`'s running statistics are updated.
+/// inverse standard deviation, and the output; `src`'s running statistics are updated. A frozen
+/// BatchNorm normalises with its running statistics instead and updates nothing.
 fn bn_train(
     bn: &HostBn,
     src: &BatchNorm,
@@ -565,11 +648,16 @@ fn bn_train(
     relu: bool,
     pool: &BufferPool,
 ) -> (Vec<f32>, Vec<f32>, Act) {
-    let (mean, var) = batchnorm::moments(c);
+    let (mean, var) = match &bn.frozen {
+        Some((mean, var)) => (mean.clone(), var.clone()),
+        None => batchnorm::moments(c),
+    };
     let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + bn.eps).sqrt()).collect();
     let scale: Vec<f32> = bn.gamma.iter().zip(&invstd).map(|(g, s)| g * s).collect();
     let y = batchnorm::normalize(c, &mean, &scale, &bn.beta, residual, relu, pool);
-    update_running(src, &mean, &var);
+    if bn.frozen.is_none() {
+        update_running(src, &mean, &var);
+    }
     (mean, invstd, y)
 }
 

@@ -20,15 +20,16 @@ use super::checkpoint::{Best, TrainState, last_checkpoint_path, load_checkpoint,
 use super::config::TrainConfig;
 use super::data::{DataSplit, RunData, batch_tensors};
 use super::metrics::{EpochMetrics, METRICS_FILE, decide, evaluate, exit_cost, write_metrics};
-use super::objectives::{LossContext, Objective, ObjectiveKind};
+use super::objectives::{LossContext, Objective};
 use super::optim::Optimizer;
+use super::plan::{Plan, stage_of};
 use super::progress::{RunProgress, write_progress};
 use super::schedule::Position;
 use crate::choice::ExecChoice;
 use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::model::io::{DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model, write_atomic};
-use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention, StageState};
+use crate::model::{Architecture, EarlyExitNet, ExitOutput, MacConvention};
 use crate::policy::Policy;
 use crate::train::native::NativeBackbone;
 
@@ -165,92 +166,6 @@ pub struct TrainOutcome {
     pub interrupted: bool,
     /// Wall-clock seconds of this call.
     pub seconds: f64,
-}
-
-/// The stage (0-based; the final classifier's stage is `num_exits`) a parameter belongs to, from
-/// its path: `backbone.blocks.{i}.…` by block, `heads.{k}.…` by exit, `backbone.classifier.…` last.
-pub fn stage_of(path: &str, cuts: &[usize]) -> usize {
-    let mut parts = path.split('.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("heads"), Some(k), _) => k.parse().unwrap_or(cuts.len()),
-        (Some("backbone"), Some("blocks"), Some(i)) => {
-            let i: usize = i.parse().unwrap_or(usize::MAX);
-            cuts.iter().position(|&c| i <= c).unwrap_or(cuts.len())
-        }
-        _ => cuts.len(),
-    }
-}
-
-/// Which exits a step runs and which parameters it trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// Every exit, every parameter.
-    All,
-    /// Stages before `p` frozen (inference mode), stage `p` and exit `p` trained.
-    Layerwise(usize),
-    /// Backbone frozen (inference mode), heads trained.
-    HeadsOnly,
-}
-
-impl Plan {
-    fn of(objective: &Objective, epoch: usize) -> Self {
-        match objective.kind {
-            ObjectiveKind::Layerwise => Plan::Layerwise(objective.phase(epoch).expect("layerwise phase")),
-            ObjectiveKind::HeadsOnly => Plan::HeadsOnly,
-            _ => Plan::All,
-        }
-    }
-
-    fn trains(self, path: &str, cuts: &[usize]) -> bool {
-        match self {
-            Plan::All => true,
-            Plan::Layerwise(p) => stage_of(path, cuts) == p,
-            Plan::HeadsOnly => path.starts_with("heads."),
-        }
-    }
-}
-
-fn lift(state: StageState) -> StageState {
-    StageState {
-        x: state.x.autodiff(),
-        pooled: state.pooled.into_iter().map(|p| p.autodiff()).collect(),
-    }
-}
-
-/// The exits' outputs for one training step under `plan`.
-fn forward(net: &EarlyExitNet, x: Tensor<4>, plan: Plan) -> Vec<ExitOutput> {
-    match plan {
-        Plan::All => net.forward_all(x),
-        Plan::Layerwise(p) => {
-            let frozen = net.valid();
-            let mut state = StageState::new(x.inner());
-            let mut outs = Vec::with_capacity(p + 1);
-            for k in 0..p {
-                state = frozen.run_stage(k, state);
-                outs.push(frozen.exit(k, &state));
-            }
-            let state = net.run_stage(p, lift(state));
-            outs.push(net.exit(p, &state));
-            outs
-        }
-        Plan::HeadsOnly => {
-            let frozen = net.valid();
-            let n = net.num_exits();
-            let mut state = StageState::new(x.inner());
-            let mut outs = Vec::with_capacity(n + 1);
-            for k in 0..n {
-                state = frozen.run_stage(k, state);
-                outs.push(net.exit(k, &lift(state.clone())));
-            }
-            state = frozen.run_stage(n, state);
-            let last = frozen.exit(n, &state);
-            outs.push(ExitOutput {
-                logits: last.logits.autodiff(),
-                confidence: None,
-            });
-            outs
-        }
-    }
 }
 
 /// Loads the backbone of a trained model folder or run into `net` (the description's backbone,
@@ -452,12 +367,12 @@ fn loss_and_grads(
     x: Tensor<4>,
     y: Tensor<1, Int>,
 ) -> Result<(f64, Vec<ExitOutput>, GradientsParams)> {
-    let (outs, pending) = match (native, plan) {
-        (Some(native), Plan::All) => {
-            let (outs, pending) = native.forward(net, x)?;
+    let (outs, pending) = match native {
+        Some(native) => {
+            let (outs, pending) = native.forward_plan(net, x, plan)?;
             (outs, Some(pending))
         }
-        _ => (forward(net, x, plan), None),
+        None => (plan.forward(net, x), None),
     };
     let loss = objective.loss(&outs, y, ctx);
     let value = loss.clone().inner().into_scalar::<f32>() as f64;
@@ -629,7 +544,7 @@ pub(crate) fn native_pass(path: ExecChoice, base: &Device, net: &EarlyExitNet) -
     Ok(match path {
         ExecChoice::Auto if *base == Device::flex() => match NativeBackbone::check(net) {
             Ok(n) => {
-                info!("training the backbone on the native CPU pass (joint plans)");
+                info!("training the backbone on the native CPU pass");
                 Some(n)
             }
             Err(e) => {
@@ -686,26 +601,4 @@ fn batch_stats(outs: &[ExitOutput], labels: &[u32], policy: &Policy, costs: &[f6
     let correct = chosen.iter().zip(labels).filter(|(c, l)| **c == **l as usize).count();
     let cost = exits.iter().map(|&e| exit_cost(policy, costs, e)).sum::<f64>() / exits.len().max(1) as f64;
     (correct, cost)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_map_to_their_stage() {
-        // eenet8 with cuts 1, 2: stage 0 = blocks 0..=1, stage 1 = block 2, stage 2 = block 3 + classifier.
-        let cuts = [1, 2];
-        assert_eq!(stage_of("backbone.blocks.0.Conv.layers.0.conv.weight", &cuts), 0);
-        assert_eq!(stage_of("backbone.blocks.1.PreAct.conv1.conv.weight", &cuts), 0);
-        assert_eq!(stage_of("backbone.blocks.2.PreAct.pre.gamma", &cuts), 1);
-        assert_eq!(stage_of("backbone.blocks.3.PreAct.conv2.bias", &cuts), 2);
-        assert_eq!(stage_of("backbone.classifier.linear.weight", &cuts), 2);
-        assert_eq!(stage_of("heads.0.classifier.weight", &cuts), 0);
-        assert_eq!(stage_of("heads.1.confidence.bias", &cuts), 1);
-        assert!(Plan::HeadsOnly.trains("heads.1.confidence.bias", &cuts));
-        assert!(!Plan::HeadsOnly.trains("backbone.classifier.linear.weight", &cuts));
-        assert!(Plan::Layerwise(1).trains("backbone.blocks.2.PreAct.pre.gamma", &cuts));
-        assert!(!Plan::Layerwise(1).trains("heads.0.classifier.weight", &cuts));
-    }
 }
