@@ -21,15 +21,16 @@
 //! module as Burn's BatchNorm does (biased batch variance, momentum from the module).
 //!
 //! Supported: convolution stacks (a max pool at the end: its indices are kept for the backward
-//! pass), dense blocks (flattened channels-first as Burn does), ResNet basic (projection or
-//! option-A shortcuts) and bottleneck blocks, pre-activation blocks (a training-mode BatchNorm +
-//! ReLU before the main path, no ReLU after the sum), heads without pooled history (every kind
-//! but `dense`), and every training plan ([`Plan`]): joint, layer-wise (earlier stages frozen in
-//! inference mode, later ones not run, the backward pass stopping at the trained stage) and
-//! heads-only (the whole backbone in inference mode, no backward pass through it).
-//! [`NativeBackbone::check`] says why a network is not supported (depthwise,
-//! concatenating and Inception blocks, adaptive pools, rectangular kernels); the trainer then
-//! stays on Burn.
+//! pass), dense blocks (flattened channels-first as Burn does, after an adaptive average pool
+//! where torchvision's VGGs have one), ResNet basic (projection or option-A shortcuts) and
+//! bottleneck blocks, pre-activation blocks (a training-mode BatchNorm + ReLU before the main
+//! path, no ReLU after the sum), MobileNetV2's inverted residuals (depthwise convolutions on their
+//! own kernels, ReLU6), heads without pooled history (every kind but `dense`), and every training
+//! plan ([`Plan`]): joint, layer-wise (earlier stages frozen in inference mode, later ones not
+//! run, the backward pass stopping at the trained stage) and heads-only (the whole backbone in
+//! inference mode, no backward pass through it). [`NativeBackbone::check`] says why a network
+//! is not supported (DenseNet's and Inception's concatenating blocks, rectangular kernels); the
+//! trainer then stays on Burn.
 //!
 //! ```
 //! use burn::optim::GradientsParams;
@@ -60,10 +61,11 @@ use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use crate::error::{Error, Result};
 use earlyexit_kernels::matmul::{MatRef, matmul};
 use earlyexit_kernels::{
-    Act, BufferPool, Conv, ConvKernel, Dense, Epilogue, Parallelism, Window, batchnorm, conv_grad, taps_to_oihw,
+    Act, BufferPool, Conv, ConvKernel, Dense, Depthwise, Epilogue, Parallelism, Window, batchnorm, conv_grad,
+    taps_to_oihw,
 };
 
-use crate::cpu::{conv_from_burn, dense_from_burn, host, host_param, max_pool_window};
+use crate::cpu::{conv_from_burn, dense_from_burn, depthwise_from_burn, host, host_param, max_pool_window};
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
 use crate::train::plan::{Plan, lift_output};
@@ -84,8 +86,9 @@ pub struct NativeBackbone {
 enum BlockKind {
     /// Convolutions one after the other, then a max pool if `pool`.
     Stack { pool: Option<Window> },
-    /// Flatten (channels-first, as Burn), linear, ReLU.
-    Fc,
+    /// Adaptive average pooling to `pool_to` (torchvision's VGG), flatten (channels-first, as
+    /// Burn), linear, ReLU.
+    Fc { pool_to: Option<[usize; 2]> },
     /// Convolutions, a shortcut, the sum, and ReLU after it if `relu`. A pre-activation block
     /// ([`BlockWeights::pre`]) runs BatchNorm + ReLU on the main path's input first; its shortcut
     /// reads the block's input.
@@ -157,7 +160,31 @@ fn block_parts(b: &Block) -> Option<(BlockKind, Vec<LayerSrc<'_>>, Option<&Batch
             s.layers.iter().map(LayerSrc::from).collect(),
             None,
         ),
-        Block::Fc(f) if f.pool.is_none() => (BlockKind::Fc, Vec::new(), None),
+        Block::Fc(f) => (
+            BlockKind::Fc {
+                pool_to: f.pool.as_ref().map(|p| p.output_size),
+            },
+            Vec::new(),
+            None,
+        ),
+        // MobileNetV2: expansion (1×1), depthwise 3×3, projection (1×1, no activation); the
+        // identity added when the shape stays.
+        Block::InvertedResidual(b) => (
+            if b.residual {
+                BlockKind::Residual {
+                    shortcut: ShortcutKind::Identity,
+                    relu: false,
+                }
+            } else {
+                BlockKind::Stack { pool: None }
+            },
+            b.expand
+                .iter()
+                .chain([&b.depthwise, &b.project])
+                .map(LayerSrc::from)
+                .collect(),
+            None,
+        ),
         Block::Basic(b) => (
             residual(b.shortcut.as_ref()),
             [&b.conv1, &b.conv2]
@@ -234,7 +261,7 @@ struct HostDense<'a> {
 /// One convolution with its optional BatchNorm and ReLU, weights read from the module.
 struct Layer<'a> {
     src: LayerSrc<'a>,
-    conv: Conv,
+    conv: LayerConv,
     has_bias: bool,
     bn: Option<HostBn>,
     relu: bool,
@@ -377,24 +404,25 @@ impl NativeBackbone {
             .map(|(i, b)| block_layers(b, i, i < first_trained))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = weights.first().and_then(|w| w.layers.first())
-            && first.conv.cin != c
+            && first.conv.cin() != c
         {
             return Err(Error::invalid(
                 "input",
-                format!("{c} channels, but the first convolution expects {}", first.conv.cin),
+                format!("{c} channels, but the first convolution expects {}", first.conv.cin()),
             ));
         }
-        if let Some(d) = weights.first().and_then(|w| w.dense.as_ref())
-            && d.layer.din != c * h * w
-        {
-            return Err(Error::invalid(
-                "input",
-                format!(
-                    "{c}x{h}x{w} = {} values, but the first dense layer expects {}",
-                    c * h * w,
-                    d.layer.din
-                ),
-            ));
+        if let (Some(d), BlockKind::Fc { pool_to }) = (weights.first().and_then(|w| w.dense.as_ref()), self.blocks[0]) {
+            let [fh, fw] = pool_to.unwrap_or([h, w]);
+            if d.layer.din != c * fh * fw {
+                return Err(Error::invalid(
+                    "input",
+                    format!(
+                        "{c}x{fh}x{fw} = {} values, but the first dense layer expects {}",
+                        c * fh * fw,
+                        d.layer.din
+                    ),
+                ));
+            }
         }
         let device = x.device();
         let input = Act::from_nchw(
@@ -413,7 +441,9 @@ impl NativeBackbone {
             let x = tapes.last().map_or(&input, |t| &t.out);
             let mut tape = match *kind {
                 BlockKind::Stack { pool } => forward_stack(&w.layers, pool, x, &self.pool),
-                BlockKind::Fc => forward_fc(w.dense.as_ref().expect("dense blocks have a linear layer"), x),
+                BlockKind::Fc { pool_to } => {
+                    forward_fc(w.dense.as_ref().expect("dense blocks have a linear layer"), pool_to, x)
+                }
                 BlockKind::Residual { shortcut, relu } => forward_residual(w, shortcut, relu, x, &self.pool),
             };
             if i < first_trained {
@@ -532,8 +562,9 @@ impl PendingBackward<'_> {
             };
             d_out = match self.backbone.blocks[i] {
                 BlockKind::Stack { .. } => backward_stack(&w.layers, tape, x, dy, need_dx, &mut sink),
-                BlockKind::Fc => backward_fc(
+                BlockKind::Fc { pool_to } => backward_fc(
                     w.dense.as_ref().expect("dense blocks have a linear layer"),
+                    pool_to,
                     tape,
                     x,
                     dy,
@@ -600,19 +631,81 @@ impl HostBn {
     }
 }
 
+/// A layer's convolution on the kernels: dense, or depthwise (MobileNetV2's), one interface for
+/// the forward and backward passes.
+enum LayerConv {
+    Dense(Conv),
+    Depthwise(Depthwise),
+}
+
+impl LayerConv {
+    fn cin(&self) -> usize {
+        match self {
+            LayerConv::Dense(c) => c.cin,
+            LayerConv::Depthwise(d) => d.c,
+        }
+    }
+
+    fn cout(&self) -> usize {
+        match self {
+            LayerConv::Dense(c) => c.cout,
+            LayerConv::Depthwise(d) => d.c,
+        }
+    }
+
+    fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        match self {
+            LayerConv::Dense(c) => c.out_hw(h, w),
+            LayerConv::Depthwise(d) => d.out_hw(h, w),
+        }
+    }
+
+    /// The convolution (its fused ReLU, if any, applied) into `buf`.
+    fn forward_into(&self, x: &Act, buf: Vec<f32>) -> Act {
+        match self {
+            LayerConv::Dense(c) => c.forward_into(x, None, c.relu, buf),
+            LayerConv::Depthwise(d) => d.forward_into(x, buf),
+        }
+    }
+
+    /// The weights' gradient in Burn's layout (`[cout][cin / groups][kh][kw]`).
+    fn weight_grad(&self, x: &Act, dc: &Act) -> Vec<f32> {
+        match self {
+            LayerConv::Dense(c) => taps_to_oihw(&conv_grad::weight_grad(c, x, dc), c.cout, c.cin, c.kh * c.kw),
+            LayerConv::Depthwise(d) => taps_to_oihw(&d.weight_grad(x, dc), d.c, 1, d.kh * d.kw),
+        }
+    }
+
+    /// The input's gradient (`h × w`), plus `residual` when given.
+    fn input_grad(&self, dc: &Act, h: usize, w: usize, residual: Option<&Act>, pool: &BufferPool) -> Act {
+        match self {
+            LayerConv::Dense(c) => conv_grad::input_grad(c, dc, h, w, residual, pool),
+            LayerConv::Depthwise(d) => d.input_grad(dc, h, w, residual, pool),
+        }
+    }
+}
+
 impl<'a> Layer<'a> {
     fn read(l: LayerSrc<'a>, block: usize, frozen: bool) -> Result<Self> {
-        if l.relu6 {
-            return Err(unsupported(format!("block {block}: ReLU6")));
+        if l.relu6 && l.bn.is_none() {
+            return Err(unsupported(format!("block {block}: a ReLU6 without BatchNorm")));
         }
         // With BatchNorm the ReLU comes after it, not in the convolution's epilogue; the
         // BatchNorm runs in training mode, so it is not folded.
         let fused_relu = l.relu && l.bn.is_none();
-        let conv = conv_from_burn(l.conv, None, fused_relu, ConvKernel::Auto)
-            .map_err(|why| unsupported(format!("block {block}: {why}")))?;
-        if conv.square().is_none() {
-            return Err(unsupported(format!("block {block}: a rectangular kernel or padding")));
-        }
+        let conv = if l.conv.groups == 1 {
+            let conv = conv_from_burn(l.conv, None, fused_relu, ConvKernel::Auto)
+                .map_err(|why| unsupported(format!("block {block}: {why}")))?;
+            if conv.square().is_none() {
+                return Err(unsupported(format!("block {block}: a rectangular kernel or padding")));
+            }
+            LayerConv::Dense(conv)
+        } else {
+            let act = if fused_relu { Epilogue::Relu } else { Epilogue::None };
+            LayerConv::Depthwise(
+                depthwise_from_burn(l.conv, None, act).map_err(|why| unsupported(format!("block {block}: {why}")))?,
+            )
+        };
         Ok(Self {
             src: l,
             conv,
@@ -634,7 +727,11 @@ fn to_nchw_tensor(a: &Act, device: &Device) -> Tensor<4> {
 fn bn_forward(l: &Layer, c: &Act, residual: Option<&Act>, relu: bool, pool: &BufferPool) -> (Vec<f32>, Vec<f32>, Act) {
     let bn = l.bn.as_ref().expect("a BatchNorm layer");
     let src = l.src.bn.expect("a BatchNorm layer");
-    bn_train(bn, src, c, residual, relu, pool)
+    let (mean, invstd, mut y) = bn_train(bn, src, c, residual, relu, pool);
+    if relu && l.src.relu6 {
+        y.activate(Epilogue::Relu6);
+    }
+    (mean, invstd, y)
 }
 
 /// BatchNorm in training mode on `c` (+ `residual`, then ReLU if `relu`): the batch's mean and
@@ -680,8 +777,8 @@ fn update_running(bn: &BatchNorm, mean: &[f32], var: &[f32]) {
 /// A layer that is not fused with a residual: conv, then BatchNorm and ReLU if it has them.
 fn forward_layer(l: &Layer, x: &Act, pool: &BufferPool) -> LayerTape {
     let (oh, ow) = l.conv.out_hw(x.h, x.w);
-    let buf = pool.take(x.n * oh * ow * l.conv.cout);
-    let c = l.conv.forward_into(x, None, l.conv.relu, buf);
+    let buf = pool.take(x.n * oh * ow * l.conv.cout());
+    let c = l.conv.forward_into(x, buf);
     if l.bn.is_some() {
         let (mean, invstd, y) = bn_forward(l, &c, None, l.relu, pool);
         LayerTape {
@@ -728,9 +825,13 @@ fn forward_stack(layers: &[Layer], max_pool: Option<Window>, x: &Act, pool: &Buf
     }
 }
 
-/// A dense block: `relu(flatten(x)·W + b)`, flattened channels-first as Burn flattens.
-fn forward_fc(d: &HostDense, x: &Act) -> BlockTape {
-    let flat = x.to_nchw();
+/// A dense block: `relu(flatten(pool(x))·W + b)`, flattened channels-first as Burn flattens,
+/// `pool` an adaptive average pooling to `pool_to` when given.
+fn forward_fc(d: &HostDense, pool_to: Option<[usize; 2]>, x: &Act) -> BlockTape {
+    let flat = match pool_to {
+        Some([h, w]) => x.adaptive_avg_pool(h, w).to_nchw(),
+        None => x.to_nchw(),
+    };
     let mut out = d.layer.forward(&flat);
     Epilogue::Relu.apply(&mut out);
     BlockTape {
@@ -782,10 +883,10 @@ fn forward_residual(w: &BlockWeights, shortcut: ShortcutKind, relu: bool, x: &Ac
         .last()
         .map_or(x_main, |t| t.y.as_ref().expect("inner outputs are kept"));
     let (oh, ow) = last.conv.out_hw(input.h, input.w);
-    let buf = pool.take(input.n * oh * ow * last.conv.cout);
-    let c = last.conv.forward_into(input, None, false, buf);
+    let buf = pool.take(input.n * oh * ow * last.conv.cout());
+    let c = last.conv.forward_into(input, buf);
     let padded = match shortcut {
-        ShortcutKind::Padded { stride, front } => Some(x.subsample_pad_channels(stride, front, last.conv.cout)),
+        ShortcutKind::Padded { stride, front } => Some(x.subsample_pad_channels(stride, front, last.conv.cout())),
         _ => None,
     };
     let residual = match (&short_tape, &padded) {
@@ -848,6 +949,23 @@ fn backward_layer(
     residual: Option<&Act>,
     sink: &mut Sink,
 ) -> Option<Act> {
+    // ReLU6: no gradient where the output was capped (the ReLU's own mask follows).
+    let capped = match mask {
+        Some(y) if l.src.relu6 => {
+            let mut d = Act {
+                data: sink.pool.take(g.data.len()),
+                ..*g
+            };
+            d.data
+                .iter_mut()
+                .zip(&g.data)
+                .zip(&y.data)
+                .for_each(|((d, g), y)| *d = if *y < 6.0 { *g } else { 0.0 });
+            Some(d)
+        }
+        _ => None,
+    };
+    let g = capped.as_ref().unwrap_or(g);
     let owned: Option<Act> = match (&l.bn, &tape.c, l.src.bn) {
         (Some(bn), Some(c), Some(src)) => {
             let (dc, dgamma, dbeta) = batchnorm::backward(g, mask, c, &tape.mean, &tape.invstd, &bn.gamma, sink.pool);
@@ -867,24 +985,19 @@ fn backward_layer(
     };
     let dc = owned.as_ref().unwrap_or(g);
     let conv = &l.conv;
-    let dw = conv_grad::weight_grad(conv, x, dc);
-    register(
-        sink.params,
-        &l.src.conv.weight,
-        taps_to_oihw(&dw, conv.cout, conv.cin, conv.kh * conv.kw),
-        sink.device,
-    );
+    register(sink.params, &l.src.conv.weight, conv.weight_grad(x, dc), sink.device);
     if l.has_bias
         && let Some(b) = &l.src.conv.bias
     {
-        let mut db = vec![0.0f64; conv.cout];
-        for row in dc.data.chunks_exact(conv.cout) {
+        let mut db = vec![0.0f64; conv.cout()];
+        for row in dc.data.chunks_exact(conv.cout()) {
             db.iter_mut().zip(row).for_each(|(a, v)| *a += *v as f64);
         }
         register(sink.params, b, db.into_iter().map(|v| v as f32).collect(), sink.device);
     }
-    let dx = need_dx.then(|| conv_grad::input_grad(conv, dc, x.h, x.w, residual, sink.pool));
+    let dx = need_dx.then(|| conv.input_grad(dc, x.h, x.w, residual, sink.pool));
     sink.pool.give_act(owned);
+    sink.pool.give_act(capped);
     dx
 }
 
@@ -913,7 +1026,15 @@ fn backward_stack(layers: &[Layer], tape: &BlockTape, x: &Act, dy: Act, need_dx:
 
 /// A dense block's backward pass: the weight and bias gradients, and the input's gradient
 /// (unflattened back to channels-last) when `need_dx`.
-fn backward_fc(d: &HostDense, tape: &BlockTape, x: &Act, mut dy: Act, need_dx: bool, sink: &mut Sink) -> Option<Act> {
+fn backward_fc(
+    d: &HostDense,
+    pool_to: Option<[usize; 2]>,
+    tape: &BlockTape,
+    x: &Act,
+    mut dy: Act,
+    need_dx: bool,
+    sink: &mut Sink,
+) -> Option<Act> {
     let (din, dout, w) = (d.layer.din, d.layer.dout, &d.layer.w);
     batchnorm::relu_mask(&mut dy, &tape.out);
     let flat = tape.flat.as_ref().expect("dense blocks keep their flattened input");
@@ -949,7 +1070,10 @@ fn backward_fc(d: &HostDense, tape: &BlockTape, x: &Act, mut dy: Act, need_dx: b
             MatRef::transposed(w, dout),
             Parallelism::Rayon(0),
         );
-        Act::from_nchw(&dflat, n, x.c, x.h, x.w)
+        match pool_to {
+            Some([h, w]) => Act::from_nchw(&dflat, n, x.c, h, w).adaptive_avg_pool_backward(x.h, x.w),
+            None => Act::from_nchw(&dflat, n, x.c, x.h, x.w),
+        }
     });
     sink.pool.give(dy.data);
     dx

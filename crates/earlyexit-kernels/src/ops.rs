@@ -262,6 +262,44 @@ impl Act {
         self.pool_spans(&spans(oh, self.h), &spans(ow, self.w), |taps| Some(1.0 / taps as f32))
     }
 
+    /// The backward pass of [`Act::adaptive_avg_pool`]: `self` is the gradient of its output,
+    /// spread evenly over each cell's input span; the result is the gradient of an `h × w` input.
+    ///
+    /// # Shapes
+    /// `[n, oh, ow, c]` → `[n, h, w, c]`
+    pub fn adaptive_avg_pool_backward(&self, h: usize, w: usize) -> Act {
+        let (oh, ow, c) = (self.h, self.w, self.c);
+        let span = |i: usize, out: usize, len: usize| [i * len / out, ((i + 1) * len).div_ceil(out)];
+        let mut data = vec![0.0f32; self.n * h * w * c];
+        let sample_len = h * w * c;
+        if sample_len > 0 {
+            for_each_chunk(&mut data, sample_len, self.data.len(), SERIAL_VALUES, |(s, dst)| {
+                let g = &self.data[s * oh * ow * c..(s + 1) * oh * ow * c];
+                for y in 0..oh {
+                    let [y0, y1] = span(y, oh, h);
+                    for x in 0..ow {
+                        let [x0, x1] = span(x, ow, w);
+                        let scale = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+                        let src = &g[(y * ow + x) * c..(y * ow + x + 1) * c];
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                let at = (iy * w + ix) * c;
+                                dst[at..at + c].iter_mut().zip(src).for_each(|(d, v)| *d += v * scale);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Act {
+            n: self.n,
+            h,
+            w,
+            c,
+            data,
+        }
+    }
+
     /// Pools input rows `rows[y]` × columns `cols[x]` into output `(y, x)`: the maximum when
     /// `scale(taps)` is `None`, else the sum times `scale(taps)`.
     fn pool_spans(&self, rows: &[[usize; 2]], cols: &[[usize; 2]], scale: impl Fn(usize) -> Option<f32> + Sync) -> Act {
@@ -420,6 +458,24 @@ mod tests {
             let total: f32 = g.data.iter().sum();
             let back_total: f32 = back.data.iter().sum();
             assert!((total - back_total).abs() < 1e-4, "{win:?}: {total} vs {back_total}");
+        }
+    }
+
+    #[test]
+    fn adaptive_pool_backward_is_the_transpose() {
+        // <pool(x), g> = <x, pool_backward(g)> for every x and g, upsampling (2 → 7) and
+        // downsampling (9 → 4) with overlapping spans.
+        for (h, w, oh, ow) in [(2, 3, 7, 7), (9, 5, 4, 3)] {
+            let x = act(2, h, w, 3, 5);
+            let g = act(2, oh, ow, 3, 6);
+            let y = x.adaptive_avg_pool(oh, ow);
+            let dx = g.adaptive_avg_pool_backward(h, w);
+            let lhs: f64 = y.data.iter().zip(&g.data).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.data.iter().zip(&dx.data).map(|(a, b)| (a * b) as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+                "{h}x{w} -> {oh}x{ow}: {lhs} vs {rhs}"
+            );
         }
     }
 
