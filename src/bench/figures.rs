@@ -41,8 +41,9 @@ pub const EENET8_ENGINE_SHARES: [f64; 2] = [0.10, 0.23];
 pub const ENGINE_POOL: usize = 256;
 
 /// The networks of the figures: the ResNets 6n+2 on 3×32×32, EENet-8 at width 8 on 1×28×28 with
-/// the quickstart's two `pool` exits (cuts 1 and 2), VGG-13 and MobileNetV2 on 3×32×32.
-pub const FIGURE_MODELS: [&str; 8] = [
+/// the quickstart's two `pool` exits (cuts 1 and 2), VGG-13, MobileNetV2 and DenseNet-121 on
+/// 3×32×32, Inception-v3 on 3×75×75 (the least it takes).
+pub const FIGURE_MODELS: [&str; 10] = [
     "resnet20",
     "resnet32",
     "resnet44",
@@ -51,6 +52,8 @@ pub const FIGURE_MODELS: [&str; 8] = [
     "eenet8",
     "vgg13",
     "mobilenet_v2",
+    "densenet121",
+    "inception_v3",
 ];
 
 /// A figure model's network: plain, except EENet-8 with the quickstart's two `pool` exits
@@ -68,6 +71,8 @@ pub fn figure_model(model: &str, engine_exits: bool) -> Result<ModelDescription>
             d
         }
         ENGINE_MODEL if engine_exits => ModelDescription::new(model, cifar, 10, "pareto:4".parse()?),
+        // Its stem and reductions need 75×75 pixels.
+        "inception_v3" => ModelDescription::new(model, Shape::new(3, 75, 75), 10, Placement::Cuts(vec![])),
         m if FIGURE_MODELS.contains(&m) => ModelDescription::new(model, cifar, 10, Placement::Cuts(vec![])),
         _ => {
             return Err(Error::UnknownName {

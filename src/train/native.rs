@@ -25,12 +25,14 @@
 //! where torchvision's VGGs have one), ResNet basic (projection or option-A shortcuts) and
 //! bottleneck blocks, pre-activation blocks (a training-mode BatchNorm + ReLU before the main
 //! path, no ReLU after the sum), MobileNetV2's inverted residuals (depthwise convolutions on their
-//! own kernels, ReLU6), heads without pooled history (every kind but `dense`), and every training
-//! plan ([`Plan`]): joint, layer-wise (earlier stages frozen in inference mode, later ones not
-//! run, the backward pass stopping at the trained stage) and heads-only (the whole backbone in
-//! inference mode, no backward pass through it). [`NativeBackbone::check`] says why a network
-//! is not supported (DenseNet's and Inception's concatenating blocks, rectangular kernels); the
-//! trainer then stays on Burn.
+//! own kernels, ReLU6), DenseNet's layers and transitions (pre-activated, concatenating; average
+//! pooling), Inception's modules (branches with max or average pools, rectangular kernels, split
+//! branches, concatenated) — every backbone of the zoo — with heads without pooled history (every
+//! kind but `dense`), under every training plan ([`Plan`]): joint, layer-wise (earlier stages
+//! frozen in inference mode, later ones not run, the backward pass stopping at the trained stage)
+//! and heads-only (the whole backbone in inference mode, no backward pass through it).
+//! [`NativeBackbone::check`] says why a network is not supported (`dense` heads, a pooling window
+//! the kernels have not); the trainer then stays on Burn.
 //!
 //! ```
 //! use burn::optim::GradientsParams;
@@ -65,7 +67,9 @@ use earlyexit_kernels::{
     taps_to_oihw,
 };
 
-use crate::cpu::{conv_from_burn, dense_from_burn, depthwise_from_burn, host, host_param, max_pool_window};
+use crate::cpu::{
+    avg_pool_window, conv_from_burn, dense_from_burn, depthwise_from_burn, host, host_param, max_pool_window,
+};
 use crate::model::layers::{Block, ConvBnAct};
 use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
 use crate::train::plan::{Plan, lift_output};
@@ -93,6 +97,34 @@ enum BlockKind {
     /// ([`BlockWeights::pre`]) runs BatchNorm + ReLU on the main path's input first; its shortcut
     /// reads the block's input.
     Residual { shortcut: ShortcutKind, relu: bool },
+    /// DenseNet's layer: BatchNorm + ReLU, 1×1 convolution, BatchNorm + ReLU, 3×3 convolution;
+    /// the new channels concatenated after the input's.
+    DenseLayer,
+    /// DenseNet's transition: BatchNorm + ReLU, 1×1 convolution, average pooling.
+    Transition { pool: Window, count_include_pad: bool },
+    /// Inception's module: branches from the same input ([`BlockWeights::branches`]), their
+    /// outputs concatenated.
+    Inception,
+}
+
+/// One Inception branch: an optional pool, a chain of layers, then parallel layers whose outputs
+/// are concatenated (`split`); ranges index [`BlockWeights::layers`].
+struct BranchLayout {
+    pool: Option<BranchPool>,
+    chain: std::ops::Range<usize>,
+    split: std::ops::Range<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum BranchPool {
+    Max(Window),
+    Avg(Window, bool),
+}
+
+/// What a branch's backward pass needs from its pool.
+struct BranchTape {
+    pooled: Option<Act>,
+    argmax: Option<Vec<u32>>,
 }
 
 /// How a residual block's input reaches its sum.
@@ -139,7 +171,7 @@ fn bare(conv: &Conv2d) -> LayerSrc<'_> {
 }
 
 /// A block's kind, its convolutions in order (a residual block's shortcut convolution last) and
-/// its pre-activation BatchNorm; `None` for the blocks the native pass cannot run.
+/// its pre-activation BatchNorm; `None` where a pooling window is one the kernels cannot run.
 fn block_parts(b: &Block) -> Option<(BlockKind, Vec<LayerSrc<'_>>, Option<&BatchNorm>)> {
     let residual = |shortcut: Option<&ConvBnAct>| BlockKind::Residual {
         shortcut: if shortcut.is_some() {
@@ -234,7 +266,36 @@ fn block_parts(b: &Block) -> Option<(BlockKind, Vec<LayerSrc<'_>>, Option<&Batch
                 .collect(),
             b.pre.as_ref(),
         ),
-        _ => return None,
+        Block::Inception(b) => (
+            BlockKind::Inception,
+            b.branches
+                .iter()
+                .flat_map(|br| br.convs.iter().chain(&br.split))
+                .map(LayerSrc::from)
+                .collect(),
+            None,
+        ),
+        Block::DenseLayer(b) => (
+            BlockKind::DenseLayer,
+            vec![
+                LayerSrc {
+                    conv: &b.conv1,
+                    bn: Some(&b.norm2),
+                    relu: true,
+                    relu6: false,
+                },
+                bare(&b.conv2),
+            ],
+            Some(&b.norm1),
+        ),
+        Block::Transition(b) => (
+            BlockKind::Transition {
+                pool: avg_pool_window(&b.pool).ok()?,
+                count_include_pad: b.pool.count_include_pad,
+            },
+            vec![bare(&b.conv)],
+            Some(&b.norm),
+        ),
     })
 }
 
@@ -247,6 +308,8 @@ struct PreBn<'a> {
 /// A block's weights as the forward pass read them.
 struct BlockWeights<'a> {
     layers: Vec<Layer<'a>>,
+    /// An Inception module's branches (empty for every other block).
+    branches: Vec<BranchLayout>,
     pre: Option<PreBn<'a>>,
     /// A dense block's linear layer.
     dense: Option<HostDense<'a>>,
@@ -297,6 +360,8 @@ struct BlockTape {
     argmax: Option<Vec<u32>>,
     /// A dense block's flattened input, channels-first `[n][din]`.
     flat: Option<Vec<f32>>,
+    /// An Inception module's pooled inputs, per branch.
+    branches: Vec<BranchTape>,
     out: Act,
 }
 
@@ -445,6 +510,12 @@ impl NativeBackbone {
                     forward_fc(w.dense.as_ref().expect("dense blocks have a linear layer"), pool_to, x)
                 }
                 BlockKind::Residual { shortcut, relu } => forward_residual(w, shortcut, relu, x, &self.pool),
+                BlockKind::DenseLayer => forward_dense_layer(w, x, &self.pool),
+                BlockKind::Transition {
+                    pool,
+                    count_include_pad,
+                } => forward_transition(w, (pool, count_include_pad), x, &self.pool),
+                BlockKind::Inception => forward_inception(w, x, &self.pool),
             };
             if i < first_trained {
                 // No backward pass through a frozen block: only its output is needed.
@@ -510,6 +581,7 @@ impl BlockTape {
             pool.give(f);
         }
         self.argmax = None;
+        self.branches.clear();
     }
 }
 
@@ -574,6 +646,12 @@ impl PendingBackward<'_> {
                 BlockKind::Residual { shortcut, relu } => {
                     backward_residual(w, (shortcut, relu), tape, x, dy, need_dx, &mut sink)
                 }
+                BlockKind::DenseLayer => backward_dense_layer(w, tape, x, dy, need_dx, &mut sink),
+                BlockKind::Transition {
+                    pool,
+                    count_include_pad,
+                } => backward_transition(w, (pool, count_include_pad), tape, x, dy, need_dx, &mut sink),
+                BlockKind::Inception => backward_inception(w, tape, x, dy, need_dx, &mut sink),
             };
         }
         // The activations go back to the pool for the next step.
@@ -601,7 +679,25 @@ fn data_err(e: impl std::fmt::Debug) -> Error {
 /// last) and its pre-activation BatchNorm; a `frozen` block's BatchNorms run in inference mode.
 fn block_layers(b: &Block, i: usize, frozen: bool) -> Result<BlockWeights<'_>> {
     let (_, srcs, pre) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
+    let mut branches = Vec::new();
+    if let Block::Inception(m) = b {
+        let mut at = 0;
+        for br in &m.branches {
+            let why = |why: &str| unsupported(format!("block {i}: {why}"));
+            let pool = match (&br.max_pool, &br.avg_pool) {
+                (Some(p), None) => Some(BranchPool::Max(max_pool_window(p).map_err(why)?)),
+                (None, Some(p)) => Some(BranchPool::Avg(avg_pool_window(p).map_err(why)?, p.count_include_pad)),
+                (None, None) => None,
+                (Some(_), Some(_)) => return Err(why("a branch with two pools")),
+            };
+            let chain = at..at + br.convs.len();
+            let split = chain.end..chain.end + br.split.len();
+            at = split.end;
+            branches.push(BranchLayout { pool, chain, split });
+        }
+    }
     Ok(BlockWeights {
+        branches,
         dense: match b {
             Block::Fc(f) => Some(HostDense {
                 src: &f.linear,
@@ -694,12 +790,10 @@ impl<'a> Layer<'a> {
         // BatchNorm runs in training mode, so it is not folded.
         let fused_relu = l.relu && l.bn.is_none();
         let conv = if l.conv.groups == 1 {
-            let conv = conv_from_burn(l.conv, None, fused_relu, ConvKernel::Auto)
-                .map_err(|why| unsupported(format!("block {block}: {why}")))?;
-            if conv.square().is_none() {
-                return Err(unsupported(format!("block {block}: a rectangular kernel or padding")));
-            }
-            LayerConv::Dense(conv)
+            LayerConv::Dense(
+                conv_from_burn(l.conv, None, fused_relu, ConvKernel::Auto)
+                    .map_err(|why| unsupported(format!("block {block}: {why}")))?,
+            )
         } else {
             let act = if fused_relu { Epilogue::Relu } else { Epilogue::None };
             LayerConv::Depthwise(
@@ -798,13 +892,7 @@ fn forward_layer(l: &Layer, x: &Act, pool: &BufferPool) -> LayerTape {
 }
 
 fn forward_stack(layers: &[Layer], max_pool: Option<Window>, x: &Act, pool: &BufferPool) -> BlockTape {
-    let mut tapes: Vec<LayerTape> = Vec::with_capacity(layers.len());
-    for l in layers {
-        let input = tapes
-            .last()
-            .map_or(x, |t| t.y.as_ref().expect("stack outputs are kept"));
-        tapes.push(forward_layer(l, input, pool));
-    }
+    let mut tapes = forward_chain(layers, x, pool);
     let last = tapes.last_mut().expect("a stack has layers");
     let (out, argmax) = match max_pool {
         // The last layer's output stays for its ReLU mask; the block's output is the pooled one.
@@ -821,6 +909,7 @@ fn forward_stack(layers: &[Layer], max_pool: Option<Window>, x: &Act, pool: &Buf
         pre: None,
         argmax,
         flat: None,
+        branches: Vec::new(),
         out,
     }
 }
@@ -840,6 +929,7 @@ fn forward_fc(d: &HostDense, pool_to: Option<[usize; 2]>, x: &Act) -> BlockTape 
         pre: None,
         argmax: None,
         flat: Some(flat),
+        branches: Vec::new(),
         out: Act {
             n: x.n,
             h: 1,
@@ -859,15 +949,7 @@ fn forward_residual(w: &BlockWeights, shortcut: ShortcutKind, relu: bool, x: &Ac
     };
     let short_tape = short.first().map(|s| forward_layer(s, x, pool));
     // Pre-activation: the main path reads relu(BN(x)); the shortcut reads x.
-    let pre = w.pre.as_ref().map(|p| {
-        let (mean, invstd, y) = bn_train(&p.host, p.src, x, None, true, pool);
-        LayerTape {
-            c: None,
-            mean,
-            invstd,
-            y: Some(y),
-        }
-    });
+    let pre = w.pre.as_ref().map(|p| forward_pre(p, x, pool));
     let x_main = pre
         .as_ref()
         .map_or(x, |t| t.y.as_ref().expect("pre-activation output is kept"));
@@ -916,11 +998,289 @@ fn forward_residual(w: &BlockWeights, shortcut: ShortcutKind, relu: bool, x: &Ac
         pre,
         argmax: None,
         flat: None,
+        branches: Vec::new(),
         out,
     }
 }
 
+/// A pre-activation: `relu(BN(x))` with its tape (the output kept for the ReLU's mask and the
+/// next layer's input).
+fn forward_pre(p: &PreBn, x: &Act, pool: &BufferPool) -> LayerTape {
+    let (mean, invstd, y) = bn_train(&p.host, p.src, x, None, true, pool);
+    LayerTape {
+        c: None,
+        mean,
+        invstd,
+        y: Some(y),
+    }
+}
+
+/// Every layer of `layers` in order on `x`: their tapes (each output kept).
+fn forward_chain(layers: &[Layer], x: &Act, pool: &BufferPool) -> Vec<LayerTape> {
+    let mut tapes: Vec<LayerTape> = Vec::with_capacity(layers.len());
+    for l in layers {
+        let input = tapes
+            .last()
+            .map_or(x, |t| t.y.as_ref().expect("chain outputs are kept"));
+        tapes.push(forward_layer(l, input, pool));
+    }
+    tapes
+}
+
+fn forward_dense_layer(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTape {
+    let pre = forward_pre(w.pre.as_ref().expect("dense layers pre-activate"), x, pool);
+    let layers = forward_chain(&w.layers, pre.y.as_ref().expect("pre-activation output is kept"), pool);
+    let new = layers
+        .last()
+        .and_then(|t| t.y.as_ref())
+        .expect("dense layers have convolutions");
+    let out = Act::concat_channels(&[x, new]);
+    BlockTape {
+        layers,
+        shortcut: None,
+        pre: Some(pre),
+        argmax: None,
+        flat: None,
+        branches: Vec::new(),
+        out,
+    }
+}
+
+fn forward_transition(
+    w: &BlockWeights,
+    (win, count_include_pad): (Window, bool),
+    x: &Act,
+    pool: &BufferPool,
+) -> BlockTape {
+    let pre = forward_pre(w.pre.as_ref().expect("transitions pre-activate"), x, pool);
+    let layers = forward_chain(&w.layers, pre.y.as_ref().expect("pre-activation output is kept"), pool);
+    let out = layers
+        .last()
+        .and_then(|t| t.y.as_ref())
+        .expect("transitions have a convolution")
+        .avg_pool(win, count_include_pad);
+    BlockTape {
+        layers,
+        shortcut: None,
+        pre: Some(pre),
+        argmax: None,
+        flat: None,
+        branches: Vec::new(),
+        out,
+    }
+}
+
+fn forward_inception(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTape {
+    let mut layers: Vec<LayerTape> = Vec::with_capacity(w.layers.len());
+    let mut branches = Vec::with_capacity(w.branches.len());
+    for br in &w.branches {
+        let (pooled, argmax) = match br.pool {
+            Some(BranchPool::Max(win)) => {
+                let (y, arg) = x.max_pool_argmax(win);
+                (Some(y), Some(arg))
+            }
+            Some(BranchPool::Avg(win, include)) => (Some(x.avg_pool(win, include)), None),
+            None => (None, None),
+        };
+        let input = pooled.as_ref().unwrap_or(x);
+        let chain = forward_chain(&w.layers[br.chain.clone()], input, pool);
+        let chain_out = chain.last().and_then(|t| t.y.as_ref()).unwrap_or(input);
+        let split: Vec<LayerTape> = w.layers[br.split.clone()]
+            .iter()
+            .map(|l| forward_layer(l, chain_out, pool))
+            .collect();
+        layers.extend(chain);
+        layers.extend(split);
+        branches.push(BranchTape { pooled, argmax });
+    }
+    let out = Act::concat_channels(&inception_parts(w, &layers, &branches, x));
+    BlockTape {
+        layers,
+        shortcut: None,
+        pre: None,
+        argmax: None,
+        flat: None,
+        branches,
+        out,
+    }
+}
+
+/// The outputs an Inception module concatenates, in order: each branch's split layers', or its
+/// chain's last (its pooled input, or the block's input, without layers).
+fn inception_parts<'t>(
+    w: &BlockWeights,
+    layers: &'t [LayerTape],
+    branches: &'t [BranchTape],
+    x: &'t Act,
+) -> Vec<&'t Act> {
+    let mut parts = Vec::new();
+    for (br, bt) in w.branches.iter().zip(branches) {
+        let kept = |i: usize| layers[i].y.as_ref().expect("inception outputs are kept");
+        if br.split.is_empty() {
+            parts.push(match br.chain.clone().last() {
+                Some(i) => kept(i),
+                None => bt.pooled.as_ref().unwrap_or(x),
+            });
+        } else {
+            parts.extend(br.split.clone().map(kept));
+        }
+    }
+    parts
+}
+
 // ----- backward -----
+
+fn backward_inception(
+    w: &BlockWeights,
+    tape: &BlockTape,
+    x: &Act,
+    dy: Act,
+    need_dx: bool,
+    sink: &mut Sink,
+) -> Option<Act> {
+    let sizes: Vec<usize> = inception_parts(w, &tape.layers, &tape.branches, x)
+        .iter()
+        .map(|a| a.c)
+        .collect();
+    let mut grads = dy.split_channels(&sizes).into_iter();
+    sink.pool.give(dy.data);
+    let mut dx = need_dx.then(|| Act {
+        data: vec![0.0; x.data.len()],
+        ..*x
+    });
+    for (br, bt) in w.branches.iter().zip(&tape.branches) {
+        let input = bt.pooled.as_ref().unwrap_or(x);
+        let (chain, chain_tapes) = (&w.layers[br.chain.clone()], &tape.layers[br.chain.clone()]);
+        let chain_out = chain_tapes.last().and_then(|t| t.y.as_ref()).unwrap_or(input);
+        let g_out = if br.split.is_empty() {
+            grads.next().expect("one gradient per part")
+        } else {
+            // The split layers read the same input: their input gradients add up (each one
+            // fused into the next one's epilogue).
+            let mut sum: Option<Act> = None;
+            for i in br.split.clone() {
+                let g = grads.next().expect("one gradient per part");
+                let (l, t) = (&w.layers[i], &tape.layers[i]);
+                let mask = l.relu.then(|| t.y.as_ref().expect("inception outputs are kept"));
+                let d = backward_layer(l, t, chain_out, &g, mask, true, sum.as_ref(), sink)
+                    .expect("the input's gradient was asked for");
+                sink.pool.give_act(sum.replace(d));
+            }
+            sum.expect("a split branch has layers")
+        };
+        let g_in = if chain.is_empty() {
+            g_out
+        } else {
+            backward_chain(chain, chain_tapes, input, g_out, sink)
+        };
+        if let Some(dx) = &mut dx {
+            let g_x = match br.pool {
+                Some(BranchPool::Max(_)) => g_in.max_pool_backward(
+                    bt.argmax.as_ref().expect("max-pooled branches keep their argmax"),
+                    x.h,
+                    x.w,
+                ),
+                Some(BranchPool::Avg(win, include)) => g_in.avg_pool_backward(win, include, x.h, x.w),
+                None => g_in,
+            };
+            dx.data.iter_mut().zip(&g_x.data).for_each(|(a, b)| *a += b);
+        }
+    }
+    dx
+}
+
+/// The backward pass of a chain of layers ([`forward_chain`] on `x`) from the gradient `g` of
+/// its last output: registers every layer's gradients, returns the gradient of `x`.
+fn backward_chain(layers: &[Layer], tapes: &[LayerTape], x: &Act, g: Act, sink: &mut Sink) -> Act {
+    let mut g = g;
+    for (j, l) in layers.iter().enumerate().rev() {
+        let t = &tapes[j];
+        let mask = l.relu.then(|| t.y.as_ref().expect("chain outputs are kept"));
+        let input = if j == 0 {
+            x
+        } else {
+            tapes[j - 1].y.as_ref().expect("chain outputs are kept")
+        };
+        let next = backward_layer(l, t, input, &g, mask, true, None, sink).expect("the input's gradient was asked for");
+        sink.pool.give(std::mem::replace(&mut g, next).data);
+    }
+    g
+}
+
+/// A pre-activation's backward pass from the gradient `g` of `relu(BN(x))`: registers `γ`, `β`,
+/// returns the gradient of `x`.
+fn backward_pre(p: &PreBn, t: &LayerTape, x: &Act, g: &Act, sink: &mut Sink) -> Act {
+    let (dx, dgamma, dbeta) = batchnorm::backward(g, t.y.as_ref(), x, &t.mean, &t.invstd, &p.host.gamma, sink.pool);
+    register(sink.params, &p.src.gamma, dgamma, sink.device);
+    register(sink.params, &p.src.beta, dbeta, sink.device);
+    dx
+}
+
+/// A pre-activated chain's backward pass (DenseNet's layers and transitions): from the gradient
+/// `g` of the chain's output to the block input's, plus `direct` (the gradient reaching the input
+/// by the concatenation) when given; `None` unless `need_dx`.
+fn backward_pre_chain(
+    w: &BlockWeights,
+    tape: &BlockTape,
+    x: &Act,
+    g: Act,
+    direct: Option<Act>,
+    need_dx: bool,
+    sink: &mut Sink,
+) -> Option<Act> {
+    let (p, t) = (
+        w.pre.as_ref().expect("pre-activated"),
+        tape.pre.as_ref().expect("pre-activated"),
+    );
+    let x_main = t.y.as_ref().expect("pre-activation output is kept");
+    let g = backward_chain(&w.layers, &tape.layers, x_main, g, sink);
+    let mut dx = backward_pre(p, t, x, &g, sink);
+    sink.pool.give(g.data);
+    if let Some(d) = &direct {
+        dx.data.iter_mut().zip(&d.data).for_each(|(a, b)| *a += b);
+    }
+    sink.pool.give_act(direct);
+    if need_dx {
+        Some(dx)
+    } else {
+        sink.pool.give(dx.data);
+        None
+    }
+}
+
+fn backward_dense_layer(
+    w: &BlockWeights,
+    tape: &BlockTape,
+    x: &Act,
+    dy: Act,
+    need_dx: bool,
+    sink: &mut Sink,
+) -> Option<Act> {
+    let growth = tape.out.c - x.c;
+    let mut parts = dy.split_channels(&[x.c, growth]).into_iter();
+    sink.pool.give(dy.data);
+    let (direct, d_new) = (parts.next().expect("two parts"), parts.next().expect("two parts"));
+    backward_pre_chain(w, tape, x, d_new, Some(direct), need_dx, sink)
+}
+
+fn backward_transition(
+    w: &BlockWeights,
+    (win, count_include_pad): (Window, bool),
+    tape: &BlockTape,
+    x: &Act,
+    dy: Act,
+    need_dx: bool,
+    sink: &mut Sink,
+) -> Option<Act> {
+    let y = tape
+        .layers
+        .last()
+        .and_then(|t| t.y.as_ref())
+        .expect("transitions have a convolution");
+    let g = dy.avg_pool_backward(win, count_include_pad, y.h, y.w);
+    sink.pool.give(dy.data);
+    backward_pre_chain(w, tape, x, g, None, need_dx, sink)
+}
 
 fn register<const D: usize>(params: &mut GradientsParams, p: &Param<Tensor<D>>, v: Vec<f32>, device: &Device) {
     let shape = p.val().dims();
@@ -1142,10 +1502,7 @@ fn backward_residual(
     }
     if let (Some(p), Some(t), Some(dp)) = (&w.pre, &tape.pre, &g) {
         // relu(BN(x)) backward, then the shortcut's gradient added.
-        let (mut dx, dgamma, dbeta) =
-            batchnorm::backward(dp, t.y.as_ref(), x, &t.mean, &t.invstd, &p.host.gamma, sink.pool);
-        register(sink.params, &p.src.gamma, dgamma, sink.device);
-        register(sink.params, &p.src.beta, dbeta, sink.device);
+        let mut dx = backward_pre(p, t, x, dp, sink);
         if let Some(r) = residual {
             dx.data.iter_mut().zip(&r.data).for_each(|(a, b)| *a += b);
         }

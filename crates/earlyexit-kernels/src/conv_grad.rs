@@ -1,7 +1,7 @@
 //! Gradients of a convolution ([`crate::Conv`]) with respect to its weights and its input.
 //!
-//! Square kernels with equal padding on every side only ([`Conv::square`]): the convolutions
-//! the native training pass runs.
+//! Any kernel shape (Inception's 1×7 and 7×1 among them); the direct AVX-512 weight-gradient
+//! kernel runs square ones.
 
 use rayon::prelude::*;
 
@@ -10,14 +10,13 @@ use crate::simd::wide;
 use crate::{Act, BufferPool, Conv, ConvKernel, Parallelism, direct};
 
 /// The gradients of a convolution's weights (`[(ky·k + kx)·cin + ci][cout]`) from its input `x`
-/// and output gradient `dc`: the direct AVX-512 kernel where it runs
-/// ([`direct::weight_grad_runs`]), else [`weight_grad_gemm`].
-///
-/// # Panics
-/// If `conv` is not square ([`Conv::square`]).
+/// and output gradient `dc`: the direct AVX-512 kernel where it runs (square kernels,
+/// [`direct::weight_grad_runs`]), else [`weight_grad_gemm`].
 pub fn weight_grad(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
-    let (k, _) = square(conv);
-    if direct::weight_grad_runs(conv.cin, conv.cout, k) {
+    if conv
+        .square()
+        .is_some_and(|(k, _)| direct::weight_grad_runs(conv.cin, conv.cout, k))
+    {
         weight_grad_direct(conv, x, dc)
     } else {
         weight_grad_gemm(conv, x, dc)
@@ -26,16 +25,12 @@ pub fn weight_grad(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
 
 /// [`weight_grad`] on any CPU: one GEMM per sample over its im2col matrix, a partial sum per
 /// thread.
-///
-/// # Panics
-/// If `conv` is not square ([`Conv::square`]).
 pub fn weight_grad_gemm(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
-    let (k, pad) = square(conv);
     let (oh, ow) = (dc.h, dc.w);
     let p = oh * ow;
-    let kk = k * k * conv.cin;
+    let kk = conv.kh * conv.kw * conv.cin;
     let cout = conv.cout;
-    let direct = k == 1 && conv.stride == 1 && pad == 0;
+    let direct = conv.kh == 1 && conv.kw == 1 && conv.stride == 1 && conv.ph == 0 && conv.pw == 0;
     let threads = rayon::current_num_threads().max(1);
     let per_task = x.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..x.n.div_ceil(per_task))
@@ -136,14 +131,12 @@ fn weight_grad_direct(conv: &Conv, x: &Act, dc: &Act) -> Vec<f32> {
 /// Stride 1 with "same" padding: the convolution of `dc` with the flipped, transposed weights
 /// (the forward kernel, direct AVX-512 where it runs). Otherwise: `dc · Wᵀ` per sample into an
 /// im2col-shaped buffer, scattered back onto the input positions (col2im).
-///
-/// # Panics
-/// If `conv` is not square ([`Conv::square`]).
 pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&Act>, pool: &BufferPool) -> Act {
-    let (k, pad) = square(conv);
+    let (kh, kw, ph, pw) = (conv.kh, conv.kw, conv.ph, conv.pw);
     let (cin, cout) = (conv.cin, conv.cout);
-    if conv.stride == 1 && 2 * pad == k - 1 {
-        let taps = k * k;
+    if conv.stride == 1 && 2 * ph + 1 == kh && 2 * pw + 1 == kw {
+        // Flipping both axes maps tap `t` to `taps − 1 − t`.
+        let taps = kh * kw;
         let mut wf = vec![0.0f32; conv.w.len()];
         for t in 0..taps {
             for co in 0..cout {
@@ -152,13 +145,23 @@ pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&A
                 }
             }
         }
-        let flipped = Conv::from_host(cout, cin, k, 1, pad, wf, vec![0.0; cin], false, ConvKernel::Auto);
+        let flipped = Conv::from_host_rect(
+            cout,
+            cin,
+            [kh, kw],
+            1,
+            [ph, pw],
+            wf,
+            vec![0.0; cin],
+            false,
+            ConvKernel::Auto,
+        );
         return flipped.forward_into(dc, residual, false, pool.take(dc.n * h * w * cin));
     }
     let (oh, ow) = (dc.h, dc.w);
     let p = oh * ow;
-    let kk = k * k * cin;
-    let (s, pad) = (conv.stride as isize, pad as isize);
+    let kk = kh * kw * cin;
+    let (s, ph, pw) = (conv.stride as isize, ph as isize, pw as isize);
     let mut dx = pool.take(dc.n * h * w * cin);
     match residual {
         Some(r) => dx.copy_from_slice(&r.data),
@@ -185,17 +188,17 @@ pub fn input_grad(conv: &Conv, dc: &Act, h: usize, w: usize, residual: Option<&A
                     );
                     for (pos, row) in col.chunks_exact(kk).enumerate() {
                         let (oy, ox) = ((pos / ow) as isize, (pos % ow) as isize);
-                        for ky in 0..k {
-                            let iy = oy * s + ky as isize - pad;
+                        for ky in 0..kh {
+                            let iy = oy * s + ky as isize - ph;
                             if iy < 0 || iy >= h as isize {
                                 continue;
                             }
-                            for kx in 0..k {
-                                let ix = ox * s + kx as isize - pad;
+                            for kx in 0..kw {
+                                let ix = ox * s + kx as isize - pw;
                                 if ix < 0 || ix >= w as isize {
                                     continue;
                                 }
-                                let src = &row[(ky * k + kx) * cin..(ky * k + kx + 1) * cin];
+                                let src = &row[(ky * kw + kx) * cin..(ky * kw + kx + 1) * cin];
                                 let at = (iy as usize * w + ix as usize) * cin;
                                 img[at..at + cin].iter_mut().zip(src).for_each(|(a, b)| *a += b);
                             }
@@ -265,6 +268,9 @@ mod tests {
             (3, 16, 16, 32, 3, 2),
             (3, 12, 16, 32, 1, 2),
             (2, 7, 32, 16, 3, 1),
+            // Inception's 5×5 "same" convolution, 48 → 64 channels (its input gradient runs the
+            // forward kernel 64 → 48).
+            (2, 9, 48, 64, 5, 1),
         ] {
             let pad = k / 2;
             let w = values(k * k * cin * cout, 1);
@@ -331,6 +337,92 @@ mod tests {
                     "weight grad ({route}) n{n} h{h} {cin}->{cout} k{k} s{stride}: {worst}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn rectangular_kernels_match_the_definition() {
+        // Inception's 1×7 / 7×1 "same" convolutions (the flipped-kernel route), 1×3 and 3×1,
+        // a strided one and an unpadded one (the col2im route).
+        let pool = BufferPool::default();
+        for (i, &(kh, kw, ph, pw, stride)) in [
+            (1, 7, 0, 3, 1),
+            (7, 1, 3, 0, 1),
+            (1, 3, 0, 1, 1),
+            (3, 1, 1, 0, 2),
+            (3, 5, 0, 0, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            // Channel counts the direct kernels take (multiples of 16) on the "same" cases.
+            let (cin, cout) = if i < 2 { (32, 48) } else { (8, 12) };
+            let (n, h, wd) = (2, 9, 8);
+            let seed = 10 * i as u32;
+            let conv = Conv::from_host_rect(
+                cin,
+                cout,
+                [kh, kw],
+                stride,
+                [ph, pw],
+                values(kh * kw * cin * cout, seed + 1),
+                vec![0.0; cout],
+                false,
+                ConvKernel::Auto,
+            );
+            let (oh, ow) = conv.out_hw(h, wd);
+            let x = Act {
+                n,
+                h,
+                w: wd,
+                c: cin,
+                data: values(n * h * wd * cin, seed + 2),
+            };
+            let dc = Act {
+                n,
+                h: oh,
+                w: ow,
+                c: cout,
+                data: values(n * oh * ow * cout, seed + 3),
+            };
+            let (mut want_dx, mut want_dw) = (vec![0.0f32; x.data.len()], vec![0.0f32; conv.w.len()]);
+            for nn in 0..n {
+                for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+                    for (ky, kx) in (0..kh).flat_map(|y| (0..kw).map(move |x| (y, x))) {
+                        let iy = (oy * stride + ky) as isize - ph as isize;
+                        let ix = (ox * stride + kx) as isize - pw as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                            continue;
+                        }
+                        let at = ((nn * h + iy as usize) * wd + ix as usize) * cin;
+                        for ci in 0..cin {
+                            for co in 0..cout {
+                                let t = ((ky * kw + kx) * cin + ci) * cout + co;
+                                let g = dc.data[((nn * oh + oy) * ow + ox) * cout + co];
+                                want_dx[at + ci] += g * conv.w[t];
+                                want_dw[t] += g * x.data[at + ci];
+                            }
+                        }
+                    }
+                }
+            }
+            let got = input_grad(&conv, &dc, h, wd, None, &pool);
+            assert!(max_abs_diff(&got.data, &want_dx) < 1e-3, "case {i}: input gradient");
+            // With a residual gradient added (split branches sum their input gradients so).
+            let residual = Act {
+                data: values(x.data.len(), seed + 4),
+                ..x
+            };
+            let got = input_grad(&conv, &dc, h, wd, Some(&residual), &pool);
+            let want: Vec<f32> = want_dx.iter().zip(&residual.data).map(|(a, b)| a + b).collect();
+            assert!(
+                max_abs_diff(&got.data, &want) < 1e-3,
+                "case {i}: input gradient plus a residual"
+            );
+            assert!(
+                max_abs_diff(&weight_grad(&conv, &x, &dc), &want_dw) < 1e-3,
+                "case {i}: weight gradient"
+            );
         }
     }
 }

@@ -164,6 +164,49 @@ impl Act {
         })
     }
 
+    /// The backward pass of [`Act::avg_pool`]: `self` is the gradient of its output, each value
+    /// spread over its window (divided as the forward pass divided); the result is the gradient
+    /// of an `h × w` input.
+    ///
+    /// # Shapes
+    /// `[n, h', w', c]` → `[n, h, w, c]`
+    pub fn avg_pool_backward(&self, win: Window, count_include_pad: bool, h: usize, w: usize) -> Act {
+        let (oh, ow, c) = (self.h, self.w, self.c);
+        let rows: Vec<[usize; 2]> = (0..oh).map(|y| span(y, win, h)).collect();
+        let cols: Vec<[usize; 2]> = (0..ow).map(|x| span(x, win, w)).collect();
+        let mut data = vec![0.0f32; self.n * h * w * c];
+        let sample_len = h * w * c;
+        if sample_len > 0 {
+            for_each_chunk(&mut data, sample_len, self.data.len(), SERIAL_VALUES, |(s, dst)| {
+                let g = &self.data[s * oh * ow * c..(s + 1) * oh * ow * c];
+                for (y, &[y0, y1]) in rows.iter().enumerate() {
+                    for (x, &[x0, x1]) in cols.iter().enumerate() {
+                        let taps = if count_include_pad {
+                            win.k * win.k
+                        } else {
+                            (y1 - y0) * (x1 - x0)
+                        };
+                        let scale = 1.0 / taps.max(1) as f32;
+                        let src = &g[(y * ow + x) * c..(y * ow + x + 1) * c];
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                let at = (iy * w + ix) * c;
+                                dst[at..at + c].iter_mut().zip(src).for_each(|(d, v)| *d += v * scale);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Act {
+            n: self.n,
+            h,
+            w,
+            c,
+            data,
+        }
+    }
+
     /// [`Act::max_pool`] for training: also where each output's maximum came from (its index
     /// `(y·w + x)·c + ch` within the sample; the first maximum in scan order on ties).
     ///
@@ -367,6 +410,30 @@ impl Act {
         }
         Act { n, h, w, c, data }
     }
+
+    /// The inverse of [`Act::concat_channels`]: consecutive channel groups of `sizes` channels.
+    ///
+    /// # Panics
+    /// If `sizes` do not add up to the channels.
+    pub fn split_channels(&self, sizes: &[usize]) -> Vec<Act> {
+        assert_eq!(sizes.iter().sum::<usize>(), self.c, "Act::split_channels: sizes");
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&c| {
+                let mut data = vec![0.0f32; self.n * self.h * self.w * c];
+                if c > 0 {
+                    let len = data.len();
+                    for_each_chunk(&mut data, c, len, SERIAL_VALUES, |(px, dst)| {
+                        let src = &self.data[px * self.c + at..px * self.c + at + c];
+                        dst.copy_from_slice(src);
+                    });
+                }
+                at += c;
+                Act { data, c, ..*self }
+            })
+            .collect()
+    }
 }
 
 /// The input positions `[start, end)` that output position `o` of a window covers, clipped to
@@ -459,6 +526,28 @@ mod tests {
             let back_total: f32 = back.data.iter().sum();
             assert!((total - back_total).abs() < 1e-4, "{win:?}: {total} vs {back_total}");
         }
+    }
+
+    #[test]
+    fn avg_pool_backward_is_the_transpose_and_split_undoes_concat() {
+        // <pool(x), g> = <x, pool_backward(g)>: DenseNet's 2×2 transition, a padded 3×3 with and
+        // without the padding counted, on odd sizes.
+        for (k, stride, pad, include) in [(2, 2, 0, true), (3, 1, 1, true), (3, 2, 1, false)] {
+            let win = Window { k, stride, pad };
+            let x = act(2, 7, 5, 3, 8);
+            let y = x.avg_pool(win, include);
+            let g = act(2, y.h, y.w, 3, 9);
+            let dx = g.avg_pool_backward(win, include, 7, 5);
+            let lhs: f64 = y.data.iter().zip(&g.data).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.data.iter().zip(&dx.data).map(|(a, b)| (a * b) as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+                "{k}/{stride}/{pad}: {lhs} vs {rhs}"
+            );
+        }
+        let (a, b) = (act(2, 3, 3, 4, 1), act(2, 3, 3, 5, 2));
+        let parts = Act::concat_channels(&[&a, &b]).split_channels(&[4, 5]);
+        assert_eq!((parts[0].data.clone(), parts[1].data.clone()), (a.data, b.data));
     }
 
     #[test]
