@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use earlyexit::model::{EarlyExitNet, ExitOutput, HeadKind, ModelDescription, Shape};
+use earlyexit::model::{BACKBONES, EarlyExitNet, ExitOutput, HeadKind, ModelDescription, Shape};
 use earlyexit::train::Plan;
 use earlyexit::train::native::NativeBackbone;
 use earlyexit::train::objectives::cross_entropy;
@@ -458,20 +458,33 @@ fn adaptive_pools_before_dense_blocks_have_burns_gradients() {
 }
 
 #[test]
-fn unsupported_networks_are_refused_with_the_block_named() {
-    // Every backbone of the zoo trains natively; `dense` heads (the pooled history of every
-    // block) do not.
-    let mut desc = ModelDescription::new("resnet20", Shape::new(3, 16, 16), 10, "cuts:1".parse().unwrap());
-    desc.head = HeadKind::Dense;
-    let arch = desc.resolve().unwrap();
-    let net = {
-        let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-        let net = arch.init(&Device::flex().autodiff());
-        net.visit(&mut Touch);
-        net
-    };
-    let err = NativeBackbone::check(&net).unwrap_err().to_string();
-    assert!(err.contains("`dense` heads") && err.contains("native"), "{err}");
+fn dense_heads_read_the_pooled_history_with_burns_gradients() {
+    // `dense` heads: every block's global average of its ReLU'd output, concatenated; one
+    // history shared by every head, its gradient back into each block's output.
+    check("resnet20", Shape::new(3, 8, 8), "cuts:1,4", HeadKind::Dense, 4);
+    for plan in [Plan::Layerwise(1), Plan::HeadsOnly] {
+        check_plan("resnet20", Shape::new(1, 12, 12), "cuts:2,5", HeadKind::Dense, 4, plan);
+    }
+}
+
+#[test]
+fn every_backbone_of_the_zoo_trains_natively() {
+    for name in BACKBONES {
+        let input = match *name {
+            "inception_v3" => Shape::new(3, 75, 75),
+            _ => Shape::new(3, 32, 32),
+        };
+        let arch = ModelDescription::new(name, input, 10, "cuts:1".parse().unwrap())
+            .resolve()
+            .unwrap();
+        let net = {
+            let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+            arch.init(&Device::flex().autodiff())
+        };
+        if let Err(e) = NativeBackbone::check(&net) {
+            panic!("{name}: {e}");
+        }
+    }
 }
 
 /// Odd sizes: 7×7 after two stride-2 stages, 9×9 → 5×5 → 3×3.

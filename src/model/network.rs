@@ -419,6 +419,12 @@ impl EarlyExitNet {
         &self.cuts
     }
 
+    /// Whether a head reads the pooled history (`global_avg_pool(relu(x))` after every block:
+    /// `dense` heads), which [`EarlyExitNet::run_stage`] then keeps in [`StageState::pooled`].
+    pub fn pools_history(&self) -> bool {
+        self.pools_history
+    }
+
     /// Number of stages: one per early exit plus the final one.
     pub fn num_stages(&self) -> usize {
         self.heads.len() + 1

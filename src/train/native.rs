@@ -27,12 +27,13 @@
 //! path, no ReLU after the sum), MobileNetV2's inverted residuals (depthwise convolutions on their
 //! own kernels, ReLU6), DenseNet's layers and transitions (pre-activated, concatenating; average
 //! pooling), Inception's modules (branches with max or average pools, rectangular kernels, split
-//! branches, concatenated) — every backbone of the zoo — with heads without pooled history (every
-//! kind but `dense`), under every training plan ([`Plan`]): joint, layer-wise (earlier stages
+//! branches, concatenated) — every backbone of the zoo — with every head kind (`dense` heads read
+//! each block's pooled ReLU'd output: autodiff leaves too, their gradients spread back over the
+//! block's output), under every training plan ([`Plan`]): joint, layer-wise (earlier stages
 //! frozen in inference mode, later ones not run, the backward pass stopping at the trained stage)
 //! and heads-only (the whole backbone in inference mode, no backward pass through it).
-//! [`NativeBackbone::check`] says why a network is not supported (`dense` heads, a pooling window
-//! the kernels have not); the trainer then stays on Burn.
+//! [`NativeBackbone::check`] says why a network is not supported (a pooling window the kernels
+//! have not); the trainer then stays on Burn.
 //!
 //! ```
 //! use burn::optim::GradientsParams;
@@ -71,7 +72,7 @@ use crate::cpu::{
     avg_pool_window, conv_from_burn, dense_from_burn, depthwise_from_burn, host, host_param, max_pool_window,
 };
 use crate::model::layers::{Block, ConvBnAct};
-use crate::model::{EarlyExitNet, ExitOutput, HeadKind, StageState};
+use crate::model::{EarlyExitNet, ExitOutput, StageState};
 use crate::train::plan::{Plan, lift_output};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -379,6 +380,9 @@ pub struct PendingBackward<'a> {
     /// The autodiff leaves the heads read, per exit run (cut points, then the backbone's end);
     /// `None` where the stage is frozen.
     leaves: Vec<Option<Tensor<4>>>,
+    /// Per block run, the pooled history leaf `dense` heads read (`None` for a frozen block;
+    /// empty without such heads).
+    pooled_leaves: Vec<Option<Tensor<2>>>,
     device: Device,
 }
 
@@ -393,11 +397,6 @@ fn unsupported_block(i: usize, b: &Block) -> Error {
 impl NativeBackbone {
     /// The native layout of `net`'s backbone, or an error naming what it cannot run.
     pub fn check(net: &EarlyExitNet) -> Result<Self> {
-        if net.heads.iter().any(|h| h.kind() == HeadKind::Dense) {
-            return Err(unsupported(
-                "`dense` heads read the pooled history of every block".into(),
-            ));
-        }
         let mut blocks = Vec::with_capacity(net.backbone.blocks.len());
         for (i, b) in net.backbone.blocks.iter().enumerate() {
             let (kind, ..) = block_parts(b).ok_or_else(|| unsupported_block(i, b))?;
@@ -524,16 +523,35 @@ impl NativeBackbone {
             tapes.push(tape);
         }
         let frozen = (0..exits).any(|k| !plan.trains_exit(k, num_exits)).then(|| net.valid());
+        // `dense` heads read every block's `global_avg_pool(relu(x))`: one autodiff leaf per block
+        // (a trained block's requires its gradient), shared by every head that reads it.
+        let history: Vec<Vec<f32>> = if net.pools_history() {
+            tapes.iter().map(|t| relu_mean(&t.out)).collect()
+        } else {
+            Vec::new()
+        };
+        let pooled_tensor = |i: usize, device: &Device| {
+            let c = tapes[i].out.c;
+            Tensor::<2>::from_data(TensorData::new(history[i].clone(), [n, c]), device)
+        };
+        let pooled_leaves: Vec<Tensor<2>> = (0..history.len())
+            .map(|i| {
+                let t = pooled_tensor(i, &device);
+                if i >= first_trained { t.require_grad() } else { t }
+            })
+            .collect();
         let mut outs = Vec::with_capacity(exits);
         let mut leaves = Vec::with_capacity(exits);
         for (k, &b) in stage_ends[..exits].iter().enumerate() {
             let features = &tapes[b].out;
+            let read = (b + 1).min(history.len());
             match &frozen {
                 Some(frozen) if !plan.trains_exit(k, num_exits) => {
                     debug_assert!(b < first_trained, "a frozen exit reads a frozen stage");
+                    let inner = device.clone().inner();
                     let state = StageState {
-                        x: to_nchw_tensor(features, &device.clone().inner()),
-                        pooled: Vec::new(),
+                        x: to_nchw_tensor(features, &inner),
+                        pooled: (0..read).map(|i| pooled_tensor(i, &inner)).collect(),
                     };
                     outs.push(lift_output(frozen.exit(k, &state)));
                     leaves.push(None);
@@ -547,13 +565,18 @@ impl NativeBackbone {
                         k,
                         &StageState {
                             x: leaf.clone(),
-                            pooled: Vec::new(),
+                            pooled: pooled_leaves[..read].to_vec(),
                         },
                     ));
                     leaves.push((b >= first_trained).then_some(leaf));
                 }
             }
         }
+        let pooled_leaves = pooled_leaves
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (i >= first_trained).then_some(t))
+            .collect();
         Ok((
             outs,
             PendingBackward {
@@ -564,10 +587,24 @@ impl NativeBackbone {
                 tapes,
                 first_trained,
                 leaves,
+                pooled_leaves,
                 device,
             },
         ))
     }
+}
+
+/// `global_avg_pool(relu(a))` per sample, `[n][c]` (a `dense` head's history entry).
+fn relu_mean(a: &Act) -> Vec<f32> {
+    let p = (a.h * a.w).max(1);
+    let mut out = vec![0.0f32; a.n * a.c];
+    for (s, dst) in out.chunks_mut(a.c.max(1)).enumerate().take(a.n) {
+        for px in a.data[s * p * a.c..(s + 1) * p * a.c].chunks_exact(a.c.max(1)) {
+            dst.iter_mut().zip(px).for_each(|(d, v)| *d += v.max(0.0));
+        }
+        dst.iter_mut().for_each(|d| *d /= p as f32);
+    }
+    out
 }
 
 impl BlockTape {
@@ -601,6 +638,16 @@ impl PendingBackward<'_> {
                     .transpose()
             })
             .collect::<Result<_>>()?;
+        let pooled_grads: Vec<Option<Vec<f32>>> = self
+            .pooled_leaves
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .and_then(|l| l.grad_remove(&mut grads))
+                    .map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().map_err(data_err))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         let mut params = GradientsParams::from_grads(grads, net);
         let inner = self.device.clone().inner();
         let stage_ends = self.backbone.stage_ends();
@@ -622,6 +669,30 @@ impl PendingBackward<'_> {
                     }
                     None => g,
                 });
+            }
+            // The pooled history's gradient: spread over the pixels where the output is positive.
+            if let Some(g) = pooled_grads.get(i).and_then(Option::as_ref) {
+                let o = &tape.out;
+                let mut d = d_out.take().unwrap_or_else(|| Act {
+                    data: vec![0.0; o.data.len()],
+                    ..*o
+                });
+                let p = (o.h * o.w).max(1);
+                let scale = 1.0 / p as f32;
+                for (s, gs) in g.chunks_exact(o.c).enumerate() {
+                    let range = s * p * o.c..(s + 1) * p * o.c;
+                    for (dp, op) in d.data[range.clone()]
+                        .chunks_exact_mut(o.c)
+                        .zip(o.data[range].chunks_exact(o.c))
+                    {
+                        for ((dv, ov), gv) in dp.iter_mut().zip(op).zip(gs) {
+                            if *ov > 0.0 {
+                                *dv += gv * scale;
+                            }
+                        }
+                    }
+                }
+                d_out = Some(d);
             }
             let Some(dy) = d_out.take() else { continue };
             let x = if i == 0 { &self.input } else { &self.tapes[i - 1].out };
