@@ -137,6 +137,43 @@ pub struct Ramp {
     pub epochs: usize,
 }
 
+/// Self-distillation of the early exits from the final classifier (`[objective.distill]`,
+/// `joint` only): each early exit's term becomes `(1 − w)·CE(y, z_i) + w·T²·KL(σ(z_N/T) ‖ σ(z_i/T))`
+/// with the final classifier's softened prediction as a fixed target (no gradient flows into
+/// it). From "Be Your Own Teacher" (Zhang et al., ICCV 2019) and Shallow-Deep Networks' internal
+/// classifiers (Kaya et al., ICML 2019): the exits learn the final classifier's view of the
+/// classes, not only the labels, and pull less on the shared early layers. `T²` keeps the
+/// gradient's scale independent of `T` (Hinton et al., 2015).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// Softmax temperature `T` of both distributions (default 3).
+    #[serde(default = "Distill::default_temperature")]
+    pub temperature: f64,
+    /// Weight `w` of the distillation term against the label's cross-entropy (default 0.5).
+    #[serde(default = "Distill::default_weight")]
+    pub weight: f64,
+}
+
+impl Distill {
+    fn default_temperature() -> f64 {
+        3.0
+    }
+
+    fn default_weight() -> f64 {
+        0.5
+    }
+}
+
+impl Default for Distill {
+    fn default() -> Self {
+        Self {
+            temperature: Self::default_temperature(),
+            weight: Self::default_weight(),
+        }
+    }
+}
+
 /// The `[objective]` table of a training configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +208,10 @@ pub struct ObjectiveConfig {
     /// reports always use the honest costs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub costs: Option<Vec<f64>>,
+    /// `joint` (also as the base of `heads-only`): the early exits also learn from the final
+    /// classifier ([`Distill`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
 }
 
 impl ObjectiveConfig {
@@ -185,6 +226,7 @@ impl ObjectiveConfig {
             phases: None,
             warmup: None,
             costs: None,
+            distill: None,
         }
     }
 
@@ -221,6 +263,8 @@ pub struct Objective {
     pub phases: Vec<usize>,
     /// Epochs of deeply supervised warm-up before the loss (two-stage training).
     pub warmup: usize,
+    /// Self-distillation of the early exits (`joint`).
+    pub distill: Option<Distill>,
 }
 
 /// Where training stands, for losses that change over time.
@@ -396,6 +440,26 @@ impl Objective {
                 c.clone()
             }
         };
+        if let Some(d) = &cfg.distill {
+            if loss != ObjectiveKind::Joint {
+                return Err(Error::invalid(
+                    "objective.distill",
+                    format!("self-distillation applies to `joint` (or `heads-only` on it), not `{loss}`"),
+                ));
+            }
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err(Error::invalid(
+                    "objective.distill.temperature",
+                    format!("must be > 0, got {}", d.temperature),
+                ));
+            }
+            if !(0.0..=1.0).contains(&d.weight) {
+                return Err(Error::invalid(
+                    "objective.distill.weight",
+                    format!("must be in [0, 1], got {}", d.weight),
+                ));
+            }
+        }
         let warmup = cfg.warmup.unwrap_or(0);
         if warmup > 0 && matches!(kind, ObjectiveKind::Layerwise | ObjectiveKind::Joint) {
             return Err(Error::invalid(
@@ -418,6 +482,7 @@ impl Objective {
             costs,
             phases,
             warmup,
+            distill: cfg.distill.clone(),
         })
     }
 
@@ -466,7 +531,10 @@ impl Objective {
             return joint(outs, targets, &vec![1.0; outs.len()]);
         }
         match self.loss {
-            ObjectiveKind::Joint => joint(outs, targets, &self.weights_at(ctx.epoch)),
+            ObjectiveKind::Joint => match &self.distill {
+                None => joint(outs, targets, &self.weights_at(ctx.epoch)),
+                Some(d) => joint_distilled(outs, targets, &self.weights_at(ctx.epoch), d),
+            },
             ObjectiveKind::EenetV1 | ObjectiveKind::SoftConditional => {
                 eenet_v1(outs, targets, &self.costs, self.lambda)
             }
@@ -570,6 +638,30 @@ pub fn joint(outs: &[ExitOutput], targets: Tensor<1, Int>, weights: &[f64]) -> T
         .expect("at least one exit")
 }
 
+/// [`joint`] with the early exits distilled from the final classifier ([`Distill`]); the final
+/// classifier's own term is its cross-entropy.
+pub fn joint_distilled(outs: &[ExitOutput], targets: Tensor<1, Int>, weights: &[f64], d: &Distill) -> Tensor<1> {
+    let (last, early) = outs.split_last().expect("at least one exit");
+    let t = d.temperature;
+    // The teacher: a fixed target.
+    let teacher = log_softmax(last.logits.clone().detach().div_scalar(t), 1);
+    let p_teacher = teacher.clone().exp();
+    let n = last.logits.dims()[0];
+    let kl = |logits: Tensor<2>| -> Tensor<1> {
+        let student = log_softmax(logits.div_scalar(t), 1);
+        (p_teacher.clone() * (teacher.clone() - student))
+            .sum()
+            .div_scalar(n as f64)
+            .reshape([1])
+    };
+    let final_term =
+        cross_entropy(last.logits.clone(), targets.clone()).mul_scalar(*weights.last().expect("a weight per exit"));
+    early.iter().zip(weights).fold(final_term, |sum, (o, &w)| {
+        let ce = cross_entropy(o.logits.clone(), targets.clone()).mul_scalar(1.0 - d.weight);
+        sum + (ce + kl(o.logits.clone()).mul_scalar(d.weight * t * t)).mul_scalar(w)
+    })
+}
+
 /// EENets eq. 8: `CE(y, Ŷ_0) + λ C_0` (batch mean).
 pub fn eenet_v1(outs: &[ExitOutput], targets: Tensor<1, Int>, costs: &[f64], lambda: f64) -> Tensor<1> {
     let logy = log_mixtures(outs);
@@ -671,6 +763,93 @@ mod tests {
         let (ce0, ce1, ..) = hand();
         let got = scalar(joint(&outs(&d), y(&d), &[0.3, 1.0]));
         assert!((got - (0.3 * mean(&ce0) + mean(&ce1))).abs() < 1e-5, "{got}");
+    }
+
+    #[test]
+    fn self_distillation_matches_hand_computation_and_leaves_the_teacher_alone() {
+        let d = Device::flex();
+        let (ce0, ce1, ..) = hand();
+        let distill = Distill {
+            temperature: 2.0,
+            weight: 0.4,
+        };
+        // KL(σ(z_1/T) ‖ σ(z_0/T)) per sample, by hand.
+        let soft = |v: &[f32; 3]| softmax(&[v[0] / 2.0, v[1] / 2.0, v[2] / 2.0]);
+        let kl: Vec<f64> = (0..2)
+            .map(|s| {
+                let (p, q) = (soft(&L1[s]), soft(&L0[s]));
+                (0..3).map(|k| p[k] * (p[k] / q[k]).ln()).sum()
+            })
+            .collect();
+        let want = 0.3 * (0.6 * mean(&ce0) + 0.4 * 4.0 * mean(&kl)) + mean(&ce1);
+        let got = scalar(joint_distilled(&outs(&d), y(&d), &[0.3, 1.0], &distill));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Weight 0 is the joint loss.
+        let none = Distill {
+            weight: 0.0,
+            ..distill.clone()
+        };
+        let got = scalar(joint_distilled(&outs(&d), y(&d), &[0.3, 1.0], &none));
+        assert!((got - scalar(joint(&outs(&d), y(&d), &[0.3, 1.0]))).abs() < 1e-6);
+        // The final classifier's gradient is its own cross-entropy's: the teacher is a fixed target.
+        let ad = d.autodiff();
+        let grad_of_final = |loss: &dyn Fn(&[ExitOutput]) -> Tensor<1>| {
+            let o = outs(&ad);
+            let last = o[1].logits.clone().require_grad();
+            let o = vec![
+                o[0].clone(),
+                ExitOutput {
+                    logits: last.clone(),
+                    confidence: None,
+                },
+            ];
+            let mut g = loss(&o).backward();
+            last.grad_remove(&mut g)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let with = grad_of_final(&|o| joint_distilled(o, y(&ad), &[0.3, 1.0], &distill));
+        let plain = grad_of_final(&|o| cross_entropy(o[1].logits.clone(), y(&ad)));
+        assert!(
+            with.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{with:?} vs {plain:?}"
+        );
+    }
+
+    #[test]
+    fn self_distillation_is_checked_and_round_trips() {
+        let cfg: ObjectiveConfig = toml::from_str("kind = \"joint\"\n[distill]\ntemperature = 4.0\n").unwrap();
+        assert_eq!(
+            cfg.distill,
+            Some(Distill {
+                temperature: 4.0,
+                weight: 0.5
+            })
+        );
+        assert_eq!(
+            toml::from_str::<ObjectiveConfig>(&toml::to_string(&cfg).unwrap()).unwrap(),
+            cfg
+        );
+        let objective = Objective::new(&cfg, &COSTS, false, 3).unwrap();
+        assert_eq!(objective.distill, cfg.distill);
+        let err = |cfg: ObjectiveConfig| Objective::new(&cfg, &COSTS, true, 3).unwrap_err().to_string();
+        let with = |kind, d: Distill| ObjectiveConfig {
+            distill: Some(d),
+            ..ObjectiveConfig::new(kind)
+        };
+        assert!(err(with(ObjectiveKind::EenetV2, Distill::default())).contains("objective.distill"));
+        let hot = Distill {
+            temperature: 0.0,
+            ..Distill::default()
+        };
+        assert!(err(with(ObjectiveKind::Joint, hot)).contains("objective.distill.temperature"));
+        let heavy = Distill {
+            weight: 1.5,
+            ..Distill::default()
+        };
+        assert!(err(with(ObjectiveKind::Joint, heavy)).contains("objective.distill.weight"));
     }
 
     #[test]
