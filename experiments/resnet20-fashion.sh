@@ -11,6 +11,8 @@
 #   EXITS=joint:           the whole network trained with exits from scratch with the plain recipe
 #                          (configs/resnet20-fashion-mnist-exits.toml, 6 full epochs, about 35 min on
 #                          a quiet 2-core machine and hours on a loaded one).
+#   EXITS=distill:         the same from scratch, in one run, with self-distillation of the exits from
+#                          the final classifier (configs/resnet20-fashion-mnist-distill.toml, 6 epochs).
 # PLAIN_FROM=DIR copies an already trained plain run instead of training it (about 30 min).
 # Writes experiments/reports/resnet20-fashion-$EXITS.md (and resnet20-fashion.md, the headline: MAIN_VARIANT) and
 # experiments/reports/resnet20-fashion-$EXITS/ (report.md, plots).
@@ -28,6 +30,8 @@ if [ "$EXITS" = heads ]; then
   train "$X" configs/resnet20-fashion-mnist-heads.toml --set init=runs/$P
 elif [ "$EXITS" = finetune ]; then
   train "$X" configs/resnet20-fashion-mnist-finetune.toml --set init=runs/$P
+elif [ "$EXITS" = distill ]; then
+  train "$X" configs/resnet20-fashion-mnist-distill.toml
 else
   train "$X" configs/resnet20-fashion-mnist-exits.toml
 fi

@@ -186,6 +186,11 @@ VARIANTS = {
         "the same six `plain` exits added to the **trained plain network** and the whole network fine-tuned jointly "
         "for 2 epochs (`configs/resnet20-fashion-mnist-finetune.toml`: SGD lr 0.01 cosine, loss weights equal to the "
         "exits' costs)"),
+    "resnet20-fashion-distill": (
+        "the same six `plain` exits, the whole network trained **from scratch in one run** with the plain recipe "
+        "and **self-distillation**: each early exit's term is (1 − w)·CE + w·T²·KL(final ‖ exit), T = 3, w = 0.5, "
+        "the final classifier a fixed teacher (`configs/resnet20-fashion-mnist-distill.toml`; loss weights equal to "
+        "the exits' costs)"),
 }
 
 

@@ -1098,14 +1098,15 @@ fn forward_chain(layers: &[Layer], x: &Act, pool: &BufferPool) -> Vec<LayerTape>
     tapes
 }
 
-fn forward_dense_layer(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTape {
-    let pre = forward_pre(w.pre.as_ref().expect("dense layers pre-activate"), x, pool);
+/// A pre-activated chain (DenseNet's layers and transitions): `relu(BN(x))`, the layers, then
+/// `out` of the last layer's output.
+fn forward_pre_chain(w: &BlockWeights, x: &Act, pool: &BufferPool, out: impl FnOnce(&Act) -> Act) -> BlockTape {
+    let pre = forward_pre(w.pre.as_ref().expect("pre-activated"), x, pool);
     let layers = forward_chain(&w.layers, pre.y.as_ref().expect("pre-activation output is kept"), pool);
-    let new = layers
+    let out = out(layers
         .last()
         .and_then(|t| t.y.as_ref())
-        .expect("dense layers have convolutions");
-    let out = Act::concat_channels(&[x, new]);
+        .expect("pre-activated chains have convolutions"));
     BlockTape {
         layers,
         shortcut: None,
@@ -1117,28 +1118,18 @@ fn forward_dense_layer(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTap
     }
 }
 
+/// DenseNet's layer: the new channels after the input's.
+fn forward_dense_layer(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTape {
+    forward_pre_chain(w, x, pool, |new| Act::concat_channels(&[x, new]))
+}
+
 fn forward_transition(
     w: &BlockWeights,
     (win, count_include_pad): (Window, bool),
     x: &Act,
     pool: &BufferPool,
 ) -> BlockTape {
-    let pre = forward_pre(w.pre.as_ref().expect("transitions pre-activate"), x, pool);
-    let layers = forward_chain(&w.layers, pre.y.as_ref().expect("pre-activation output is kept"), pool);
-    let out = layers
-        .last()
-        .and_then(|t| t.y.as_ref())
-        .expect("transitions have a convolution")
-        .avg_pool(win, count_include_pad);
-    BlockTape {
-        layers,
-        shortcut: None,
-        pre: Some(pre),
-        argmax: None,
-        flat: None,
-        branches: Vec::new(),
-        out,
-    }
+    forward_pre_chain(w, x, pool, |y| y.avg_pool(win, count_include_pad))
 }
 
 fn forward_inception(w: &BlockWeights, x: &Act, pool: &BufferPool) -> BlockTape {

@@ -171,40 +171,11 @@ impl Act {
     /// # Shapes
     /// `[n, h', w', c]` → `[n, h, w, c]`
     pub fn avg_pool_backward(&self, win: Window, count_include_pad: bool, h: usize, w: usize) -> Act {
-        let (oh, ow, c) = (self.h, self.w, self.c);
-        let rows: Vec<[usize; 2]> = (0..oh).map(|y| span(y, win, h)).collect();
-        let cols: Vec<[usize; 2]> = (0..ow).map(|x| span(x, win, w)).collect();
-        let mut data = vec![0.0f32; self.n * h * w * c];
-        let sample_len = h * w * c;
-        if sample_len > 0 {
-            for_each_chunk(&mut data, sample_len, self.data.len(), SERIAL_VALUES, |(s, dst)| {
-                let g = &self.data[s * oh * ow * c..(s + 1) * oh * ow * c];
-                for (y, &[y0, y1]) in rows.iter().enumerate() {
-                    for (x, &[x0, x1]) in cols.iter().enumerate() {
-                        let taps = if count_include_pad {
-                            win.k * win.k
-                        } else {
-                            (y1 - y0) * (x1 - x0)
-                        };
-                        let scale = 1.0 / taps.max(1) as f32;
-                        let src = &g[(y * ow + x) * c..(y * ow + x + 1) * c];
-                        for iy in y0..y1 {
-                            for ix in x0..x1 {
-                                let at = (iy * w + ix) * c;
-                                dst[at..at + c].iter_mut().zip(src).for_each(|(d, v)| *d += v * scale);
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        Act {
-            n: self.n,
-            h,
-            w,
-            c,
-            data,
-        }
+        let rows: Vec<[usize; 2]> = (0..self.h).map(|y| span(y, win, h)).collect();
+        let cols: Vec<[usize; 2]> = (0..self.w).map(|x| span(x, win, w)).collect();
+        self.spread_spans(&rows, &cols, h, w, |taps| {
+            1.0 / if count_include_pad { win.k * win.k } else { taps }.max(1) as f32
+        })
     }
 
     /// [`Act::max_pool`] for training: also where each output's maximum came from (its index
@@ -297,12 +268,9 @@ impl Act {
     /// # Shapes
     /// `[n, h, w, c]` → `[n, oh, ow, c]`
     pub fn adaptive_avg_pool(&self, oh: usize, ow: usize) -> Act {
-        let spans = |out: usize, len: usize| -> Vec<[usize; 2]> {
-            (0..out)
-                .map(|i| [i * len / out, ((i + 1) * len).div_ceil(out)])
-                .collect()
-        };
-        self.pool_spans(&spans(oh, self.h), &spans(ow, self.w), |taps| Some(1.0 / taps as f32))
+        self.pool_spans(&adaptive_spans(oh, self.h), &adaptive_spans(ow, self.w), |taps| {
+            Some(1.0 / taps as f32)
+        })
     }
 
     /// The backward pass of [`Act::adaptive_avg_pool`]: `self` is the gradient of its output,
@@ -311,23 +279,34 @@ impl Act {
     /// # Shapes
     /// `[n, oh, ow, c]` → `[n, h, w, c]`
     pub fn adaptive_avg_pool_backward(&self, h: usize, w: usize) -> Act {
+        let (rows, cols) = (adaptive_spans(self.h, h), adaptive_spans(self.w, w));
+        self.spread_spans(&rows, &cols, h, w, |taps| 1.0 / taps.max(1) as f32)
+    }
+
+    /// The adjoint of [`Act::pool_spans`]'s averages: each output value (of `self`) times
+    /// `scale(taps)` added onto every input position of its span, into an `h × w` input.
+    fn spread_spans(
+        &self,
+        rows: &[[usize; 2]],
+        cols: &[[usize; 2]],
+        h: usize,
+        w: usize,
+        scale: impl Fn(usize) -> f32 + Sync,
+    ) -> Act {
         let (oh, ow, c) = (self.h, self.w, self.c);
-        let span = |i: usize, out: usize, len: usize| [i * len / out, ((i + 1) * len).div_ceil(out)];
         let mut data = vec![0.0f32; self.n * h * w * c];
         let sample_len = h * w * c;
         if sample_len > 0 {
             for_each_chunk(&mut data, sample_len, self.data.len(), SERIAL_VALUES, |(s, dst)| {
                 let g = &self.data[s * oh * ow * c..(s + 1) * oh * ow * c];
-                for y in 0..oh {
-                    let [y0, y1] = span(y, oh, h);
-                    for x in 0..ow {
-                        let [x0, x1] = span(x, ow, w);
-                        let scale = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+                for (y, &[y0, y1]) in rows.iter().enumerate() {
+                    for (x, &[x0, x1]) in cols.iter().enumerate() {
+                        let k = scale((y1 - y0) * (x1 - x0));
                         let src = &g[(y * ow + x) * c..(y * ow + x + 1) * c];
                         for iy in y0..y1 {
                             for ix in x0..x1 {
                                 let at = (iy * w + ix) * c;
-                                dst[at..at + c].iter_mut().zip(src).for_each(|(d, v)| *d += v * scale);
+                                dst[at..at + c].iter_mut().zip(src).for_each(|(d, v)| *d += v * k);
                             }
                         }
                     }
@@ -434,6 +413,14 @@ impl Act {
             })
             .collect()
     }
+}
+
+/// Adaptive pooling's input span of each of `out` cells over `len` positions (PyTorch's:
+/// `⌊i·len/out⌋ .. ⌈(i+1)·len/out⌉`).
+fn adaptive_spans(out: usize, len: usize) -> Vec<[usize; 2]> {
+    (0..out)
+        .map(|i| [i * len / out, ((i + 1) * len).div_ceil(out)])
+        .collect()
 }
 
 /// The input positions `[start, end)` that output position `o` of a window covers, clipped to
