@@ -11,6 +11,8 @@
 #   EXITS=joint:           the whole network trained with exits from scratch with the plain recipe
 #                          (configs/resnet20-fashion-mnist-exits.toml, 6 full epochs, about 35 min on
 #                          a quiet 2-core machine and hours on a loaded one).
+#   EXITS=ramp:            the same from scratch, in one run, the exits' weights ramped in over 2 epochs
+#                          (configs/resnet20-fashion-mnist-ramp.toml, 6 epochs);
 #   EXITS=distill:         the same from scratch, in one run, with self-distillation of the exits from
 #                          the final classifier (configs/resnet20-fashion-mnist-distill.toml, 6 epochs).
 # PLAIN_FROM=DIR copies an already trained plain run instead of training it (about 30 min).
@@ -30,6 +32,8 @@ if [ "$EXITS" = heads ]; then
   train "$X" configs/resnet20-fashion-mnist-heads.toml --set init=runs/$P
 elif [ "$EXITS" = finetune ]; then
   train "$X" configs/resnet20-fashion-mnist-finetune.toml --set init=runs/$P
+elif [ "$EXITS" = ramp ]; then
+  train "$X" configs/resnet20-fashion-mnist-ramp.toml
 elif [ "$EXITS" = distill ]; then
   train "$X" configs/resnet20-fashion-mnist-distill.toml
 else
