@@ -415,8 +415,8 @@ fn inception_modules_have_burns_gradients() {
     // Trained whole, its gradients are ill-conditioned at initialisation: the two passes' forward
     // values drift apart by ~5e-5 of themselves over a few modules (logits equal to that), enough
     // to put units on the other side of a ReLU among the hundreds of thousands of the later
-    // modules, each moving one term of a weight's gradient; Burn against itself with its input
-    // nudged by ~1e-4 differs by up to 19 % of a tensor's largest gradient there. So each
+    // modules, each moving one term of a weight's gradient; Burn against itself on the same batch
+    // in reverse order differs by up to 19 % of a tensor's largest gradient there. So each
     // gradient is within 2 % of its largest value or 3× that disagreement: the whole network, and
     // each kind of module alone (a layer-wise step, the earlier stages frozen).
     let noisy = Tolerance {

@@ -526,7 +526,7 @@ impl NativeBackbone {
         // `dense` heads read every block's `global_avg_pool(relu(x))`: one autodiff leaf per block
         // (a trained block's requires its gradient), shared by every head that reads it.
         let history: Vec<Vec<f32>> = if net.pools_history() {
-            tapes.iter().map(|t| relu_mean(&t.out)).collect()
+            tapes.iter().map(|t| t.out.relu_global_avg_pool()).collect()
         } else {
             Vec::new()
         };
@@ -594,17 +594,37 @@ impl NativeBackbone {
     }
 }
 
-/// `global_avg_pool(relu(a))` per sample, `[n][c]` (a `dense` head's history entry).
-fn relu_mean(a: &Act) -> Vec<f32> {
-    let p = (a.h * a.w).max(1);
-    let mut out = vec![0.0f32; a.n * a.c];
-    for (s, dst) in out.chunks_mut(a.c.max(1)).enumerate().take(a.n) {
-        for px in a.data[s * p * a.c..(s + 1) * p * a.c].chunks_exact(a.c.max(1)) {
-            dst.iter_mut().zip(px).for_each(|(d, v)| *d += v.max(0.0));
-        }
-        dst.iter_mut().for_each(|d| *d /= p as f32);
+/// The gradients of the autodiff `leaves` the heads read (`None` where a leaf is frozen or the
+/// loss does not reach it), taken out of `grads`, on the host.
+fn take_grads<const D: usize>(leaves: &[Option<Tensor<D>>], grads: &mut Gradients) -> Result<Vec<Option<Vec<f32>>>> {
+    leaves
+        .iter()
+        .map(|l| {
+            l.as_ref()
+                .and_then(|l| l.grad_remove(grads))
+                .map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().map_err(data_err))
+                .transpose()
+        })
+        .collect()
+}
+
+/// The backward pass of [`Act::relu_global_avg_pool`] of `out` (a `dense` head's history entry):
+/// `g` (`[n][c]`) spread evenly over the pixels where `out` is positive, added to `d`.
+fn add_relu_pool_grad(d: &mut Act, out: &Act, g: &[f32]) {
+    let (p, c) = (out.h * out.w, out.c);
+    if p == 0 || c == 0 {
+        return;
     }
-    out
+    let scale = 1.0 / p as f32;
+    let pixels = d.data.chunks_exact_mut(c).zip(out.data.chunks_exact(c));
+    for (px, (dp, op)) in pixels.enumerate() {
+        let gs = &g[(px / p) * c..(px / p + 1) * c];
+        for ((dv, ov), gv) in dp.iter_mut().zip(op).zip(gs) {
+            if *ov > 0.0 {
+                *dv += gv * scale;
+            }
+        }
+    }
 }
 
 impl BlockTape {
@@ -628,26 +648,8 @@ impl PendingBackward<'_> {
     /// backward pass.
     pub fn backward(self, mut grads: Gradients) -> Result<GradientsParams> {
         let net = self.net;
-        let leaf_grads: Vec<Option<Vec<f32>>> = self
-            .leaves
-            .iter()
-            .map(|l| {
-                l.as_ref()
-                    .and_then(|l| l.grad_remove(&mut grads))
-                    .map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().map_err(data_err))
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
-        let pooled_grads: Vec<Option<Vec<f32>>> = self
-            .pooled_leaves
-            .iter()
-            .map(|l| {
-                l.as_ref()
-                    .and_then(|l| l.grad_remove(&mut grads))
-                    .map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().map_err(data_err))
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
+        let leaf_grads = take_grads(&self.leaves, &mut grads)?;
+        let pooled_grads = take_grads(&self.pooled_leaves, &mut grads)?;
         let mut params = GradientsParams::from_grads(grads, net);
         let inner = self.device.clone().inner();
         let stage_ends = self.backbone.stage_ends();
@@ -670,28 +672,13 @@ impl PendingBackward<'_> {
                     None => g,
                 });
             }
-            // The pooled history's gradient: spread over the pixels where the output is positive.
             if let Some(g) = pooled_grads.get(i).and_then(Option::as_ref) {
                 let o = &tape.out;
                 let mut d = d_out.take().unwrap_or_else(|| Act {
                     data: vec![0.0; o.data.len()],
                     ..*o
                 });
-                let p = (o.h * o.w).max(1);
-                let scale = 1.0 / p as f32;
-                for (s, gs) in g.chunks_exact(o.c).enumerate() {
-                    let range = s * p * o.c..(s + 1) * p * o.c;
-                    for (dp, op) in d.data[range.clone()]
-                        .chunks_exact_mut(o.c)
-                        .zip(o.data[range].chunks_exact(o.c))
-                    {
-                        for ((dv, ov), gv) in dp.iter_mut().zip(op).zip(gs) {
-                            if *ov > 0.0 {
-                                *dv += gv * scale;
-                            }
-                        }
-                    }
-                }
+                add_relu_pool_grad(&mut d, o, g);
                 d_out = Some(d);
             }
             let Some(dy) = d_out.take() else { continue };
